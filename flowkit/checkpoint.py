@@ -1,0 +1,48 @@
+"""Reading flowkit checkpoints safely (``weights_only=True``: loading never runs code from the file)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flowkit.errors import ConfigError
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run directory means its ``last.ckpt``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "last.ckpt"
+    if not path.is_file():
+        raise ConfigError(f"checkpoint '{path}' does not exist")
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict of a flowkit run; a missing, truncated, unsafe or foreign file is a ConfigError."""
+    path = resolve_checkpoint(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ConfigError(f"checkpoint '{path}' holds objects that could run code; refused ({str(exc).splitlines()[0]})") from None
+    except Exception as exc:
+        raise ConfigError(f"checkpoint '{path}' cannot be read (truncated or not a torch file): {exc}") from None
+    if not isinstance(ckpt, dict) or "flowkit" not in ckpt or "state_dict" not in ckpt:
+        raise ConfigError(f"checkpoint '{path}' is not a flowkit checkpoint")
+    return ckpt
+
+
+def load_model(path: str | Path):
+    """(config, Parts with the EMA weights loaded into ``parts.model``) from a checkpoint or run dir."""
+    from flowkit.build import build_parts
+
+    ckpt = read_checkpoint(path)
+    cfg = ckpt["flowkit"]["config"]
+    parts = build_parts(cfg)
+    weights = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    parts.model.load_state_dict(weights)
+    parts.model.eval()
+    return cfg, parts

@@ -1,0 +1,208 @@
+"""Recipes: a typed schema, YAML recipes on top of it, and ``key=value`` overrides.
+
+OmegaConf checks keys and types against the dataclasses below; this module adds what it lacks:
+a token without ``=`` is refused (OmegaConf would read it as ``key: None``), unknown keys get
+"did you mean", and ranges are checked. ``path``, ``coupling``, ``time``, ``method`` and ``model``
+are components: ``{name: ..., <options>}``; ``path=cosine`` replaces the whole component, and
+``path.sigma_min=0.01`` sets one option, checked against the registered unit's signature when
+it is built.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from flowkit.errors import ConfigError, choices_hint
+
+COMPONENTS = ("model", "path", "coupling", "time", "method")
+
+
+@dataclass
+class DataConfig:
+    source: str = "gaussian"  # a registered dataset (``flowkit list``)
+    target: str = "8gaussians"  # a registered dataset; ignored when ``path`` is set
+    path: Optional[str] = None  # a .npy / .pt array of target samples, shape (n, *data_shape)
+    batch_size: int = 256
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    warmup_steps: int = 0
+    schedule: str = "constant"  # constant | cosine (to 0 at trainer.max_steps)
+    ema_decay: float = 0.999
+
+
+@dataclass
+class TrainerConfig:
+    """Passed to ``lightning.Trainer`` (``checkpoint_every`` goes to ModelCheckpoint)."""
+
+    max_steps: int = 10_000
+    accelerator: str = "auto"
+    devices: str = "auto"
+    strategy: str = "auto"
+    precision: str = "32-true"
+    num_nodes: int = 1
+    log_every_n_steps: int = 100
+    checkpoint_every: int = 1000
+    gradient_clip_val: Optional[float] = None
+    enable_progress_bar: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """The summary after training: W2 with ``solver`` (2-D data) and a table of ``compare`` samplers."""
+
+    n: int = 2000
+    repeats: int = 5  # W2 and its floor are means over this many independent draws
+    solver: str = "dopri5"
+    rtol: float = 1e-5
+    atol: float = 1e-5
+    compare: List[str] = field(default_factory=lambda: ["euler:1", "euler:4", "midpoint:4", "rk4:4"])
+    seed: int = 1234
+
+
+@dataclass
+class Config:
+    name: str = "custom"
+    seed: int = 0
+    run_root: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: Dict[str, Any] = field(default_factory=lambda: {"name": "mlp"})
+    path: Dict[str, Any] = field(default_factory=lambda: {"name": "rectified"})
+    coupling: Dict[str, Any] = field(default_factory=lambda: {"name": "independent"})
+    time: Dict[str, Any] = field(default_factory=lambda: {"name": "logit_normal"})
+    method: Dict[str, Any] = field(default_factory=lambda: {"name": "cfm"})
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def recipe_dir() -> Path:
+    """Recipes ship inside the wheel as ``flowkit.recipes``; a plain checkout has them at the top level."""
+    try:
+        return Path(str(resources.files("flowkit.recipes")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "recipes"
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in recipe_dir().glob("*.yaml"))
+
+
+def load_recipe(recipe: str) -> DictConfig:
+    """The schema with a recipe merged on: a packaged name (``rectified``) or a path to a YAML file."""
+    file = Path(recipe)
+    if not (file.suffix in (".yaml", ".yml") and file.is_file()):
+        file = recipe_dir() / f"{recipe}.yaml"
+        if not file.is_file():
+            raise ConfigError(f"unknown recipe '{recipe}'; {choices_hint(recipe, recipe_names())}")
+    cfg = OmegaConf.structured(Config(name=file.stem))
+    try:
+        loaded = OmegaConf.load(file)
+    except Exception as exc:
+        raise ConfigError(f"recipe {file}: not valid YAML ({exc})") from None
+    return _merge(cfg, loaded, f"recipe {file}")
+
+
+def parse_overrides(tokens: list[str]) -> list[tuple[str, Any]]:
+    pairs = []
+    for token in tokens:
+        key, eq, raw = token.partition("=")
+        if not eq:
+            raise ConfigError(f"'{token}' is not an override; write key=value (e.g. trainer.max_steps=2000)")
+        if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", key):
+            raise ConfigError(f"'{token}': '{key}' is not a dotted key (e.g. optim.lr=3e-4)")
+        try:
+            value = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={raw}"]))["v"]
+        except Exception:
+            raise ConfigError(f"'{token}': cannot parse the value '{raw}'") from None
+        pairs.append((key, value))
+    return pairs
+
+
+def apply_overrides(cfg: DictConfig, tokens: list[str]) -> DictConfig:
+    for key, value in parse_overrides(tokens):
+        where = f"{key}={value!r}"
+        if key in COMPONENTS and not isinstance(value, dict):
+            if not isinstance(value, str):
+                raise ConfigError(f"{where}: expected a registered {key} name")
+            cfg = cfg.copy()
+            cfg[key] = {"name": value}  # a new component starts from its own defaults
+            continue
+        for part in reversed(key.split(".")):
+            value = {part: value}
+        cfg = _merge(cfg, value, where)
+    return cfg
+
+
+def _merge(cfg: DictConfig, update: Any, where: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(cfg, update)
+    except ConfigKeyError as exc:
+        key = exc.full_key or str(exc.key)
+        parent = key.rpartition(".")[0]
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        valid = [f"{parent}.{k}" if parent else str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+        raise ConfigError(f"{where}: unknown key '{key}'; {choices_hint(key, valid)}") from None
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{where}: {_type_message(exc)}") from None
+
+
+def _type_message(exc: OmegaConfBaseException) -> str:
+    """'trainer.max_steps must be int' from the schema's annotation of the offending field."""
+    owner, key = getattr(exc, "object_type", None), getattr(exc, "key", None)
+    try:
+        hint = typing.get_type_hints(owner)[key]
+    except Exception:
+        return str(exc).splitlines()[0]
+    name = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+    return f"{exc.full_key} must be {name}"
+
+
+_RANGES = {
+    "data.batch_size": (lambda v: v >= 1, ">= 1"),
+    "optim.lr": (lambda v: v > 0, "> 0"),
+    "optim.weight_decay": (lambda v: v >= 0, ">= 0"),
+    "optim.beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "optim.beta2": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "optim.warmup_steps": (lambda v: v >= 0, ">= 0"),
+    "optim.schedule": (lambda v: v in ("constant", "cosine"), "one of: constant, cosine"),
+    "optim.ema_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "trainer.max_steps": (lambda v: v >= 1, ">= 1"),
+    "trainer.num_nodes": (lambda v: v >= 1, ">= 1"),
+    "trainer.log_every_n_steps": (lambda v: v >= 1, ">= 1"),
+    "trainer.checkpoint_every": (lambda v: v >= 1, ">= 1"),
+    "trainer.gradient_clip_val": (lambda v: v is None or v > 0, "> 0 (or null)"),
+    "eval.n": (lambda v: v >= 2, ">= 2"),
+    "eval.repeats": (lambda v: v >= 1, ">= 1"),
+    "eval.rtol": (lambda v: v > 0, "> 0"),
+    "eval.atol": (lambda v: v > 0, "> 0"),
+}
+
+
+def validate(cfg: DictConfig) -> None:
+    """Range checks the types cannot express; each failure names the key, the value and the range."""
+    for key, (ok, expected) in _RANGES.items():
+        value = OmegaConf.select(cfg, key)
+        if not ok(value):
+            raise ConfigError(f"{key}={value!r} is out of range; expected {expected}")
+    for component in COMPONENTS:
+        if not isinstance(cfg[component].get("name"), str):
+            raise ConfigError(f"{component}: needs a 'name' (see `flowkit list`)")
+
+
+def to_dict(cfg: DictConfig) -> dict[str, Any]:
+    """Plain Python containers: what checkpoints store and what components are built from."""
+    return OmegaConf.to_container(cfg, resolve=True)

@@ -1,0 +1,30 @@
+"""Error types that the CLI turns into one clear line.
+
+``ConfigError`` is bad input from the user (a recipe, an override, a file): the CLI prints its
+message and exits with code 2. ``TrainingError`` is a run that stopped for a reason the user must
+act on (a non-finite loss): the CLI prints it and exits with code 1. Anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ConfigError(ValueError):
+    """The user asked for something that does not exist or does not fit."""
+
+
+class TrainingError(RuntimeError):
+    """Training stopped; the message names the step and what was kept."""
+
+
+def choices_hint(bad: str, valid: Iterable[str]) -> str:
+    """'valid: a, b, c (did you mean 'b'?)' — the tail every unknown-name error shares."""
+    valid = sorted(valid)
+    text = "valid: " + (", ".join(valid) if valid else "(none)")
+    close = difflib.get_close_matches(str(bad), valid, n=1, cutoff=0.6)
+    if close:
+        text += f" (did you mean '{close[0]}'?)"
+    return text

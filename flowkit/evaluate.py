@@ -1,0 +1,50 @@
+"""The post-training summary: W2 against its sampling floor, and samplers side by side."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from flowkit.data import Distribution
+from flowkit.metrics import w2
+from flowkit.sampling import parse_solver
+
+
+def solver_options(spec: str, rtol: float, atol: float) -> dict[str, Any]:
+    name, steps = parse_solver(spec)
+    return {"method": name, "steps": steps} if steps else {"method": name, "rtol": rtol, "atol": atol}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+@torch.no_grad()
+def sampler_table(method: Any, model: nn.Module, source: Distribution, target: Distribution,
+                  ecfg: dict[str, Any], device: torch.device) -> tuple[dict[str, Any], Tensor]:
+    """W2 of each sampler in ``[eval.solver] + eval.compare`` and the floor, each a mean over
+    ``eval.repeats`` independent draws of ``eval.n`` points (BENCHMARKS.md): on 8gaussians a single
+    draw's W2 swings by +-30% with the per-mode counts, so one pair of draws decides nothing.
+
+    Returns the table and the main solver's first sample set (for the figure).
+    """
+    n, k = ecfg["n"], ecfg["repeats"]
+    generator = torch.Generator().manual_seed(ecfg["seed"])
+    x0 = source.sample(n * k, generator).to(device)
+    refs = [target.sample(n, generator) for _ in range(k)]
+    others = [target.sample(n, generator) for _ in range(k)]
+    floor = mean_std([w2(a, b) for a, b in zip(refs, others)])
+    rows, first = [], None
+    for spec in [ecfg["solver"], *ecfg["compare"]]:
+        x1, nfe = method.sample(model, x0, **solver_options(spec, ecfg["rtol"], ecfg["atol"]))
+        x1 = x1.float().cpu()
+        if not torch.isfinite(x1).all():
+            rows.append({"solver": spec, "nfe": nfe, "w2": float("nan"), "w2_std": float("nan")})
+            continue
+        first = x1[:n] if first is None else first
+        mean, std = mean_std([w2(x1[i * n:(i + 1) * n], refs[i]) for i in range(k)])
+        rows.append({"solver": spec, "nfe": nfe, "w2": mean, "w2_std": std})
+    return {"floor": floor[0], "floor_std": floor[1], "rows": rows}, first

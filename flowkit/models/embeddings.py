@@ -1,0 +1,34 @@
+"""Time embeddings shared by the models."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class SinusoidalEmbedding(nn.Module):
+    """Transformer-style features of t in [0, 1] (Vaswani et al. 2017; DDPM's time embedding).
+
+    emb(t) = [sin(s t w_k), cos(s t w_k)], w_k = max_period^(-k / (dim/2)), with s = 1000 so the
+    lowest frequencies still resolve small changes of t.
+    """
+
+    def __init__(self, dim: int, max_period: float = 10_000.0, scale: float = 1000.0) -> None:
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"time embedding dim={dim} must be even")
+        freqs = torch.exp(-math.log(max_period) * torch.arange(dim // 2) / (dim // 2))
+        self.register_buffer("freqs", freqs * scale, persistent=False)
+
+    def forward(self, t: Tensor) -> Tensor:
+        angles = t.to(self.freqs.dtype)[:, None] * self.freqs[None]
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class TimeMLP(nn.Sequential):
+    """Sinusoidal features -> two-layer MLP, the conditioning vector of a block."""
+
+    def __init__(self, dim: int, out: int) -> None:
+        super().__init__(SinusoidalEmbedding(dim), nn.Linear(dim, out), nn.SiLU(), nn.Linear(out, out))

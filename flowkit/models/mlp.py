@@ -1,0 +1,35 @@
+"""MLP velocity field for low-dimensional data."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from flowkit.models.embeddings import TimeMLP
+from flowkit.models.registry import register_model
+
+
+@register_model("mlp")
+class MLP(nn.Module):
+    """v(x, t) = MLP([flatten(x), emb(t)]): ``depth`` hidden layers of ``width`` with SiLU."""
+
+    def __init__(self, data_shape: tuple[int, ...], width: int = 256, depth: int = 3, time_dim: int = 64) -> None:
+        super().__init__()
+        if width < 1 or depth < 1:
+            raise ValueError(f"width={width}, depth={depth} are out of range; expected both >= 1")
+        self.data_shape = tuple(data_shape)
+        dim = math.prod(self.data_shape)
+        self.time = TimeMLP(time_dim, time_dim)
+        layers: list[nn.Module] = [nn.Linear(dim + time_dim, width), nn.SiLU()]
+        for _ in range(depth - 1):
+            layers += [nn.Linear(width, width), nn.SiLU()]
+        layers.append(nn.Linear(width, dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        h = rearrange(x, "b ... -> b (...)")
+        h = self.net(torch.cat([h, self.time(t).to(h.dtype)], dim=1))
+        return h.reshape(x.shape)

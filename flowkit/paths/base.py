@@ -1,0 +1,103 @@
+"""The affine probability path and every conversion between parameterisations.
+
+Convention (DESIGN.md): t=0 is the source (noise), t=1 the data, and
+
+    x_t = alpha(t) * x1 + sigma(t) * x0,        alpha(0)=0, alpha(1)=1, sigma(0)=1, sigma(1)=0
+    u_t = alpha'(t) * x1 + sigma'(t) * x0       (the conditional velocity)
+
+A network may predict the velocity v, the data x1, the source x0, or the score of p_t. Given x_t,
+any one of them fixes the pair (x0_hat, x1_hat) through the two linear equations above, and every
+other parameterisation follows from that pair; ``convert`` is the single place this happens.
+The score form assumes a standard Gaussian source (Tweedie): score = -E[x0 | x_t] / sigma(t).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from torch import Tensor
+
+from flowkit.registry import Registry
+
+PATHS: Registry[type[AffinePath]] = Registry("path", "flowkit.paths")
+register_path = PATHS.register
+
+PREDICTIONS = ("velocity", "x1", "x0", "score")
+
+
+def expand_like(t: Tensor, x: Tensor) -> Tensor:
+    """(batch,) time -> (batch, 1, ..., 1) so it broadcasts against x of shape (batch, *data)."""
+    return t.reshape(t.shape[0], *([1] * (x.dim() - 1)))
+
+
+class AffinePath(ABC):
+    """x_t = alpha(t) x1 + sigma(t) x0; subclasses give alpha, sigma and their derivatives in closed form."""
+
+    @abstractmethod
+    def alpha(self, t: Tensor) -> Tensor: ...
+
+    @abstractmethod
+    def sigma(self, t: Tensor) -> Tensor: ...
+
+    @abstractmethod
+    def d_alpha(self, t: Tensor) -> Tensor: ...
+
+    @abstractmethod
+    def d_sigma(self, t: Tensor) -> Tensor: ...
+
+    def _coefficients(self, t: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        t = expand_like(t, x)
+        return self.alpha(t), self.sigma(t), self.d_alpha(t), self.d_sigma(t)
+
+    def sample(self, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
+        """x_t = alpha(t) x1 + sigma(t) x0."""
+        a, s, _, _ = self._coefficients(t, x1)
+        return a * x1 + s * x0
+
+    def target(self, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
+        """u_t(x_t | x0, x1) = alpha'(t) x1 + sigma'(t) x0."""
+        _, _, da, ds = self._coefficients(t, x1)
+        return da * x1 + ds * x0
+
+    def endpoints(self, value: Tensor, x_t: Tensor, t: Tensor, kind: str) -> tuple[Tensor, Tensor]:
+        """The pair (x0_hat, x1_hat) that a ``kind`` prediction implies at (x_t, t).
+
+        velocity: solve [[sigma, alpha], [sigma', alpha']] (x0, x1) = (x_t, v); the determinant
+        sigma*alpha' - alpha*sigma' is positive on every path here (1 for rectified).
+        """
+        a, s, da, ds = self._coefficients(t, x_t)
+        if kind == "velocity":
+            det = s * da - a * ds
+            return (da * x_t - a * value) / det, (s * value - ds * x_t) / det
+        if kind == "x1":
+            return (x_t - a * value) / s, value
+        if kind == "x0":
+            return value, (x_t - s * value) / a
+        if kind == "score":
+            x0 = -s * value
+            return x0, (x_t - s * x0) / a
+        raise ValueError(f"unknown prediction '{kind}'; valid: {', '.join(PREDICTIONS)}")
+
+    def from_endpoints(self, x0: Tensor, x1: Tensor, t: Tensor, kind: str) -> Tensor:
+        """Express the pair (x0, x1) as a ``kind`` prediction at time t."""
+        if kind == "x0":
+            return x0
+        if kind == "x1":
+            return x1
+        a, s, da, ds = self._coefficients(t, x1)
+        if kind == "velocity":
+            return da * x1 + ds * x0
+        if kind == "score":
+            return -x0 / s
+        raise ValueError(f"unknown prediction '{kind}'; valid: {', '.join(PREDICTIONS)}")
+
+    def convert(self, value: Tensor, x_t: Tensor, t: Tensor, src: str, dst: str) -> Tensor:
+        """Turn a ``src`` prediction at (x_t, t) into the ``dst`` one (velocity, x1, x0, score)."""
+        if src == dst:
+            return value
+        x0, x1 = self.endpoints(value, x_t, t, src)
+        return self.from_endpoints(x0, x1, t, dst)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({fields})"

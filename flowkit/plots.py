@@ -1,0 +1,36 @@
+"""PNG figures of samples: a scatter for 2-D data, a grid for images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from einops import rearrange  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+
+def save_samples(path: Path, samples: Tensor, reference: Tensor | None = None, title: str = "") -> None:
+    samples = samples.detach().cpu().float()
+    if samples.dim() == 2 and samples.shape[1] == 2:
+        fig, ax = plt.subplots(figsize=(5, 5))
+        if reference is not None:
+            ref = reference.cpu()
+            ax.scatter(ref[:, 0], ref[:, 1], s=2, alpha=0.3, c="tab:gray", label="target")
+        ax.scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.6, c="tab:blue", label="samples")
+        ax.set_aspect("equal")
+        ax.legend(loc="upper right", markerscale=4)
+    elif samples.dim() == 4:
+        side = int(min(samples.shape[0], 64) ** 0.5)
+        grid = rearrange(samples[: side * side], "(r c) ch h w -> (r h) (c w) ch", r=side)
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.imshow(((grid + 1) / 2).clamp(0, 1).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
+        ax.axis("off")
+    else:
+        return  # no natural picture for other shapes
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,158 @@
+"""One ``Registry`` class for every kind of pluggable unit.
+
+A registry is a plain name -> object mapping with one lookup site (``get``). Names come from the
+``@registry.register("name")`` decorator in flowkit, in a plugin, or in the user's own module, and
+from installed packages through the entry-point group (``flowkit.paths`` etc.), loaded lazily on
+the first lookup. A third-party entry point that fails to import warns once and is skipped; two
+different objects under one name is an error that names both sources.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+import warnings
+from importlib.metadata import entry_points
+from typing import Any, Callable, Generic, TypeVar
+
+from flowkit.errors import ConfigError, choices_hint
+
+T = TypeVar("T")
+
+# Names flowkit passes itself to units that ask for them; a recipe cannot set them.
+INJECTABLE = frozenset({"path", "time_sampler", "data_shape", "coupling"})
+
+
+def _source(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', repr(obj))}"
+
+
+class Registry(Generic[T]):
+    """Registered ``kind`` units, by name; ``group`` is the entry-point group third parties use."""
+
+    def __init__(self, kind: str, group: str) -> None:
+        self.kind = kind
+        self.group = group
+        self._items: dict[str, T] = {}
+        self._entry_points_loaded = False
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def decorator(obj: T) -> T:
+            self.add(name, obj)
+            return obj
+
+        return decorator
+
+    def add(self, name: str, obj: T) -> None:
+        old = self._items.get(name)
+        # The same class re-registered (a module imported twice under one name) is not a clash.
+        if old is not None and old is not obj and _source(old) != _source(obj):
+            raise ConfigError(
+                f"{self.kind} '{name}' is registered twice: by {_source(old)} and by {_source(obj)}"
+            )
+        self._items[name] = obj
+
+    def get(self, name: str) -> T:
+        self._load_entry_points()
+        try:
+            return self._items[name]
+        except KeyError:
+            raise ConfigError(f"unknown {self.kind} '{name}'; {choices_hint(name, self._items)}") from None
+
+    def names(self) -> list[str]:
+        self._load_entry_points()
+        return sorted(self._items)
+
+    def items(self) -> list[tuple[str, T]]:
+        return [(name, self._items[name]) for name in self.names()]
+
+    def __contains__(self, name: str) -> bool:
+        self._load_entry_points()
+        return name in self._items
+
+    def _load_entry_points(self) -> None:
+        if self._entry_points_loaded:
+            return
+        self._entry_points_loaded = True
+        for ep in entry_points(group=self.group):
+            try:
+                obj = ep.load()
+            except Exception as exc:  # a broken plugin must never break flowkit itself
+                warnings.warn(
+                    f"flowkit: skipped {self.group} entry point '{ep.name}' ({ep.value}): "
+                    f"{type(exc).__name__}: {exc}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                continue
+            if self._items.get(ep.name) is not obj:
+                self.add(ep.name, obj)
+
+    def build(self, spec: dict[str, Any], **injected: Any) -> Any:
+        """Construct ``spec['name']`` with the spec's other keys as checked keyword arguments.
+
+        ``injected`` are objects flowkit supplies (a path, a data shape); they are passed only to
+        units whose signature asks for them. A key the unit does not take is an error listing the
+        ones it does (options are never swallowed), and a value of the wrong type is an error.
+        """
+        spec = dict(spec)
+        name = spec.pop("name", None)
+        if name is None:
+            raise ConfigError(f"{self.kind}: no 'name' given; {choices_hint('', self.names())}")
+        factory = self.get(name)
+        params = inspect.signature(factory).parameters
+        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        user = {k for k, p in params.items() if p.kind in named and k not in INJECTABLE}
+        for key in spec:
+            if key not in user:
+                raise ConfigError(
+                    f"{self.kind} '{name}' has no option '{key}'; {choices_hint(key, user)}"
+                )
+        hints = _type_hints(factory)
+        kwargs = {key: _check_type(f"{self.kind}.{key}", value, hints.get(key)) for key, value in spec.items()}
+        kwargs.update({k: v for k, v in injected.items() if k in params})
+        try:
+            return factory(**kwargs)
+        except (ValueError, TypeError) as exc:
+            if isinstance(exc, ConfigError):
+                raise
+            raise ConfigError(f"{self.kind} '{name}': {exc}") from None
+
+
+def _type_hints(factory: Any) -> dict[str, Any]:
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        return typing.get_type_hints(target)
+    except Exception:
+        return {}
+
+
+def _check_type(where: str, value: Any, hint: Any) -> Any:
+    """Coerce ``value`` to a simple annotation (int, float, bool, str, Optional[...]) or refuse it."""
+    if hint is None or hint is Any:
+        return value
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(where, value, arg)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}={value!r}: expected {_hint_name(hint)}")
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, bool, str) and type(value) is hint:
+        return value
+    if hint in (int, float, bool, str):
+        raise ConfigError(f"{where}={value!r}: expected {hint.__name__}")
+    return value
+
+
+def _hint_name(hint: Any) -> str:
+    return " or ".join("None" if a is type(None) else getattr(a, "__name__", str(a)) for a in typing.get_args(hint))

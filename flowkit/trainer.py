@@ -1,0 +1,117 @@
+"""The one LightningModule (model + method + coupling + AdamW) and the Lightning Trainer around it.
+
+EMA of the weights is Lightning's ``EMAWeightAveraging``: the checkpoint's ``state_dict`` holds the
+EMA weights (what sampling uses) and ``current_model_state`` the raw ones. Checkpoints are written
+to a temporary file and renamed, so a kill during a save leaves the previous ``last.ckpt`` whole.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+
+from flowkit.data import step_seed
+from flowkit.errors import TrainingError
+
+CHECKPOINT_FORMAT = 1
+
+
+class FlowModule(L.LightningModule):
+    def __init__(self, model: nn.Module, method: Any, coupling: Any, config: dict[str, Any],
+                 data_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.method = method
+        self.coupling = coupling
+        self.config = config
+        self.data_shape = tuple(data_shape)
+        self.last_saved_step: int | None = None
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.model(x, t)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Time draws and coupling draws are a function of (seed, step): a resumed run redraws them.
+        torch.manual_seed(step_seed(self.config["seed"] + 1, self.global_step))
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x0, x1 = self.coupling(batch["x0"], batch["x1"])
+        terms = self.method.loss(self.model, {**batch, "x0": x0, "x1": x1})
+        loss = terms["loss"].mean()
+        if not torch.isfinite(loss):
+            raise TrainingError(f"the loss is {loss.item()} at step {self.global_step}")
+        for name, value in terms.items():
+            self.log(f"train/{name}", value.mean(), prog_bar=name == "loss")
+        return loss
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        o = self.config["optim"]
+        optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=o["lr"], betas=(o["beta1"], o["beta2"]), weight_decay=o["weight_decay"]
+        )
+        total, warmup, schedule = self.config["trainer"]["max_steps"], o["warmup_steps"], o["schedule"]
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if schedule == "cosine":
+                return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+            return 1.0
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["flowkit"] = {"format": CHECKPOINT_FORMAT, "config": self.config, "data_shape": list(self.data_shape)}
+        self.last_saved_step = self.global_step
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write to ``<path>.tmp`` then ``os.replace``: readers only ever see a whole checkpoint."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)
+
+
+def _devices(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def make_trainer(cfg: dict[str, Any], run_dir: Path) -> L.Trainer:
+    t = cfg["trainer"]
+    callbacks: list[L.Callback] = [
+        EMAWeightAveraging(decay=cfg["optim"]["ema_decay"]),
+        ModelCheckpoint(dirpath=run_dir, filename="step-{step}", save_top_k=0, save_last=True,
+                        every_n_train_steps=t["checkpoint_every"]),
+    ]
+    if t["enable_progress_bar"]:
+        callbacks.append(RichProgressBar())
+    return L.Trainer(
+        default_root_dir=run_dir,
+        max_steps=t["max_steps"],
+        max_epochs=-1,
+        accelerator=t["accelerator"],
+        devices=_devices(t["devices"]),
+        strategy=t["strategy"],
+        precision=t["precision"],
+        num_nodes=t["num_nodes"],
+        log_every_n_steps=t["log_every_n_steps"],
+        gradient_clip_val=t["gradient_clip_val"],
+        enable_progress_bar=t["enable_progress_bar"],
+        enable_model_summary=False,
+        logger=CSVLogger(save_dir=run_dir, name="logs", version=""),  # pinned: resume appends
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+    )
