@@ -15,9 +15,11 @@ def resolve_checkpoint(path: str | Path) -> Path:
     """A run directory means its ``last.ckpt``."""
     path = Path(path)
     if path.is_dir():
-        path = path / "last.ckpt"
+        if not (path / "last.ckpt").is_file():
+            raise ConfigError(f"run directory '{path}' has no last.ckpt")
+        return path / "last.ckpt"
     if not path.is_file():
-        raise ConfigError(f"checkpoint '{path}' does not exist")
+        raise ConfigError(f"no checkpoint or run directory at '{path}'")
     return path
 
 

@@ -170,23 +170,25 @@ def build_pair(source: str, target: str, path: str | None) -> tuple[Distribution
     return src, tgt
 
 
-def step_seed(seed: int, step: int) -> int:
-    """A seed that is a pure function of (run seed, optimizer step): resumed runs redraw the same batches."""
-    return hash((seed, step)) & 0x7FFF_FFFF_FFFF_FFFF
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """A seed that is a pure function of (run seed, optimizer step, process rank): a resumed run
+    redraws the same batches, and DDP ranks draw different ones."""
+    return hash((seed, step, rank)) & 0x7FFF_FFFF_FFFF_FFFF
 
 
 class PairStream(IterableDataset):
-    """Endless batches {"x0": source, "x1": target}; batch k is drawn from ``step_seed(seed, k)``."""
+    """Endless batches {"x0": source, "x1": target}; batch k is drawn from ``step_seed(seed, k, rank)``."""
 
-    def __init__(self, source: Distribution, target: Distribution, batch_size: int, seed: int, start: int = 0) -> None:
+    def __init__(self, source: Distribution, target: Distribution, batch_size: int, seed: int, start: int = 0,
+                 rank: int = 0) -> None:
         self.source, self.target = source, target
-        self.batch_size, self.seed, self.start = batch_size, seed, start
+        self.batch_size, self.seed, self.start, self.rank = batch_size, seed, start, rank
 
     def __iter__(self):
         step = self.start
         generator = torch.Generator()
         while True:
-            generator.manual_seed(step_seed(self.seed, step))
+            generator.manual_seed(step_seed(self.seed, step, self.rank))
             yield {"x0": self.source.sample(self.batch_size, generator), "x1": self.target.sample(self.batch_size, generator)}
             step += 1
 
@@ -199,6 +201,6 @@ class PairDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         # On resume Lightning restores global_step before it asks for the loader.
-        start = self.trainer.global_step if self.trainer is not None else 0
-        stream = PairStream(self.source, self.target, self.batch_size, self.seed, start)
+        start, rank = (self.trainer.global_step, self.trainer.global_rank) if self.trainer is not None else (0, 0)
+        stream = PairStream(self.source, self.target, self.batch_size, self.seed, start, rank)
         return DataLoader(stream, batch_size=None, num_workers=0)

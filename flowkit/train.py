@@ -8,6 +8,7 @@ recipe or override writes nothing. ``resume`` continues a run in its own directo
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from flowkit.build import build_parts
 from flowkit.checkpoint import read_checkpoint, resolve_checkpoint
 from flowkit.data import PairDataModule
 from flowkit.config import apply_overrides, load_recipe, to_dict, validate
-from flowkit.errors import TrainingError
+from flowkit.errors import ConfigError, TrainingError
 from flowkit.evaluate import sampler_table, solver_options
 from flowkit.plots import save_samples
 from flowkit.trainer import FlowModule, make_trainer
@@ -55,7 +56,20 @@ def resolve_config(tokens: list[str]) -> tuple[DictConfig, Path | None]:
     return apply_overrides(load_recipe(recipe), rest), None
 
 
+RUN_DIR_ENV = "FLOWKIT_RUN_DIR"
+
+
+def is_rank_zero() -> bool:
+    return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
+
+
 def new_run_dir(root: str, name: str) -> Path:
+    """Created once, by rank 0. Lightning's DDP launcher re-runs the CLI for every other rank while
+    rank 0 is inside ``fit``, with ``RUN_DIR_ENV`` in their environment (set by ``train``)."""
+    if not is_rank_zero():
+        if RUN_DIR_ENV not in os.environ:
+            raise ConfigError(f"rank > 0 without {RUN_DIR_ENV}: under an external launcher, set it to the run directory")
+        return Path(os.environ[RUN_DIR_ENV])
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = Path(root) / f"{name}-{stamp}"
     suffix = 1
@@ -74,7 +88,8 @@ def train(cfg: DictConfig, resume: Path | None = None) -> RunResult:
     module = FlowModule(parts.model, parts.method, parts.coupling, config, parts.target.shape)
     datamodule = PairDataModule(parts.source, parts.target, config["data"]["batch_size"], config["seed"])
     run_dir = resume.parent if resume else new_run_dir(config["run_root"], config["name"])
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    if is_rank_zero():
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     trainer = make_trainer(config, run_dir)
     start = time.perf_counter()
     with warnings.catch_warnings():
@@ -82,6 +97,7 @@ def train(cfg: DictConfig, resume: Path | None = None) -> RunResult:
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*IterableDataset.*__len__.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")  # lightning vs torch 2.13
+        os.environ[RUN_DIR_ENV] = str(run_dir)  # for DDP ranks spawned inside fit
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         except TrainingError as exc:
@@ -89,6 +105,8 @@ def train(cfg: DictConfig, resume: Path | None = None) -> RunResult:
             where = f"{kept} (step {module.last_saved_step})" if kept.exists() and module.last_saved_step is not None \
                 else ("none was written yet" if not kept.exists() else str(kept))
             raise TrainingError(f"{exc}; training stopped. Last good checkpoint: {where}") from None
+        finally:
+            os.environ.pop(RUN_DIR_ENV, None)
     seconds = time.perf_counter() - start
     result = RunResult(run_dir, trainer.global_step, seconds)
     if trainer.is_global_zero:

@@ -41,7 +41,7 @@ class FlowModule(L.LightningModule):
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Time draws and coupling draws are a function of (seed, step): a resumed run redraws them.
-        torch.manual_seed(step_seed(self.config["seed"] + 1, self.global_step))
+        torch.manual_seed(step_seed(self.config["seed"] + 1, self.global_step, self.global_rank))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x0, x1 = self.coupling(batch["x0"], batch["x1"])

@@ -1,0 +1,70 @@
+"""Recipes and overrides against the typed schema."""
+
+import pytest
+from omegaconf import OmegaConf
+
+from flowkit.build import build_parts
+from flowkit.config import apply_overrides, load_recipe, recipe_names, to_dict, validate
+from flowkit.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", recipe_names())
+def test_every_recipe_loads_validates_and_builds(name):
+    cfg = load_recipe(name)
+    validate(cfg)
+    parts = build_parts(to_dict(cfg))
+    assert parts.model is not None and cfg.name == name
+
+
+def test_required_recipes_exist():
+    assert {"rectified", "ot_cfm", "vp", "cosine", "digits_rectified"} <= set(recipe_names())
+
+
+def test_overrides_set_values_and_replace_components():
+    cfg = apply_overrides(load_recipe("ot_cfm"), ["trainer.max_steps=2000", "optim.lr=3e-4", "path=cosine",
+                                                  "data.source=8gaussians", "data.target=moons"])
+    assert cfg.trainer.max_steps == 2000 and cfg.optim.lr == pytest.approx(3e-4)
+    assert OmegaConf.to_container(cfg.path) == {"name": "cosine"}  # sigma_min of 'ot' does not leak over
+    assert (cfg.data.source, cfg.data.target) == ("8gaussians", "moons")
+    cfg = apply_overrides(cfg, ["path=ot", "path.sigma_min=0.01"])
+    assert OmegaConf.to_container(cfg.path) == {"name": "ot", "sigma_min": 0.01}
+
+
+@pytest.mark.parametrize("tokens,message", [
+    (["trainer.max_steps"], "is not an override; write key=value"),
+    (["trainer.max_steps=abc"], "trainer.max_steps must be int"),
+    (["trainer.max_step=5"], "unknown key 'trainer.max_step'.*did you mean 'trainer.max_steps'"),
+    (["bogus=1"], "unknown key 'bogus'"),
+    (["optim.lr=fast"], "optim.lr must be float"),
+    (["9x=1"], "is not a dotted key"),
+    (["path=3"], "expected a registered path name"),
+])
+def test_bad_overrides(tokens, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(load_recipe("rectified"), tokens)
+
+
+@pytest.mark.parametrize("tokens,message", [
+    (["trainer.max_steps=-5"], r"trainer.max_steps=-5 is out of range; expected >= 1"),
+    (["optim.ema_decay=1.5"], r"optim.ema_decay=1.5 is out of range"),
+    (["data.batch_size=0"], r"data.batch_size=0 is out of range"),
+    (["optim.schedule=linear"], r"optim.schedule='linear' is out of range; expected one of: constant, cosine"),
+])
+def test_out_of_range_values(tokens, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(apply_overrides(load_recipe("rectified"), tokens))
+
+
+def test_unknown_recipe_suggests():
+    with pytest.raises(ConfigError, match=r"unknown recipe 'rectifed'.*did you mean 'rectified'"):
+        load_recipe("rectifed")
+
+
+def test_recipe_file_path_and_unknown_key_in_recipe(tmp_path):
+    good = tmp_path / "mine.yaml"
+    good.write_text("path: {name: cosine}\ntrainer: {max_steps: 7}\n")
+    assert load_recipe(str(good)).trainer.max_steps == 7
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer: {max_stepz: 7}\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'trainer.max_stepz'"):
+        load_recipe(str(bad))

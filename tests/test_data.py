@@ -1,0 +1,112 @@
+"""Datasets: TorchCFM's toys, digits, user arrays (loaded without running code)."""
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from flowkit.data import DATASETS, PairStream, build_pair, digits, step_seed
+from flowkit.errors import ConfigError
+
+
+def draw(name, n=20_000, seed=0):
+    return DATASETS.build({"name": name}).sample(n, torch.Generator().manual_seed(seed))
+
+
+def test_8gaussians_matches_torchcfm():
+    x = draw("8gaussians")
+    angles = torch.atan2(x[:, 1], x[:, 0])
+    mode = torch.round(angles / (math.pi / 4)) % 8
+    centres = 5 * torch.stack([torch.cos(mode * math.pi / 4), torch.sin(mode * math.pi / 4)], 1)
+    noise = x - centres
+    assert noise.std(0).tolist() == pytest.approx([0.1**0.25] * 2, rel=0.03)  # cov sqrt(0.1) I
+    counts = torch.bincount(mode.long(), minlength=8).float() / x.shape[0]
+    assert counts.tolist() == pytest.approx([1 / 8] * 8, abs=0.015)
+
+
+def test_moons_matches_torchdyn_generate_moons_then_affine():
+    x = draw("moons", n=1000)
+    y = (x + 1) / 3  # undo x * 3 - 1
+    assert x.shape == (1000, 2)
+    assert float(y.min()) >= -1.0 - 1e-6 and float(y[:, 0].max()) <= 2.2 + 1e-6
+
+    # one uniform u in [0, 0.2) shifts both coordinates: (x-u-cx)^2 + (y-u-cy)^2 = 1 on one of the circles
+    def on_circle(points, cx, cy):
+        u = torch.linspace(0, 0.2, 2001)
+        r = ((points[:, None, 0] - u - cx) ** 2 + (points[:, None, 1] - u - cy) ** 2).sqrt()
+        return ((r - 1).abs().min(1).values < 1e-3)
+    assert bool((on_circle(y, 0.0, 0.0) | on_circle(y, 1.0, 0.5)).all())
+
+
+@pytest.mark.parametrize("name", ["checkerboard", "2spirals", "gaussian"])
+def test_other_toys_are_2d_and_centred(name):
+    x = draw(name)
+    assert x.shape == (20_000, 2)
+    assert x.mean(0).abs().max() < 0.1
+
+
+def test_digits_scaled_and_split():
+    train, test = digits("train"), digits("test")
+    assert train.shape == (1, 8, 8) and train.data.shape[0] + test.data.shape[0] == 1797
+    assert float(train.data.min()) == -1.0 and float(train.data.max()) == 1.0
+    flat = lambda d: {tuple(r) for r in d.data.flatten(1).tolist()}  # noqa: E731
+    assert len(flat(test) - flat(train)) > 0.9 * test.data.shape[0]  # held out (a few digits repeat exactly)
+
+
+def test_source_takes_the_target_shape():
+    src, tgt = build_pair("gaussian", "digits", None)
+    assert src.shape == tgt.shape == (1, 8, 8)
+    with pytest.raises(ConfigError, match="has shape"):
+        build_pair("8gaussians", "digits", None)
+
+
+def test_user_arrays(tmp_path):
+    arr = np.random.default_rng(0).normal(size=(100, 3)).astype(np.float32)
+    np.save(tmp_path / "a.npy", arr)
+    torch.save(torch.from_numpy(arr), tmp_path / "a.pt")
+    for file in ("a.npy", "a.pt"):
+        src, tgt = build_pair("gaussian", "ignored", str(tmp_path / file))
+        assert tgt.shape == (3,) and src.shape == (3,)
+    bad = arr.copy()
+    bad[5, 1] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    with pytest.raises(ConfigError, match="1 of 100 samples hold NaN"):
+        build_pair("gaussian", "x", str(tmp_path / "nan.npy"))
+    np.save(tmp_path / "flat.npy", arr[:, 0])
+    with pytest.raises(ConfigError, match=r"expected an array of shape"):
+        build_pair("gaussian", "x", str(tmp_path / "flat.npy"))
+    np.save(tmp_path / "empty.npy", arr[:0])
+    with pytest.raises(ConfigError, match=r"expected an array of shape"):
+        build_pair("gaussian", "x", str(tmp_path / "empty.npy"))
+    with pytest.raises(ConfigError, match="no such file"):
+        build_pair("gaussian", "x", str(tmp_path / "missing.npy"))
+
+
+class Exploit:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_arrays_that_would_run_code_are_refused(tmp_path, capfd):
+    np.save(tmp_path / "obj.npy", np.array([Exploit()], dtype=object), allow_pickle=True)
+    with pytest.raises(ConfigError, match="not a plain numeric .npy"):
+        build_pair("gaussian", "x", str(tmp_path / "obj.npy"))
+    with open(tmp_path / "obj.pt", "wb") as f:
+        pickle.dump(Exploit(), f)
+    with pytest.raises(ConfigError, match="not a tensor file loadable safely"):
+        build_pair("gaussian", "x", str(tmp_path / "obj.pt"))
+    assert "pwned" not in capfd.readouterr().out
+
+
+def test_stream_batches_depend_only_on_seed_and_step():
+    src, tgt = build_pair("gaussian", "8gaussians", None)
+    a = iter(PairStream(src, tgt, 16, seed=3))
+    batches = [next(a) for _ in range(5)]
+    resumed = next(iter(PairStream(src, tgt, 16, seed=3, start=3)))
+    assert torch.equal(resumed["x0"], batches[3]["x0"]) and torch.equal(resumed["x1"], batches[3]["x1"])
+    assert step_seed(0, 1) != step_seed(1, 0)
+    other_rank = next(iter(PairStream(src, tgt, 16, seed=3, rank=1)))
+    assert not torch.equal(other_rank["x1"], batches[0]["x1"])
