@@ -67,6 +67,58 @@ def _print_summary(result) -> None:
     out.print(f"run directory: [bold]{s['run_dir']}[/]  (last.ckpt, samples.png, summary.json, logs/metrics.csv)")
 
 
+def _run(command, tokens: list[str]):
+    from flowkit.errors import ConfigError
+
+    try:
+        return command(tokens or [])
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+
+
+TOKENS = typer.Argument(None, help="key=value arguments, e.g. ckpt=runs/rectified-... n=2000 device=cuda")
+
+
+@app.command()
+def sample(tokens: Optional[List[str]] = TOKENS) -> None:
+    """Draw samples from a checkpoint: ckpt=RUN n=10000 solver=dopri5 out=samples.pt (.npy, .png)."""
+    from flowkit.commands import sample as run
+
+    r = _run(run, tokens)
+    out.print(f"wrote {r['n']} samples to [bold]{r['out']}[/] ({r['solver']}, NFE {r['nfe']}, {r['seconds']:.2f} s)")
+
+
+@app.command("eval")
+def evaluate(tokens: Optional[List[str]] = TOKENS) -> None:
+    """Evaluate a checkpoint: W2, MMD, straightness and NLL for 2-D data; FD and bits/dim for digits."""
+    from flowkit.commands import evaluate as run
+
+    r = _run(run, tokens)
+    table = Table(title=f"eval of {r['ckpt']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in r.items():
+        if key not in ("ckpt",):
+            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    out.print(table)
+
+
+@app.command()
+def compare(tokens: Optional[List[str]] = TOKENS) -> None:
+    """Samplers and models side by side on the same noise: ckpt=A[,B] solvers=euler:1,rk4:4,dopri5."""
+    from flowkit.commands import compare as run
+
+    r = _run(run, tokens)
+    table = Table(title=f"n={r['n']} on {r['device']}; error = RMS distance to dopri5 at tol {r['reference_tol']:g}")
+    for column in ("model", "solver", "NFE", r["rows"][0]["metric"] if r["rows"] else "quality", "error", "time (s)"):
+        table.add_column(column, justify="left" if column in ("model", "solver") else "right")
+    for row in r["rows"]:
+        table.add_row(row["name"], row["solver"], str(row["nfe"]), f"{row['value']:.4f}", f"{row['error']:.2e}",
+                      f"{row['seconds']:.3f}")
+    out.print(table)
+    out.print("wrote " + ", ".join(r["files"]))
+
+
 @app.command("list")
 def list_registered() -> None:
     """Show the registered paths, couplings, time samplers, methods, models, datasets and recipes."""

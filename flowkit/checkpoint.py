@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +29,16 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint dict of a flowkit run; a missing, truncated, unsafe or foreign file is a ConfigError."""
     path = resolve_checkpoint(path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ConfigError(f"checkpoint '{path}' holds objects that could run code; refused ({str(exc).splitlines()[0]})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ConfigError(f"checkpoint '{path}' cannot be read (truncated or not a torch file): {exc}") from None
+        reason = " ".join(str(exc).split())
+        if isinstance(exc, pickle.UnpicklingError):
+            named = re.search(r"GLOBAL ([\w.]+)|Unsupported global: GLOBAL ([\w.]+)", reason)
+            what = f"a reference to {named.group(1) or named.group(2)}" if named else "content outside plain tensors and containers"
+            raise ConfigError(f"checkpoint '{path}' holds {what}; refused (loading never runs code from a file)") from None
+        raise ConfigError(f"checkpoint '{path}' cannot be read: truncated or not a torch checkpoint") from None
     if not isinstance(ckpt, dict) or "flowkit" not in ckpt or "state_dict" not in ckpt:
         raise ConfigError(f"checkpoint '{path}' is not a flowkit checkpoint")
     return ckpt

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -31,6 +32,23 @@ def save_samples(path: Path, samples: Tensor, reference: Tensor | None = None, t
     else:
         return  # no natural picture for other shapes
     ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_quality_vs_nfe(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Sample quality against NFE, one line per model, each point labelled with its solver."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = sorted((r for r in rows if r["model"] == model), key=lambda r: r["nfe"])
+        ax.plot([r["nfe"] for r in mine], [r["value"] for r in mine], marker="o", label=f"{mine[0]['name']} ({model})")
+        for r in mine:
+            ax.annotate(r["solver"], (r["nfe"], r["value"]), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("NFE")
+    ax.set_ylabel(rows[0]["metric"] if rows else "")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -37,7 +37,45 @@ def parse_solver(spec: str) -> tuple[str, int | None]:
     return name, None
 
 
+def solver_grid(method: str, steps: int | None, rtol: float, atol: float, x0: Tensor,
+                       points: int | None = None) -> tuple[Tensor, dict]:
+    """The output times and torchdiffeq options of a solver; fixed-step solvers step on the time grid."""
+    if method in FIXED:
+        if steps is None or steps < 1:
+            raise ConfigError(f"solver '{method}' needs steps >= 1; got {steps}")
+        return torch.linspace(0.0, 1.0, steps + 1, device=x0.device, dtype=x0.dtype), {}
+    if method in ADAPTIVE:
+        if steps is not None:
+            raise ConfigError(f"solver '{method}' is adaptive and takes no step count; set rtol/atol")
+        times = torch.linspace(0.0, 1.0, points or 2, device=x0.device, dtype=x0.dtype)
+        return times, {"rtol": rtol, "atol": atol}
+    raise ConfigError(f"unknown solver '{method}'; valid: {', '.join(SOLVERS)}")
+
+
 @torch.no_grad()
+def solve_trajectory(
+    velocity_fn: VelocityFn,
+    x0: Tensor,
+    method: str = "dopri5",
+    steps: int | None = None,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    points: int = 101,
+) -> tuple[Tensor, Tensor, int]:
+    """(states, times, nfe): the states at every step of a fixed-step solver, or at ``points`` evenly
+    spaced times for an adaptive one (which still chooses its own steps in between)."""
+    times, options = solver_grid(method, steps, rtol, atol, x0, points)
+    nfe = 0
+
+    def f(t: Tensor, x: Tensor) -> Tensor:
+        nonlocal nfe
+        nfe += 1  # a Python counter: no host sync on the GPU
+        return velocity_fn(x, t.expand(x.shape[0]))
+
+    states = odeint(f, x0, times, method=method, **options)
+    return states, times, nfe
+
+
 def solve(
     velocity_fn: VelocityFn,
     x0: Tensor,
@@ -45,28 +83,7 @@ def solve(
     steps: int | None = None,
     rtol: float = 1e-5,
     atol: float = 1e-5,
-    trajectory: bool = False,
 ) -> tuple[Tensor, int]:
-    """Integrate from t=0 to t=1; returns (x1, nfe), or (states at each step, nfe) with ``trajectory``."""
-    if method in FIXED:
-        if steps is None or steps < 1:
-            raise ConfigError(f"solver '{method}' needs steps >= 1; got {steps}")
-        times = torch.linspace(0.0, 1.0, steps + 1, device=x0.device, dtype=x0.dtype)
-        options = {}
-    elif method in ADAPTIVE:
-        if steps is not None:
-            raise ConfigError(f"solver '{method}' is adaptive and takes no step count; set rtol/atol")
-        times = torch.tensor([0.0, 1.0], device=x0.device, dtype=x0.dtype)
-        options = {"rtol": rtol, "atol": atol}
-    else:
-        raise ConfigError(f"unknown solver '{method}'; valid: {', '.join(SOLVERS)}")
-
-    nfe = 0
-
-    def f(t: Tensor, x: Tensor) -> Tensor:
-        nonlocal nfe
-        nfe += 1
-        return velocity_fn(x, t.expand(x.shape[0]))
-
-    states = odeint(f, x0, times, method=method, **options)
-    return (states if trajectory else states[-1]), nfe
+    """Integrate from t=0 to t=1; returns (x1, nfe)."""
+    states, _, nfe = solve_trajectory(velocity_fn, x0, method, steps, rtol, atol, points=2)
+    return states[-1], nfe

@@ -1,0 +1,104 @@
+"""`flowkit sample`, `eval` and `compare` on tiny trained checkpoints, and their bad input."""
+
+import json
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from flowkit import commands
+from flowkit.config import apply_overrides, load_recipe
+from flowkit.errors import ConfigError
+from flowkit.train import train
+from tests.helpers import run_cli, tiny
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cmd")
+    first = train(apply_overrides(load_recipe("rectified"), tiny(root, "optim.ema_decay=0.9", steps=150)))
+    second = train(apply_overrides(load_recipe("ot_cfm"), tiny(root, "optim.ema_decay=0.9", steps=150)))
+    return first.run_dir, second.run_dir
+
+
+def test_sample_writes_pt_npy_png(runs, tmp_path):
+    for name in ("s.pt", "s.npy", "s.png"):
+        proc = run_cli(["sample", f"ckpt={runs[0]}", "n=300", "solver=rk4:8", f"out={tmp_path / name}"], cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert "NFE 32" in proc.stdout and (tmp_path / name).stat().st_size > 0
+    assert torch.load(tmp_path / "s.pt").shape == (300, 2)
+    assert np.load(tmp_path / "s.npy").shape == (300, 2)
+
+
+def test_eval_reports_w2_mmd_straightness_nll(runs):
+    result = commands.evaluate([f"ckpt={runs[0]}", "n=300", "repeats=2", "nll_n=50"])
+    for key in ("w2", "w2_std", "mmd2", "straightness", "nll", "nfe"):
+        assert key in result and math.isfinite(result[key]), key
+    assert result["w2"] > 0 and result["straightness"] >= 0
+
+
+def test_compare_two_models_on_the_same_noise(runs, tmp_path):
+    out = tmp_path / "cmp"
+    proc = run_cli(["compare", f"ckpt={runs[0]},{runs[1]}", "solvers=euler:1,euler:4,rk4:4,dopri5", "n=300",
+                    f"out={out}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert out.with_suffix(".png").exists()
+    rows = data["rows"]
+    assert len(rows) == 8 and {r["name"] for r in rows} == {"rectified", "ot_cfm"}
+    by = {(r["name"], r["solver"]): r for r in rows}
+    for name in ("rectified", "ot_cfm"):
+        assert by[(name, "euler:4")]["nfe"] == 4 and by[(name, "rk4:4")]["nfe"] == 16
+        # the error against the tight reference shrinks with a better solver
+        assert by[(name, "dopri5")]["error"] < by[(name, "rk4:4")]["error"] < by[(name, "euler:1")]["error"]
+
+
+def test_digits_eval_reports_fd_and_bits_per_dim(tmp_path):
+    run = train(apply_overrides(load_recipe("digits_rectified"), [
+        "trainer.max_steps=10", f"run_root={tmp_path / 'runs'}", "trainer.enable_progress_bar=false",
+        "model.channels=8", "eval.solver=euler:2"]))
+    result = commands.evaluate([f"ckpt={run.run_dir}", "n=100", "repeats=1", "solver=euler:4", "nll_n=16",
+                                "rtol=1e-3", "atol=1e-3"])
+    for key in ("fd", "classifier_accuracy", "class_balance", "bits_per_dim"):
+        assert math.isfinite(result[key]), key
+    assert result["classifier_accuracy"] > 0.9 and 0 <= result["class_balance"] <= 1
+
+
+@pytest.mark.parametrize("verb", ["sample", "eval", "compare"])
+def test_missing_ckpt_argument(verb, tmp_path):
+    proc = run_cli([verb, "n=10"], cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: ckpt=... is required (a run directory or a .ckpt file)"
+
+
+class Exploit:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_bad_checkpoints_and_solvers_are_one_line_errors(runs, tmp_path):
+    good = (runs[0] / "last.ckpt").read_bytes()
+    (tmp_path / "truncated.ckpt").write_bytes(good[: len(good) // 3])
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.ckpt")
+    with open(tmp_path / "evil.ckpt", "wb") as f:
+        pickle.dump({"state_dict": Exploit()}, f, protocol=2)
+    cases = [
+        (f"ckpt={tmp_path / 'missing.ckpt'}", "no checkpoint or run directory at"),
+        (f"ckpt={tmp_path / 'truncated.ckpt'}", "cannot be read: truncated or not a torch checkpoint"),
+        (f"ckpt={tmp_path / 'foreign.ckpt'}", "is not a flowkit checkpoint"),
+        (f"ckpt={tmp_path / 'evil.ckpt'}", "holds a reference to"),
+    ]
+    for arg, message in cases:
+        proc = run_cli(["sample", arg, f"out={tmp_path / 'x.pt'}"], cwd=tmp_path)
+        assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert "pwned" not in proc.stdout
+        if "evil" in arg:
+            assert "print; refused" in proc.stderr
+    assert not (tmp_path / "x.pt").exists()
+    with pytest.raises(ConfigError, match="unknown solver 'rk5'; valid: dopri5, dopri8"):
+        commands.compare([f"ckpt={runs[0]}", "solvers=euler:1,rk5"])
+    with pytest.raises(ConfigError, match="unsupported suffix '.csv'"):
+        commands.sample([f"ckpt={runs[0]}", "out=x.csv"])
+    with pytest.raises(ConfigError, match="device='tpu' is not one of"):
+        commands.sample([f"ckpt={runs[0]}", "device=tpu"])
