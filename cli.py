@@ -64,6 +64,8 @@ def _print_summary(result) -> None:
             f"sampling floor (two target draws): [bold]{s['floor']:.3f}[/] ± {s['floor_std']:.3f}   "
             f"ratio {main['w2'] / s['floor']:.2f}  (means over eval.repeats draws of eval.n points)"
         )
+    if result.skipped:
+        out.print(f"[yellow]skipped {result.skipped} batches with a non-finite loss or gradient[/]")
     out.print(f"run directory: [bold]{s['run_dir']}[/]  (last.ckpt, samples.png, summary.json, logs/metrics.csv)")
 
 

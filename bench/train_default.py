@@ -11,24 +11,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import flowkit
+
 
 def run(seed: int, root: Path, extra: list[str]) -> dict:
-    exe = Path(sys.executable).parent / "flowkit"
-    command = [str(exe) if exe.exists() else shutil.which("flowkit"), "train", f"seed={seed}", f"run_root={root}",
-               "trainer.enable_progress_bar=false", *extra]
     start = time.perf_counter()
-    proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    flowkit("train", f"seed={seed}", f"run_root={root}", "trainer.enable_progress_bar=false", *extra)
     wall = time.perf_counter() - start
-    if proc.returncode:
-        raise SystemExit(proc.stderr)
     run_dir = max(root.iterdir(), key=lambda p: p.stat().st_mtime)
     summary = json.loads((run_dir / "summary.json").read_text())
     main = summary["rows"][0]

@@ -10,7 +10,9 @@ from torch import nn
 from flowkit.couplings import COUPLINGS
 from flowkit.data import Distribution, build_pair
 from flowkit.methods import METHODS
+from flowkit.errors import ConfigError
 from flowkit.models import MODELS
+from flowkit.models.parameterisation import AsVelocity
 from flowkit.paths import PATHS, AffinePath
 from flowkit.timesteps import TIME_SAMPLERS
 
@@ -31,10 +33,18 @@ def build_parts(cfg: dict[str, Any], data: tuple[Distribution, Distribution] | N
     source, target = data or build_pair(d["source"], d["target"], d["path"])
     path = PATHS.build(cfg["path"])
     time_sampler = TIME_SAMPLERS.build(cfg["time"])
+    model_spec = dict(cfg["model"])
+    prediction = model_spec.pop("prediction", "velocity")  # what the network outputs; see AsVelocity
+    model = MODELS.build(model_spec, data_shape=target.shape)
+    if prediction != "velocity":
+        try:
+            model = AsVelocity(model, path, prediction)
+        except ValueError as exc:
+            raise ConfigError(f"model.{exc}") from None
     return Parts(
         source=source,
         target=target,
-        model=MODELS.build(cfg["model"], data_shape=target.shape),
+        model=model,
         path=path,
         coupling=COUPLINGS.build(cfg["coupling"]),
         method=METHODS.build(cfg["method"], path=path, time_sampler=time_sampler),

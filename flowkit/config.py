@@ -46,7 +46,8 @@ class OptimConfig:
 
 @dataclass
 class TrainerConfig:
-    """Passed to ``lightning.Trainer`` (``checkpoint_every`` goes to ModelCheckpoint)."""
+    """Passed to ``lightning.Trainer``; ``checkpoint_every`` goes to ModelCheckpoint and ``on_nonfinite``
+    to flowkit's own check."""
 
     max_steps: int = 10_000
     accelerator: str = "auto"
@@ -58,6 +59,7 @@ class TrainerConfig:
     checkpoint_every: int = 1000
     gradient_clip_val: Optional[float] = None
     enable_progress_bar: bool = True
+    on_nonfinite: str = "stop"  # stop | skip: what a NaN/inf loss or gradient does
 
 
 @dataclass
@@ -121,13 +123,15 @@ def parse_overrides(tokens: list[str]) -> list[tuple[str, Any]]:
     for token in tokens:
         key, eq, raw = token.partition("=")
         if not eq:
-            raise ConfigError(f"'{token}' is not an override; write key=value (e.g. trainer.max_steps=2000)")
+            raise ConfigError(f"{token!r} is not an override; write key=value (e.g. trainer.max_steps=2000)")
         if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", key):
-            raise ConfigError(f"'{token}': '{key}' is not a dotted key (e.g. optim.lr=3e-4)")
+            raise ConfigError(f"{token!r}: {key!r} is not a dotted key (e.g. optim.lr=3e-4)")
+        if "${" in raw:
+            raise ConfigError(f"{token!r}: interpolations (${{...}}) are not supported in overrides")
         try:
             value = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={raw}"]))["v"]
         except Exception:
-            raise ConfigError(f"'{token}': cannot parse the value '{raw}'") from None
+            raise ConfigError(f"{token!r}: cannot parse the value {raw!r}") from None
         pairs.append((key, value))
     return pairs
 
@@ -185,6 +189,7 @@ _RANGES = {
     "trainer.log_every_n_steps": (lambda v: v >= 1, ">= 1"),
     "trainer.checkpoint_every": (lambda v: v >= 1, ">= 1"),
     "trainer.gradient_clip_val": (lambda v: v is None or v > 0, "> 0 (or null)"),
+    "trainer.on_nonfinite": (lambda v: v in ("stop", "skip"), "one of: stop, skip"),
     "eval.n": (lambda v: v >= 2, ">= 2"),
     "eval.repeats": (lambda v: v >= 1, ">= 1"),
     "eval.rtol": (lambda v: v > 0, "> 0"),
@@ -194,6 +199,10 @@ _RANGES = {
 
 def validate(cfg: DictConfig) -> None:
     """Range checks the types cannot express; each failure names the key, the value and the range."""
+    try:
+        OmegaConf.resolve(cfg)  # a recipe's ${...} that points nowhere fails here, not mid-run
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"cannot resolve the config: {' '.join(str(exc).split())}") from None
     for key, (ok, expected) in _RANGES.items():
         value = OmegaConf.select(cfg, key)
         if not ok(value):

@@ -34,6 +34,7 @@ class RunResult:
     run_dir: Path
     steps: int
     seconds: float
+    skipped: int = 0
     summary: dict[str, Any] = field(default_factory=dict)
 
 
@@ -46,6 +47,10 @@ def resolve_config(tokens: list[str]) -> tuple[DictConfig, Path | None]:
             recipe = value
         elif eq and key == "resume":
             resume = value
+        elif eq and key == "device":  # shorthand shared with sample/eval/compare
+            if value not in DEVICE_ACCELERATORS:
+                raise ConfigError(f"device='{value}' is not one of: {', '.join(DEVICE_ACCELERATORS)}")
+            rest.append(f"trainer.accelerator={DEVICE_ACCELERATORS[value]}")
         else:
             rest.append(token)
     if resume is not None:
@@ -57,6 +62,7 @@ def resolve_config(tokens: list[str]) -> tuple[DictConfig, Path | None]:
 
 
 RUN_DIR_ENV = "FLOWKIT_RUN_DIR"
+DEVICE_ACCELERATORS = {"cpu": "cpu", "cuda": "gpu", "gpu": "gpu", "auto": "auto"}
 
 
 def is_rank_zero() -> bool:
@@ -108,7 +114,7 @@ def train(cfg: DictConfig, resume: Path | None = None) -> RunResult:
         finally:
             os.environ.pop(RUN_DIR_ENV, None)
     seconds = time.perf_counter() - start
-    result = RunResult(run_dir, trainer.global_step, seconds)
+    result = RunResult(run_dir, trainer.global_step, seconds, skipped=module.skipped)
     if trainer.is_global_zero:
         result.summary = summarize(module, parts, config, run_dir, seconds)
     return result
@@ -119,7 +125,8 @@ def summarize(module: FlowModule, parts, config: dict[str, Any], run_dir: Path, 
     model = module.model.eval()
     device = next(model.parameters()).device
     ecfg = config["eval"]
-    summary: dict[str, Any] = {"run_dir": str(run_dir), "steps": module.global_step, "train_seconds": seconds}
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "steps": module.global_step, "train_seconds": seconds,
+                               "skipped_batches": module.skipped}
     if tuple(parts.target.shape) == (2,):
         table, samples = sampler_table(parts.method, model, parts.source, parts.target, ecfg, device)
         summary.update(table)

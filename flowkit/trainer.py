@@ -35,6 +35,7 @@ class FlowModule(L.LightningModule):
         self.config = config
         self.data_shape = tuple(data_shape)
         self.last_saved_step: int | None = None
+        self.skipped = 0  # batches dropped for a non-finite loss or gradient (trainer.on_nonfinite=skip)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.model(x, t)
@@ -48,10 +49,24 @@ class FlowModule(L.LightningModule):
         terms = self.method.loss(self.model, {**batch, "x0": x0, "x1": x1})
         loss = terms["loss"].mean()
         if not torch.isfinite(loss):
-            raise TrainingError(f"the loss is {loss.item()} at step {self.global_step}")
+            self._nonfinite(f"the loss is {loss.item()}")
+            return None  # Lightning skips backward and the optimizer step
         for name, value in terms.items():
             self.log(f"train/{name}", value.mean(), prog_bar=name == "loss")
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if grads and not torch.isfinite(torch.stack([g.norm() for g in grads]).sum()):
+            self._nonfinite("a gradient is not finite")
+            optimizer.zero_grad(set_to_none=True)  # AdamW leaves parameters without a gradient untouched
+
+    def _nonfinite(self, what: str) -> None:
+        """Stop (the default) or, with trainer.on_nonfinite=skip, drop the batch and count it."""
+        if self.config["trainer"]["on_nonfinite"] != "skip":
+            raise TrainingError(f"{what} at step {self.global_step}")
+        self.skipped += 1
+        self.log("train/skipped", float(self.skipped), reduce_fx="max")
 
     def configure_optimizers(self) -> dict[str, Any]:
         o = self.config["optim"]

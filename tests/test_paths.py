@@ -5,7 +5,15 @@ import torch
 
 from flowkit.paths import PATHS, PREDICTIONS
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """These are exactness tests: float64 in this module only (a global default would leak into others)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 PATH_SPECS = [
     {"name": "rectified"},
@@ -111,3 +119,30 @@ def test_bad_options_name_the_value():
         PATHS.build({"name": "ot", "sigma_min": -0.1})
     with pytest.raises(ConfigError, match=r"beta_min"):
         PATHS.build({"name": "vp", "beta_min": 0.0})
+
+
+@pytest.mark.parametrize("spec", PATH_SPECS, ids=IDS)
+@pytest.mark.parametrize("prediction", ["x1", "x0", "score"])
+def test_a_network_predicting_another_quantity_is_seen_as_the_marginal_velocity(spec, prediction):
+    """Wrap the closed-form E[x1|x], E[x0|x] or score of Gaussian data: AsVelocity must return the
+    closed-form marginal velocity alpha' E[x1|x] + sigma' E[x0|x]."""
+    from flowkit.models.parameterisation import AsVelocity
+
+    path = PATHS.build(spec)
+    mu, c = torch.tensor([1.5, -0.5]), 0.7
+
+    def posterior(x, t):
+        a, s = path.alpha(t)[:, None], path.sigma(t)[:, None]
+        var = a**2 * c**2 + s**2
+        centred = x - a * mu
+        return mu + a * c**2 / var * centred, s / var * centred, -centred / var, a, s
+
+    class Oracle(torch.nn.Module):
+        def forward(self, x, t):
+            e_x1, e_x0, score, _, _ = posterior(x, t)
+            return {"x1": e_x1, "x0": e_x0, "score": score}[prediction]
+
+    x, t = torch.randn(20, 2) * 2, torch.rand(20) * 0.9 + 0.05
+    e_x1, e_x0, _, _, _ = posterior(x, t)
+    velocity = path.d_alpha(t)[:, None] * e_x1 + path.d_sigma(t)[:, None] * e_x0
+    torch.testing.assert_close(AsVelocity(Oracle(), path, prediction, eps=1e-6)(x, t), velocity)

@@ -80,3 +80,16 @@ def test_broken_entry_point_warns_and_the_rest_still_works(tmp_path, monkeypatch
         reg.names()  # reported once, not on every lookup
     messages = [str(w.message) for w in caught]
     assert len(messages) == 1 and "skipped" in messages[0] and "'broken'" in messages[0] and "boom" in messages[0]
+
+
+def test_two_plugins_registering_one_name_is_an_error_naming_both(tmp_path, monkeypatch):
+    reg = make_registry(
+        tmp_path, monkeypatch, "twin = twin_a:Thing\n",
+        {"twin_a": "class Thing:\n    pass\n", "twin_b": "class Thing:\n    pass\n"},
+    )
+    second = tmp_path / "otherplugin-0.1.dist-info"
+    second.mkdir()
+    (second / "METADATA").write_text("Metadata-Version: 2.1\nName: otherplugin\nVersion: 0.1\n")
+    (second / "entry_points.txt").write_text(f"[{reg.group}]\ntwin = twin_b:Thing\n")
+    with pytest.raises(ConfigError, match=r"thing 'twin' is registered twice: by twin_[ab]:Thing and by twin_[ab]:Thing"):
+        reg.names()

@@ -1,0 +1,139 @@
+"""Faults: kill -9 and resume, atomic saves, non-finite losses and gradients, determinism, fuzzed overrides."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flowkit.checkpoint import read_checkpoint
+from flowkit.config import apply_overrides, load_recipe, validate
+from flowkit.errors import ConfigError, TrainingError
+from flowkit.methods import CFM, register_method
+from flowkit.train import train
+from flowkit.trainer import AtomicCheckpointIO
+from tests.helpers import flowkit_command, run_cli, tiny
+
+KILL_RUN = ["trainer.max_steps=600", "trainer.checkpoint_every=50", "coupling=ot", "optim.warmup_steps=20"]
+
+
+def weights(run_dir):
+    ckpt = read_checkpoint(run_dir)
+    return ckpt["global_step"], {**ckpt["state_dict"], **{f"raw.{k}": v for k, v in ckpt["current_model_state"].items()}}
+
+
+def test_kill_9_mid_run_then_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path):
+    killed_root = tmp_path / "killed"
+    proc = subprocess.Popen(flowkit_command() + ["train", *tiny(killed_root, *KILL_RUN, steps=600)], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(killed_root.glob("runs/*/last.ckpt")):
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (run_dir,) = list((killed_root / "runs").iterdir())
+    step_at_kill = read_checkpoint(run_dir)["global_step"]
+    assert 0 < step_at_kill < 600, "the run must be killed mid-way for this test to mean anything"
+
+    resumed = run_cli(["train", f"resume={run_dir}", "trainer.enable_progress_bar=false"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    straight = run_cli(["train", *tiny(tmp_path / "straight", *KILL_RUN, steps=600)], cwd=tmp_path)
+    assert straight.returncode == 0, straight.stderr
+    (straight_dir,) = list((tmp_path / "straight" / "runs").iterdir())
+
+    step_a, a = weights(run_dir)
+    step_b, b = weights(straight_dir)
+    assert step_a == step_b == 600
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # model, EMA: bit for bit
+
+
+def test_an_interrupted_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1, "w": torch.ones(3)}, target)
+
+    def dies_half_way(self, checkpoint, path, storage_options=None):
+        with open(path, "wb") as f:
+            f.write(b"PK\x03\x04 half a file")
+        raise KeyboardInterrupt  # the process is stopped in the middle of writing
+
+    monkeypatch.setattr("lightning.fabric.plugins.io.torch_io.TorchCheckpointIO.save_checkpoint", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": 2, "w": torch.zeros(3)}, target)
+    assert torch.load(target, weights_only=True)["step"] == 1
+
+
+@register_method("test_bad_batches")
+class BadBatches(CFM):
+    """CFM whose loss is NaN on the calls in ``nan_at`` and whose gradient is NaN on those in ``bad_grad_at``."""
+
+    def __init__(self, path, time_sampler, nan_at: str = "", bad_grad_at: str = "") -> None:
+        super().__init__(path, time_sampler)
+        self.nan_at = {int(c) for c in nan_at.split(",") if c}
+        self.bad_grad_at = {int(c) for c in bad_grad_at.split(",") if c}
+        self.calls = 0
+
+    def loss(self, model, batch):
+        self.calls += 1
+        terms = super().loss(model, batch)
+        if self.calls in self.nan_at:
+            terms["loss"] = terms["loss"] * float("nan")
+        if self.calls in self.bad_grad_at:  # finite value, NaN gradient: d sqrt(|u|)/du at 0
+            first = next(model.parameters())
+            terms["loss"] = terms["loss"] + (first.sum() * 0).abs().sqrt()
+        return terms
+
+
+def test_a_nonfinite_gradient_stops_the_run_naming_the_step(tmp_path):
+    cfg = apply_overrides(load_recipe("rectified"), tiny(tmp_path, "method=test_bad_batches", "method.bad_grad_at='8'"))
+    with pytest.raises(TrainingError, match=r"a gradient is not finite at step 7; training stopped"):
+        train(cfg)
+
+
+def test_skip_option_drops_bad_batches_counts_them_and_finishes(tmp_path):
+    cfg = apply_overrides(load_recipe("rectified"), tiny(
+        tmp_path, "method=test_bad_batches", "method.nan_at=5,9", "method.bad_grad_at='14'", "trainer.on_nonfinite=skip",
+        "trainer.log_every_n_steps=1", steps=20))
+    result = train(cfg)
+    assert result.steps == 20 and result.skipped == 3 and result.summary["skipped_batches"] == 3
+    ckpt = read_checkpoint(result.run_dir)
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert "train/skipped" in (result.run_dir / "logs" / "metrics.csv").read_text()
+
+
+def test_same_recipe_and_seed_are_bit_identical_on_cpu(tmp_path):
+    def run(name, seed):
+        result = train(apply_overrides(load_recipe("ot_cfm"), tiny(tmp_path / name, f"seed={seed}", steps=25)))
+        return weights(result.run_dir)[1], result.summary["rows"][0]["w2"]
+
+    (a, w_a), (b, w_b), (c, _) = run("a", 0), run("b", 0), run("c", 1)
+    assert all(torch.equal(a[k], b[k]) for k in a) and w_a == w_b
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_bad_override_on_resume_leaves_the_run_directory_untouched(tmp_path):
+    first = train(apply_overrides(load_recipe("rectified"), tiny(tmp_path, steps=5)))
+    before = {p: p.stat().st_mtime_ns for p in first.run_dir.rglob("*")}
+    proc = run_cli(["train", f"resume={first.run_dir}", "trainer.max_steps=abc"], cwd=tmp_path)
+    assert proc.returncode == 2 and "trainer.max_steps must be int" in proc.stderr
+    assert {p: p.stat().st_mtime_ns for p in first.run_dir.rglob("*")} == before
+
+
+KEYS = st.sampled_from(["trainer.max_steps", "optim.lr", "path", "path.sigma_min", "data.batch_size", "seed",
+                        "eval.compare", "time.s", "model", "trainer", "nope", "data.path.x", "", "a..b", "recipe"])
+VALUES = st.one_of(st.text(max_size=12), st.integers(-10**6, 10**6).map(str), st.floats(allow_nan=True).map(str),
+                   st.sampled_from(["[1,2", "{a: 1}", "${oops}", "null", "true", "[euler:1]", "'x'", "=", "a=b=c"]))
+TOKENS = st.lists(st.one_of(st.builds(lambda k, v: f"{k}={v}", KEYS, VALUES), st.text(max_size=20)), max_size=4)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(TOKENS)
+def test_no_override_string_crashes_the_parser(tokens):
+    try:
+        validate(apply_overrides(load_recipe("rectified"), tokens))
+    except ConfigError as exc:
+        assert str(exc) and "\n" not in str(exc).strip()
