@@ -41,7 +41,8 @@ def train(
         _fail(str(exc), 2)
     except TrainingError as exc:
         _fail(str(exc), 1)
-    _print_summary(result)
+    for done in result.rounds if len(result.rounds) > 1 else [result]:
+        _print_summary(done)
 
 
 def _print_summary(result) -> None:
@@ -64,6 +65,7 @@ def _print_summary(result) -> None:
             f"sampling floor (two target draws): [bold]{s['floor']:.3f}[/] ± {s['floor_std']:.3f}   "
             f"ratio {main['w2'] / s['floor']:.2f}  (means over eval.repeats draws of eval.n points)"
         )
+        out.print(f"straightness (Liu et al. 2022, along dopri5 paths): {s['straightness']:.4f}")
     if result.skipped:
         out.print(f"[yellow]skipped {result.skipped} batches with a non-finite loss or gradient[/]")
     out.print(f"run directory: [bold]{s['run_dir']}[/]  (last.ckpt, samples.png, summary.json, logs/metrics.csv)")

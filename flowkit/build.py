@@ -27,15 +27,23 @@ class Parts:
     method: Any
 
 
-def build_parts(cfg: dict[str, Any], data: tuple[Distribution, Distribution] | None = None) -> Parts:
-    """Build every unit a recipe names; raises ``ConfigError`` on any bad name or option."""
+def build_parts(cfg: dict[str, Any], data: tuple[Distribution, Distribution] | None = None,
+                with_coupling: bool = True) -> Parts:
+    """Build every unit a recipe names; raises ``ConfigError`` on any bad name or option.
+
+    ``model.init_from`` (a checkpoint or run dir) starts the network from that run's EMA weights,
+    e.g. a student from its teacher; the checkpoint must hold the same architecture.
+    """
     d = cfg["data"]
     source, target = data or build_pair(d["source"], d["target"], d["path"])
     path = PATHS.build(cfg["path"])
     time_sampler = TIME_SAMPLERS.build(cfg["time"])
     model_spec = dict(cfg["model"])
     prediction = model_spec.pop("prediction", "velocity")  # what the network outputs; see AsVelocity
+    init_from = model_spec.pop("init_from", None)
     model = MODELS.build(model_spec, data_shape=target.shape)
+    if init_from:
+        load_weights(model, init_from, target.shape)
     if prediction != "velocity":
         try:
             model = AsVelocity(model, path, prediction)
@@ -46,6 +54,18 @@ def build_parts(cfg: dict[str, Any], data: tuple[Distribution, Distribution] | N
         target=target,
         model=model,
         path=path,
-        coupling=COUPLINGS.build(cfg["coupling"]),
+        coupling=COUPLINGS.build(cfg["coupling"], data_shape=target.shape) if with_coupling else None,
         method=METHODS.build(cfg["method"], path=path, time_sampler=time_sampler),
     )
+
+
+def load_weights(model: nn.Module, path: str, data_shape: tuple[int, ...]) -> None:
+    from flowkit.checkpoint import ema_weights, read_checkpoint
+    from flowkit.teacher import check_shape
+
+    weights = ema_weights(read_checkpoint(check_shape(path, data_shape)))
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise ConfigError(f"model.init_from='{path}': its network does not fit this model ({first})") from None

@@ -44,14 +44,21 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def ema_weights(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The network's EMA weights (Lightning's EMAWeightAveraging stores them as ``state_dict``)."""
+    return {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+
+
 def load_model(path: str | Path):
-    """(config, Parts with the EMA weights loaded into ``parts.model``) from a checkpoint or run dir."""
+    """(config, Parts with the EMA weights loaded into ``parts.model``) from a checkpoint or run dir.
+
+    The coupling is not rebuilt: sampling a reflowed or distilled student never needs its teacher.
+    """
     from flowkit.build import build_parts
 
     ckpt = read_checkpoint(path)
     cfg = ckpt["flowkit"]["config"]
-    parts = build_parts(cfg)
-    weights = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    parts.model.load_state_dict(weights)
+    parts = build_parts(cfg, with_coupling=False)
+    parts.model.load_state_dict(ema_weights(ckpt))
     parts.model.eval()
     return cfg, parts

@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from flowkit.data import Distribution
-from flowkit.metrics import w2
-from flowkit.sampling import parse_solver
+from flowkit.metrics import straightness, w2
+from flowkit.sampling import parse_solver, solve_trajectory
 
 
 def solver_options(spec: str, rtol: float, atol: float) -> dict[str, Any]:
@@ -47,4 +47,6 @@ def sampler_table(method: Any, model: nn.Module, source: Distribution, target: D
         first = x1[:n] if first is None else first
         mean, std = mean_std([w2(x1[i * n:(i + 1) * n], refs[i]) for i in range(k)])
         rows.append({"solver": spec, "nfe": nfe, "w2": mean, "w2_std": std})
-    return {"floor": floor[0], "floor_std": floor[1], "rows": rows}, first
+    states, times, _ = solve_trajectory(model, x0[:n], method="dopri5", rtol=ecfg["rtol"], atol=ecfg["atol"], points=65)
+    return {"floor": floor[0], "floor_std": floor[1], "rows": rows,
+            "straightness": straightness(model, states, times)}, first

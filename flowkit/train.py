@@ -21,12 +21,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from flowkit.build import build_parts
 from flowkit.checkpoint import read_checkpoint, resolve_checkpoint
-from flowkit.data import PairDataModule
 from flowkit.config import apply_overrides, load_recipe, to_dict, validate
+from flowkit.couplings import COUPLINGS
+from flowkit.data import PairDataModule
 from flowkit.errors import ConfigError, TrainingError
 from flowkit.evaluate import sampler_table, solver_options
 from flowkit.plots import save_samples
 from flowkit.trainer import FlowModule, make_trainer
+
+
+RUN_DIR_ENV = "FLOWKIT_RUN_DIR"
+DEVICE_ACCELERATORS = {"cpu": "cpu", "cuda": "gpu", "gpu": "gpu", "auto": "auto"}
 
 
 @dataclass
@@ -36,6 +41,7 @@ class RunResult:
     seconds: float
     skipped: int = 0
     summary: dict[str, Any] = field(default_factory=dict)
+    rounds: list[RunResult] = field(default_factory=list)  # every round of a multi-round run, in order
 
 
 def resolve_config(tokens: list[str]) -> tuple[DictConfig, Path | None]:
@@ -61,10 +67,6 @@ def resolve_config(tokens: list[str]) -> tuple[DictConfig, Path | None]:
     return apply_overrides(load_recipe(recipe), rest), None
 
 
-RUN_DIR_ENV = "FLOWKIT_RUN_DIR"
-DEVICE_ACCELERATORS = {"cpu": "cpu", "cuda": "gpu", "gpu": "gpu", "auto": "auto"}
-
-
 def is_rank_zero() -> bool:
     return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
 
@@ -87,6 +89,23 @@ def new_run_dir(root: str, name: str) -> Path:
 
 
 def train(cfg: DictConfig, resume: Path | None = None) -> RunResult:
+    """Train ``cfg``; then, while the coupling's class offers a ``next_round(config, run_dir)`` (reflow's
+    k-rectified flow), train each further round in its own run directory. Returns the last round,
+    with every round's result in ``rounds``."""
+    results = [train_once(cfg, resume)]
+    while True:
+        config = to_dict(cfg)
+        next_round = getattr(COUPLINGS.get(config["coupling"]["name"]), "next_round", None)
+        following = next_round(config, results[-1].run_dir) if next_round else None
+        if following is None:
+            break
+        cfg = OmegaConf.merge(cfg, following)
+        results.append(train_once(cfg))
+    results[-1].rounds = results
+    return results[-1]
+
+
+def train_once(cfg: DictConfig, resume: Path | None = None) -> RunResult:
     validate(cfg)
     config = to_dict(cfg)
     L.seed_everything(config["seed"], verbose=False)  # before building: the model's init is seeded
@@ -107,10 +126,7 @@ def train(cfg: DictConfig, resume: Path | None = None) -> RunResult:
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         except TrainingError as exc:
-            kept = run_dir / "last.ckpt"
-            where = f"{kept} (step {module.last_saved_step})" if kept.exists() and module.last_saved_step is not None \
-                else ("none was written yet" if not kept.exists() else str(kept))
-            raise TrainingError(f"{exc}; training stopped. Last good checkpoint: {where}") from None
+            raise TrainingError(f"{exc}; training stopped. Last good checkpoint: {last_good(run_dir, module)}") from None
         finally:
             os.environ.pop(RUN_DIR_ENV, None)
     seconds = time.perf_counter() - start
@@ -118,6 +134,15 @@ def train(cfg: DictConfig, resume: Path | None = None) -> RunResult:
     if trainer.is_global_zero:
         result.summary = summarize(module, parts, config, run_dir, seconds)
     return result
+
+
+def last_good(run_dir: Path, module: FlowModule) -> str:
+    kept = run_dir / "last.ckpt"
+    if not kept.exists():
+        return "none was written yet"
+    if module.last_saved_step is None:  # a resumed run that stopped before its first save
+        return str(kept)
+    return f"{kept} (step {module.last_saved_step})"
 
 
 def summarize(module: FlowModule, parts, config: dict[str, Any], run_dir: Path, seconds: float) -> dict[str, Any]:
