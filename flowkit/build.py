@@ -55,7 +55,7 @@ def build_parts(cfg: dict[str, Any], data: tuple[Distribution, Distribution] | N
         model=model,
         path=path,
         coupling=COUPLINGS.build(cfg["coupling"], data_shape=target.shape) if with_coupling else None,
-        method=METHODS.build(cfg["method"], path=path, time_sampler=time_sampler),
+        method=METHODS.build(cfg["method"], path=path, time_sampler=time_sampler, data_shape=target.shape),
     )
 
 

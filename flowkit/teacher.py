@@ -27,3 +27,11 @@ def load_teacher(path: str | Path) -> tuple[nn.Module, Any, dict[str, Any]]:
     never a registered submodule: Lightning's EMA would otherwise copy and average it."""
     cfg, parts = load_model(path)
     return copy.deepcopy(parts.model).eval().requires_grad_(False), parts.method, cfg
+
+
+def follow_teacher(config: dict[str, Any], old_teacher: str, new_teacher: str | Path) -> dict[str, Any]:
+    """The model update for a distillation's next round: a student that was started from its teacher
+    (``model.init_from`` equal to the teacher) starts from the new teacher; any other choice stays."""
+    if config["model"].get("init_from") == old_teacher:
+        return {"model": {"init_from": str(new_teacher)}}
+    return {}

@@ -24,6 +24,7 @@ from flowkit.checkpoint import read_checkpoint, resolve_checkpoint
 from flowkit.config import apply_overrides, load_recipe, to_dict, validate
 from flowkit.couplings import COUPLINGS
 from flowkit.data import PairDataModule
+from flowkit.methods import METHODS
 from flowkit.errors import ConfigError, TrainingError
 from flowkit.evaluate import sampler_table, solver_options
 from flowkit.plots import save_samples
@@ -89,20 +90,25 @@ def new_run_dir(root: str, name: str) -> Path:
 
 
 def train(cfg: DictConfig, resume: Path | None = None) -> RunResult:
-    """Train ``cfg``; then, while the coupling's class offers a ``next_round(config, run_dir)`` (reflow's
-    k-rectified flow), train each further round in its own run directory. Returns the last round,
-    with every round's result in ``rounds``."""
+    """Train ``cfg``, then each further round ``next_round`` asks for, in its own run directory.
+    Returns the last round, with every round's result in ``rounds``."""
     results = [train_once(cfg, resume)]
-    while True:
-        config = to_dict(cfg)
-        next_round = getattr(COUPLINGS.get(config["coupling"]["name"]), "next_round", None)
-        following = next_round(config, results[-1].run_dir) if next_round else None
-        if following is None:
-            break
+    while (following := next_round(to_dict(cfg), results[-1].run_dir)) is not None:
         cfg = OmegaConf.merge(cfg, following)
         results.append(train_once(cfg))
     results[-1].rounds = results
     return results[-1]
+
+
+def next_round(config: dict[str, Any], run_dir: Path) -> dict[str, Any] | None:
+    """The config update for one more round, from the coupling's or the method's ``next_round``
+    (reflow's k-rectified flow, progressive distillation's halving), or None when done."""
+    for registry, key in ((COUPLINGS, "coupling"), (METHODS, "method")):
+        hook = getattr(registry.get(config[key]["name"]), "next_round", None)
+        following = hook(config, run_dir) if hook else None
+        if following is not None:
+            return following
+    return None
 
 
 def train_once(cfg: DictConfig, resume: Path | None = None) -> RunResult:

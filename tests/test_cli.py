@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
     (["recipe=nope"], "unknown recipe 'nope'; valid: cosine,"),
     (["trainer.max_stepz=5"], "unknown key 'trainer.max_stepz'"),
     (["path=curvy"], "unknown path 'curvy'; valid: cosine, ot, rectified, vp"),
-    (["coupling=emd"], "unknown coupling 'emd'; valid: independent, ot, sinkhorn"),
+    (["coupling=emd"], "unknown coupling 'emd'; valid: independent, ot, reflow, sinkhorn"),
     (["trainer.max_steps=abc"], "trainer.max_steps must be int"),
     (["trainer.max_steps=-3"], "trainer.max_steps=-3 is out of range"),
     (["path=ot", "path.sigma_min=-0.5"], "sigma_min=-0.5 is out of range"),
@@ -102,3 +102,26 @@ def test_ddp_on_cpu_writes_one_run_directory(tmp_path):
     assert proc.returncode == 0, proc.stderr
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "last.ckpt").exists()
+
+
+def test_bad_user_arrays_through_the_cli(tmp_path):
+    import numpy as np
+
+    good = np.random.default_rng(0).normal(size=(50, 2)).astype(np.float32)
+    with_nan = good.copy()
+    with_nan[3, 0] = np.nan
+    np.save(tmp_path / "nan.npy", with_nan)
+    np.save(tmp_path / "flat.npy", good[:, 0])
+    np.save(tmp_path / "empty.npy", good[:0])
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    cases = {
+        "nan.npy": "1 of 50 samples hold NaN or inf",
+        "flat.npy": "expected an array of shape (n >= 1, *data_shape); got (50,)",
+        "empty.npy": "expected an array of shape (n >= 1, *data_shape); got (0, 2)",
+        "objects.npy": "not a plain numeric .npy array",
+    }
+    for name, message in cases.items():
+        proc = run_cli(["train", f"data.path={tmp_path / name}", f"run_root={tmp_path / 'runs'}"], cwd=tmp_path)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()

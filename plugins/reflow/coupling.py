@@ -16,7 +16,7 @@ from torch import Tensor
 
 from flowkit.errors import ConfigError
 from flowkit.evaluate import solver_options
-from flowkit.teacher import check_shape, load_teacher
+from flowkit.teacher import check_shape, follow_teacher, load_teacher
 from plugins.reflow.pairs import generate_pairs, load_pairs, save_pairs
 
 
@@ -49,11 +49,9 @@ class ReflowCoupling:
         if spec.get("rounds", 1) <= 1:
             return None
         cache = spec.get("cache")
-        following = {"coupling": {"teacher": str(run_dir), "rounds": spec["rounds"] - 1,
-                                  "cache": f"{cache}.round{spec['rounds'] - 1}" if cache else None}}
-        if config["model"].get("init_from") == spec["teacher"]:  # the student starts from its teacher
-            following["model"] = {"init_from": str(run_dir)}
-        return following
+        return {"coupling": {"teacher": str(run_dir), "rounds": spec["rounds"] - 1,
+                             "cache": f"{cache}.round{spec['rounds'] - 1}" if cache else None},
+                **follow_teacher(config, spec["teacher"], run_dir)}
 
     def pairs(self, device: torch.device) -> tuple[Tensor, Tensor]:
         """The pairs on ``device``: from the cache when it matches, else generated (and cached)."""
