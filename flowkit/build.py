@@ -60,10 +60,10 @@ def build_parts(cfg: dict[str, Any], data: tuple[Distribution, Distribution] | N
 
 
 def load_weights(model: nn.Module, path: str, data_shape: tuple[int, ...]) -> None:
-    from flowkit.checkpoint import ema_weights, read_checkpoint
-    from flowkit.teacher import check_shape
+    from flowkit.checkpoint import ema_weights
+    from flowkit.teacher import read_matching
 
-    weights = ema_weights(read_checkpoint(check_shape(path, data_shape)))
+    weights = ema_weights(read_matching(path, data_shape)[1])
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -62,3 +63,12 @@ def load_model(path: str | Path):
     parts.model.load_state_dict(ema_weights(ckpt))
     parts.model.eval()
     return cfg, parts
+
+
+def write_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
+    """``write(temporary path)`` then rename over ``path``: a kill mid-write never leaves half a file there."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    write(tmp)
+    os.replace(tmp, path)

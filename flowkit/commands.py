@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from flowkit.checkpoint import load_model
+from flowkit.checkpoint import load_model, write_atomically
 from flowkit.config import apply_overrides
 from flowkit.errors import ConfigError
 from flowkit.evaluate import mean_std, solver_options
@@ -91,14 +90,6 @@ def load_on(ckpt: str, device: torch.device):
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def write_atomically(path: Path, write) -> None:
-    """``write(tmp_path)`` then rename: an interrupted write never leaves a half file at ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def sample(tokens: list[str]) -> dict[str, Any]:

@@ -12,14 +12,20 @@ from flowkit.checkpoint import load_model, read_checkpoint, resolve_checkpoint
 from flowkit.errors import ConfigError
 
 
-def check_shape(path: str | Path, data_shape: tuple[int, ...]) -> Path:
-    """The checkpoint file, after checking it was trained on data of ``data_shape`` (reads the file once)."""
+def read_matching(path: str | Path, data_shape: tuple[int, ...]) -> tuple[Path, dict[str, Any]]:
+    """(file, checkpoint) of a run trained on data of ``data_shape``; another shape is a ConfigError."""
     file = resolve_checkpoint(path)
-    shape = tuple(read_checkpoint(file)["flowkit"]["data_shape"])
+    ckpt = read_checkpoint(file)
+    shape = tuple(ckpt["flowkit"]["data_shape"])
     if shape != tuple(data_shape):
         raise ConfigError(f"teacher '{path}' was trained on data of shape {shape}, but this run's data has shape "
                           f"{tuple(data_shape)}")
-    return file
+    return file, ckpt
+
+
+def check_shape(path: str | Path, data_shape: tuple[int, ...]) -> Path:
+    """The checkpoint file, checked against ``data_shape``; its weights are loaded later, when needed."""
+    return read_matching(path, data_shape)[0]
 
 
 def load_teacher(path: str | Path) -> tuple[nn.Module, Any, dict[str, Any]]:

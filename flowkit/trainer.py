@@ -8,7 +8,6 @@ to a temporary file and renamed, so a kill during a save leaves the previous ``l
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, Ric
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
+from flowkit.checkpoint import write_atomically
 from flowkit.data import step_seed
 from flowkit.errors import TrainingError
 
@@ -91,13 +91,10 @@ class FlowModule(L.LightningModule):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write to ``<path>.tmp`` then ``os.replace``: readers only ever see a whole checkpoint."""
+    """Checkpoints through ``write_atomically``: readers only ever see a whole checkpoint."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
+        write_atomically(path, lambda tmp: super(AtomicCheckpointIO, self).save_checkpoint(checkpoint, tmp, storage_options))
 
 
 def _devices(value: str) -> int | str:

@@ -8,6 +8,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from flowkit.checkpoint import write_atomically
 from flowkit.errors import ConfigError
 
 
@@ -27,8 +28,6 @@ def generate_pairs(sample: Callable[..., tuple[Tensor, int]], x0: Tensor, batch_
 
 def save_pairs(path: Path, x0: Tensor, x1: Tensor, meta: dict[str, Any]) -> None:
     """Atomic (temporary file + rename), so a cache is either whole or absent."""
-    from flowkit.commands import write_atomically
-
     write_atomically(path, lambda p: torch.save({"x0": x0.cpu(), "x1": x1.cpu(), "meta": meta}, p))
 
 
