@@ -162,6 +162,8 @@ def _merge(cfg: DictConfig, update: Any, where: str) -> DictConfig:
         raise ConfigError(f"{where}: unknown key '{key}'; {choices_hint(key, valid)}") from None
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{where}: {_type_message(exc)}") from None
+    except (TypeError, ValueError) as exc:  # OmegaConf raises these bare, e.g. a mapping merged into a list
+        raise ConfigError(f"{where}: does not fit the schema ({' '.join(str(exc).split())})") from None
 
 
 def _type_message(exc: OmegaConfBaseException) -> str:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from flowkit.checkpoint import read_checkpoint
@@ -131,6 +131,9 @@ TOKENS = st.lists(st.one_of(st.builds(lambda k, v: f"{k}={v}", KEYS, VALUES), st
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(["eval.compare={a: 1}"])  # found by this test: OmegaConf raised a bare TypeError
+@example(["optim.lr=${oops}"])  # found by this test: an interpolation traceback
+@example(["=\n"])  # found by this test: a newline made a two-line error
 @given(TOKENS)
 def test_no_override_string_crashes_the_parser(tokens):
     try:
