@@ -27,15 +27,14 @@ class Parts:
     method: Any
 
 
-def build_parts(cfg: dict[str, Any], data: tuple[Distribution, Distribution] | None = None,
-                with_coupling: bool = True) -> Parts:
+def build_parts(cfg: dict[str, Any], with_coupling: bool = True) -> Parts:
     """Build every unit a recipe names; raises ``ConfigError`` on any bad name or option.
 
     ``model.init_from`` (a checkpoint or run dir) starts the network from that run's EMA weights,
     e.g. a student from its teacher; the checkpoint must hold the same architecture.
     """
     d = cfg["data"]
-    source, target = data or build_pair(d["source"], d["target"], d["path"])
+    source, target = build_pair(d["source"], d["target"], d["path"])
     path = PATHS.build(cfg["path"])
     time_sampler = TIME_SAMPLERS.build(cfg["time"])
     model_spec = dict(cfg["model"])

@@ -21,11 +21,11 @@ from omegaconf import OmegaConf
 from flowkit.checkpoint import load_model, write_atomically
 from flowkit.config import apply_overrides
 from flowkit.errors import ConfigError
-from flowkit.evaluate import mean_std, solver_options
+from flowkit.evaluate import mean_std, solver_options, straightness_along_paths
 from flowkit.likelihood import bits_per_dim, log_likelihood
-from flowkit.metrics import frechet_distance, mmd2, straightness, w2
+from flowkit.metrics import frechet_distance, mmd2, w2
 from flowkit.plots import plot_quality_vs_nfe, save_samples
-from flowkit.sampling import parse_solver, solve_trajectory
+from flowkit.sampling import parse_solver
 
 
 @dataclass
@@ -123,18 +123,22 @@ def reference_set(cfg: dict[str, Any], parts, n: int, generator: torch.Generator
     return parts.target.sample(n, generator)
 
 
-def quality(samples: torch.Tensor, reference: torch.Tensor) -> tuple[str, float]:
-    """W2 for 2-D data, FD in the digits classifier's features for 8x8 images, nothing else."""
-    if not torch.isfinite(samples).all():
-        return "W2", float("nan")
-    if samples[0].numel() == 2:
-        return "W2", w2(samples, reference)
-    if tuple(samples.shape[1:]) == (1, 8, 8):
-        from flowkit.digits_features import digits_classifier
+def quality_metric(data_shape: tuple[int, ...]) -> str:
+    """W2 for 2-D data, FD in the digits classifier's features for 8x8 images, '-' for anything else."""
+    return {(2,): "W2", (1, 8, 8): "FD"}.get(tuple(data_shape), "-")
 
-        net, _ = digits_classifier()
-        return "FD", frechet_distance(net.features(samples.clamp(-1, 1)), net.features(reference))
-    return "-", float("nan")
+
+def quality(samples: torch.Tensor, reference: torch.Tensor) -> tuple[str, float]:
+    """(quality_metric, its value) of ``samples`` against ``reference``."""
+    metric = quality_metric(samples.shape[1:])
+    if metric == "-" or not torch.isfinite(samples).all():
+        return metric, float("nan")
+    if metric == "W2":
+        return "W2", w2(samples, reference)
+    from flowkit.digits_features import digits_classifier
+
+    net, _ = digits_classifier()
+    return "FD", frechet_distance(net.features(samples.clamp(-1, 1)), net.features(reference))
 
 
 def evaluate(tokens: list[str]) -> dict[str, Any]:
@@ -149,13 +153,14 @@ def evaluate(tokens: list[str]) -> dict[str, Any]:
     x1 = x1.cpu()
     chunks = x1.split(args.n)
     refs = [reference_set(cfg, parts, args.n, generator) for _ in range(args.repeats)]
-    name, _ = quality(chunks[0], refs[0])
+    name = quality_metric(x1.shape[1:])
     if name != "-":
         result[name.lower()], result[f"{name.lower()}_std"] = mean_std([quality(c, r)[1] for c, r in zip(chunks, refs)])
     if name == "W2":
         result["mmd2"] = mmd2(chunks[0], refs[0])
-        states, times, _ = solve_trajectory(model, x0[: args.n], points=65, **_adaptive_or(options))
-        result["straightness"] = straightness(model, states, times)
+        # along well-resolved paths: dopri5 unless a fixed-step grid was asked for
+        paths = options if options.get("steps") else {"method": "dopri5", "rtol": args.rtol, "atol": args.atol}
+        result["straightness"] = straightness_along_paths(model, x0[: args.n], paths)
     if name == "FD":
         from flowkit.digits_features import digits_classifier
 
@@ -172,11 +177,6 @@ def evaluate(tokens: list[str]) -> dict[str, Any]:
     if args.out:
         write_atomically(Path(args.out), lambda p: p.write_text(json.dumps(result, indent=2)))
     return result
-
-
-def _adaptive_or(options: dict[str, Any]) -> dict[str, Any]:
-    """Straightness is measured along well-resolved paths: dopri5 unless a fixed grid was asked for."""
-    return options if options.get("steps") else {"method": "dopri5", "rtol": options["rtol"], "atol": options["atol"]}
 
 
 def compare(tokens: list[str]) -> dict[str, Any]:

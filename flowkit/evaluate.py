@@ -47,6 +47,13 @@ def sampler_table(method: Any, model: nn.Module, source: Distribution, target: D
         first = x1[:n] if first is None else first
         mean, std = mean_std([w2(x1[i * n:(i + 1) * n], refs[i]) for i in range(k)])
         rows.append({"solver": spec, "nfe": nfe, "w2": mean, "w2_std": std})
-    states, times, _ = solve_trajectory(model, x0[:n], method="dopri5", rtol=ecfg["rtol"], atol=ecfg["atol"], points=65)
+    paths = {"method": "dopri5", "rtol": ecfg["rtol"], "atol": ecfg["atol"]}
     return {"floor": floor[0], "floor_std": floor[1], "rows": rows,
-            "straightness": straightness(model, states, times)}, first
+            "straightness": straightness_along_paths(model, x0[:n], paths)}, first
+
+
+def straightness_along_paths(model: nn.Module, x0: Tensor, solver: dict[str, Any]) -> float:
+    """Straightness (Liu et al. 2022) of the model's own paths from ``x0``, solved with ``solver``
+    options (``solver_options``) and read at 65 evenly spaced times for adaptive solvers."""
+    states, times, _ = solve_trajectory(model, x0, points=65, **solver)
+    return straightness(model, states, times)

@@ -38,7 +38,7 @@ def parse_solver(spec: str) -> tuple[str, int | None]:
 
 
 def solver_grid(method: str, steps: int | None, rtol: float, atol: float, x0: Tensor,
-                       points: int | None = None) -> tuple[Tensor, dict]:
+                points: int | None = None) -> tuple[Tensor, dict]:
     """The output times and torchdiffeq options of a solver; fixed-step solvers step on the time grid."""
     if method in FIXED:
         if steps is None or steps < 1:

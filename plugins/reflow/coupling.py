@@ -67,8 +67,8 @@ class ReflowCoupling:
                 cached = generate_pairs(sample, x0, self.batch_size, device, **self.solver)
                 if self.cache:
                     save_pairs(self.cache, *cached, self.meta)
-            self.x0, self.x1 = cached
-        return self.x0.to(device), self.x1.to(device)
+            self.x0, self.x1 = (z.to(device) for z in cached)  # once: a cache loads on the CPU
+        return self.x0, self.x1
 
     def __call__(self, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
         z0, z1 = self.pairs(x0.device)
