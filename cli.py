@@ -65,7 +65,8 @@ def _print_summary(result) -> None:
             f"sampling floor (two target draws): [bold]{s['floor']:.3f}[/] ± {s['floor_std']:.3f}   "
             f"ratio {main['w2'] / s['floor']:.2f}  (means over eval.repeats draws of eval.n points)"
         )
-        out.print(f"straightness (Liu et al. 2022, along dopri5 paths): {s['straightness']:.4f}")
+        if s["straightness"] is not None:
+            out.print(f"straightness (Liu et al. 2022, along dopri5 paths): {s['straightness']:.4f}")
     if result.skipped:
         out.print(f"[yellow]skipped {result.skipped} batches with a non-finite loss or gradient[/]")
     out.print(f"run directory: [bold]{s['run_dir']}[/]  (last.ckpt, samples.png, summary.json, logs/metrics.csv)")
@@ -120,6 +121,8 @@ def compare(tokens: Optional[List[str]] = TOKENS) -> None:
         table.add_row(row["name"], row["solver"], str(row["nfe"]), f"{row['value']:.4f}", f"{row['error']:.2e}",
                       f"{row['seconds']:.3f}")
     out.print(table)
+    for line in r["skipped"]:
+        out.print(f"[yellow]skipped {line}[/]")
     out.print("wrote " + ", ".join(r["files"]))
 
 

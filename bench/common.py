@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
+
+from flowkit.checkpoint import load_model
 
 
 def flowkit(*args: str) -> subprocess.CompletedProcess:
@@ -17,3 +22,22 @@ def flowkit(*args: str) -> subprocess.CompletedProcess:
     if proc.returncode:
         raise SystemExit(f"{' '.join(command)}\n{proc.stderr}")
     return proc
+
+
+def trained(root: Path, *args: str) -> tuple[Path, dict]:
+    flowkit("train", *args, f"run_root={root}", "trainer.enable_progress_bar=false")
+    run = next(root.iterdir())
+    return run, json.loads((run / "summary.json").read_text())
+
+
+def w2_of(summary: dict, solver: str) -> float:
+    return next(r["w2"] for r in summary["rows"] if r["solver"] == solver)
+
+
+@torch.no_grad()
+def paired_error(student: Path, flow: Path, n: int = 2000) -> float:
+    (_, s), (_, f) = load_model(student), load_model(flow)
+    z = s.source.sample(n, torch.Generator().manual_seed(7))
+    g, _ = s.method.sample(s.model, z, method="euler", steps=1)
+    phi, _ = f.method.sample(f.model, z, method="dopri5", rtol=1e-7, atol=1e-7)
+    return float((g - phi).pow(2).sum(1).mean())

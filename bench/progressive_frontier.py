@@ -15,11 +15,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from common import flowkit
-
-
-def w2_at(summary: dict, solver: str) -> float:
-    return next(r["w2"] for r in summary["rows"] if r["solver"] == solver)
+from common import flowkit, w2_of
 
 
 def main() -> None:
@@ -38,15 +34,15 @@ def main() -> None:
                 f"run_root={root / 'stages'}", "trainer.enable_progress_bar=false")
         stages = sorted((root / "stages").iterdir())
         summaries = [json.loads((s / "summary.json").read_text()) for s in stages]
-    rows, previous = [], ("teacher", w2_at(t, "euler:64"), t["train_seconds"])
+    rows, previous = [], ("teacher", w2_of(t, "euler:64"), t["train_seconds"])
     for i, s in enumerate(summaries):
         n = 32 >> i
-        student = w2_at(s, f"euler:{n}")
+        student = w2_of(s, f"euler:{n}")
         rows.append({"stage": i + 1, "student_steps": n, "student_w2": student, "teacher_w2_at_2n": previous[1],
                      "ratio": student / previous[1], "train_s": s["train_seconds"]})
         previous = (f"stage {i + 1}", student, s["train_seconds"])
-    final = {"student_1_step": rows[-1]["student_w2"], "teacher_1_step_euler": w2_at(t, "euler:1"),
-             "teacher_dopri5": w2_at(t, "dopri5"), "teacher_dopri5_nfe": t["rows"][0]["nfe"], "floor": t["floor"]}
+    final = {"student_1_step": rows[-1]["student_w2"], "teacher_1_step_euler": w2_of(t, "euler:1"),
+             "teacher_dopri5": w2_of(t, "dopri5"), "teacher_dopri5_nfe": t["rows"][0]["nfe"], "floor": t["floor"]}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "progressive_frontier.json").write_text(json.dumps({"stages": rows, "final": final}, indent=2))
     lines = [f"Progressive distillation, gaussian -> 8gaussians, CPU (2 cores); teacher {args.teacher_steps} steps, "

@@ -15,29 +15,7 @@ import json
 import tempfile
 from pathlib import Path
 
-import torch
-
-from common import flowkit
-from flowkit.checkpoint import load_model
-
-
-def trained(root: Path, *args: str) -> tuple[Path, dict]:
-    flowkit("train", *args, f"run_root={root}", "trainer.enable_progress_bar=false")
-    run = next(root.iterdir())
-    return run, json.loads((run / "summary.json").read_text())
-
-
-def w2_of(summary: dict, solver: str) -> float:
-    return next(r["w2"] for r in summary["rows"] if r["solver"] == solver)
-
-
-@torch.no_grad()
-def paired_error(student: Path, flow: Path, n: int = 2000) -> float:
-    (_, s), (_, f) = load_model(student), load_model(flow)
-    z = s.source.sample(n, torch.Generator().manual_seed(7))
-    g, _ = s.method.sample(s.model, z, method="euler", steps=1)
-    phi, _ = f.method.sample(f.model, z, method="dopri5", rtol=1e-7, atol=1e-7)
-    return float((g - phi).pow(2).sum(1).mean())
+from common import flowkit, paired_error, trained, w2_of
 
 
 def main() -> None:

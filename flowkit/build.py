@@ -31,13 +31,17 @@ def build_parts(cfg: dict[str, Any], with_coupling: bool = True) -> Parts:
     """Build every unit a recipe names; raises ``ConfigError`` on any bad name or option.
 
     ``model.init_from`` (a checkpoint or run dir) starts the network from that run's EMA weights,
-    e.g. a student from its teacher; the checkpoint must hold the same architecture.
+    e.g. a student from its teacher; the checkpoint must hold the same architecture. A method whose
+    network takes other inputs says so in ``model_options`` (MeanFlow: ``{"times": 2}``); they are
+    merged into the model's options, and a recipe that sets them otherwise is an error.
     """
     d = cfg["data"]
     source, target = build_pair(d["source"], d["target"], d["path"])
     path = PATHS.build(cfg["path"])
     time_sampler = TIME_SAMPLERS.build(cfg["time"])
-    model_spec = dict(cfg["model"])
+    method = METHODS.build(cfg["method"], path=path, time_sampler=time_sampler, data_shape=target.shape,
+                           total_steps=cfg["trainer"]["max_steps"])
+    model_spec = with_method_options(dict(cfg["model"]), method, cfg["method"]["name"])
     prediction = model_spec.pop("prediction", "velocity")  # what the network outputs; see AsVelocity
     init_from = model_spec.pop("init_from", None)
     model = MODELS.build(model_spec, data_shape=target.shape)
@@ -54,8 +58,16 @@ def build_parts(cfg: dict[str, Any], with_coupling: bool = True) -> Parts:
         model=model,
         path=path,
         coupling=COUPLINGS.build(cfg["coupling"], data_shape=target.shape) if with_coupling else None,
-        method=METHODS.build(cfg["method"], path=path, time_sampler=time_sampler, data_shape=target.shape),
+        method=method,
     )
+
+
+def with_method_options(model_spec: dict[str, Any], method: Any, method_name: str) -> dict[str, Any]:
+    for key, value in getattr(method, "model_options", {}).items():
+        if model_spec.setdefault(key, value) != value:
+            raise ConfigError(f"model.{key}={model_spec[key]!r} does not fit method '{method_name}', "
+                              f"which needs model.{key}={value!r}")
+    return model_spec
 
 
 def load_weights(model: nn.Module, path: str, data_shape: tuple[int, ...]) -> None:

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from flowkit.checkpoint import load_model, write_atomically
 from flowkit.config import apply_overrides
 from flowkit.errors import ConfigError
-from flowkit.evaluate import mean_std, solver_options, straightness_along_paths
+from flowkit.evaluate import defines_ode, mean_std, solver_options, straightness_along_paths
 from flowkit.likelihood import bits_per_dim, log_likelihood
 from flowkit.metrics import frechet_distance, mmd2, w2
 from flowkit.plots import plot_quality_vs_nfe, save_samples
@@ -160,7 +160,8 @@ def evaluate(tokens: list[str]) -> dict[str, Any]:
         result["mmd2"] = mmd2(chunks[0], refs[0])
         # along well-resolved paths: dopri5 unless a fixed-step grid was asked for
         paths = options if options.get("steps") else {"method": "dopri5", "rtol": args.rtol, "atol": args.atol}
-        result["straightness"] = straightness_along_paths(model, x0[: args.n], paths)
+        if defines_ode(method):
+            result["straightness"] = straightness_along_paths(model, x0[: args.n], paths)
     if name == "FD":
         from flowkit.digits_features import digits_classifier
 
@@ -169,11 +170,12 @@ def evaluate(tokens: list[str]) -> dict[str, Any]:
         p = counts / counts.sum()
         result["classifier_accuracy"] = accuracy
         result["class_balance"] = float(-(p[p > 0] * p[p > 0].log()).sum() / math.log(10))  # 1 = uniform
-    held_out = reference_set(cfg, parts, args.nll_n, generator)[: args.nll_n].to(device)
-    logp, _ = log_likelihood(model, held_out, rtol=args.rtol, atol=args.atol, generator=generator)
-    result["nll"] = float(-logp.mean())
-    if name == "FD":
-        result["bits_per_dim"] = float(bits_per_dim(logp, 64, bin_width=2 / 16).mean())
+    if defines_ode(method):  # the change of variables needs a velocity field
+        held_out = reference_set(cfg, parts, args.nll_n, generator)[: args.nll_n].to(device)
+        logp, _ = log_likelihood(model, held_out, rtol=args.rtol, atol=args.atol, generator=generator)
+        result["nll"] = float(-logp.mean())
+        if name == "FD":
+            result["bits_per_dim"] = float(bits_per_dim(logp, 64, bin_width=2 / 16).mean())
     if args.out:
         write_atomically(Path(args.out), lambda p: p.write_text(json.dumps(result, indent=2)))
     return result
@@ -192,20 +194,25 @@ def compare(tokens: list[str]) -> dict[str, Any]:
     first_cfg, first_parts = loaded[0][1], loaded[0][2]
     x0 = first_parts.source.sample(args.n, generator).to(device)  # the same noise for every model
     reference = reference_set(first_cfg, first_parts, args.n, generator)
-    rows = []
+    rows, skipped = [], []
     for ckpt, cfg, parts in loaded:
-        exact, _ = parts.method.sample(parts.model, x0, method="dopri5", rtol=args.reference_tol, atol=args.reference_tol)
+        ode = defines_ode(parts.method)
+        exact = parts.method.sample(parts.model, x0, method="dopri5", rtol=args.reference_tol,
+                                    atol=args.reference_tol)[0] if ode else None
         for spec in solvers:
+            if not ode and parse_solver(spec)[0] != "euler":
+                skipped.append(f"{cfg['name']} ({ckpt}): {spec}, a consistency model samples only with euler:N")
+                continue
             synchronize(device)
             start = time.perf_counter()
             x1, nfe = parts.method.sample(parts.model, x0, **solver_options(spec, args.rtol, args.atol))
             synchronize(device)
             seconds = time.perf_counter() - start
             metric, value = quality(x1.cpu(), reference)
-            error = float((x1 - exact).flatten(1).pow(2).sum(1).mean().sqrt())
+            error = float((x1 - exact).flatten(1).pow(2).sum(1).mean().sqrt()) if ode else float("nan")
             rows.append({"model": ckpt, "name": cfg["name"], "solver": spec, "nfe": nfe, "metric": metric,
                          "value": value, "error": error, "seconds": seconds})
-    result = {"rows": rows, "n": args.n, "device": str(device), "reference_tol": args.reference_tol}
+    result = {"rows": rows, "skipped": skipped, "n": args.n, "device": str(device), "reference_tol": args.reference_tol}
     out = Path(args.out)
     write_atomically(out.with_suffix(".json"), lambda p: p.write_text(json.dumps(result, indent=2)))
     write_atomically(out.with_suffix(".png"), lambda p: plot_quality_vs_nfe(p, rows))

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from flowkit.data import Distribution
+from flowkit.errors import ConfigError
 from flowkit.metrics import straightness, w2
 from flowkit.sampling import parse_solver, solve_trajectory
 
@@ -48,8 +49,24 @@ def sampler_table(method: Any, model: nn.Module, source: Distribution, target: D
         mean, std = mean_std([w2(x1[i * n:(i + 1) * n], refs[i]) for i in range(k)])
         rows.append({"solver": spec, "nfe": nfe, "w2": mean, "w2_std": std})
     paths = {"method": "dopri5", "rtol": ecfg["rtol"], "atol": ecfg["atol"]}
-    return {"floor": floor[0], "floor_std": floor[1], "rows": rows,
-            "straightness": straightness_along_paths(model, x0[:n], paths)}, first
+    straight = straightness_along_paths(model, x0[:n], paths) if defines_ode(method) else None
+    return {"floor": floor[0], "floor_std": floor[1], "rows": rows, "straightness": straight}, first
+
+
+def defines_ode(method: Any) -> bool:
+    """Whether the network is a velocity field (straightness and likelihood mean something); a method
+    whose network is not (a consistency function) says ``ode = False``."""
+    return getattr(method, "ode", True)
+
+
+def check_eval_solvers(method: Any, ecfg: dict[str, Any]) -> None:
+    """Refuse, before training, an eval solver the method cannot sample with."""
+    if defines_ode(method):
+        return
+    bad = [spec for spec in [ecfg["solver"], *ecfg["compare"]] if not spec.startswith("euler:")]
+    if bad:
+        raise ConfigError(f"eval solver(s) {', '.join(bad)}: this method's network is not a velocity field and "
+                          "samples only with euler:N (N steps of its own sampler)")
 
 
 def straightness_along_paths(model: nn.Module, x0: Tensor, solver: dict[str, Any]) -> float:

@@ -41,3 +41,19 @@ def follow_teacher(config: dict[str, Any], old_teacher: str, new_teacher: str | 
     if config["model"].get("init_from") == old_teacher:
         return {"model": {"init_from": str(new_teacher)}}
     return {}
+
+
+class Teacher:
+    """A method's teacher: the checkpoint is checked against the data shape when the method is built
+    (before any run directory exists) and loaded, frozen, on first use on the training device."""
+
+    def __init__(self, owner: str, path: str, data_shape: tuple[int, ...]) -> None:
+        if not path:
+            raise ConfigError(f"{owner} needs a teacher: method.teacher=<run dir or .ckpt of a trained flow>")
+        self.file = check_shape(path, data_shape)
+        self._net: nn.Module | None = None
+
+    def on(self, device: Any) -> nn.Module:
+        if self._net is None:
+            self._net = load_teacher(self.file)[0]
+        return self._net.to(device)

@@ -26,7 +26,7 @@ from flowkit.couplings import COUPLINGS
 from flowkit.data import PairDataModule
 from flowkit.methods import METHODS
 from flowkit.errors import ConfigError, TrainingError
-from flowkit.evaluate import sampler_table, solver_options
+from flowkit.evaluate import check_eval_solvers, sampler_table, solver_options
 from flowkit.plots import save_samples
 from flowkit.trainer import FlowModule, make_trainer
 
@@ -116,6 +116,7 @@ def train_once(cfg: DictConfig, resume: Path | None = None) -> RunResult:
     config = to_dict(cfg)
     L.seed_everything(config["seed"], verbose=False)  # before building: the model's init is seeded
     parts = build_parts(config)  # every name and option is checked here, before anything is written
+    check_eval_solvers(parts.method, config["eval"])
     module = FlowModule(parts.model, parts.method, parts.coupling, config, parts.target.shape)
     datamodule = PairDataModule(parts.source, parts.target, config["data"]["batch_size"], config["seed"])
     run_dir = resume.parent if resume else new_run_dir(config["run_root"], config["name"])

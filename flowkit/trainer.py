@@ -46,7 +46,7 @@ class FlowModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x0, x1 = self.coupling(batch["x0"], batch["x1"])
-        terms = self.method.loss(self.model, {**batch, "x0": x0, "x1": x1})
+        terms = self.method.loss(self.model, {**batch, "x0": x0, "x1": x1, "step": self.global_step})
         loss = terms["loss"].mean()
         if not torch.isfinite(loss):
             self._nonfinite(f"the loss is {loss.item()}")
@@ -87,7 +87,14 @@ class FlowModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["flowkit"] = {"format": CHECKPOINT_FORMAT, "config": self.config, "data_shape": list(self.data_shape)}
+        if hasattr(self.method, "state_dict"):  # a method with training state of its own (a target network)
+            checkpoint["flowkit"]["method_state"] = self.method.state_dict()
         self.last_saved_step = self.global_step
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("flowkit", {}).get("method_state")
+        if state is not None:
+            self.method.load_state_dict(state)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -21,14 +21,21 @@ from tests.helpers import flowkit_command, run_cli, tiny
 KILL_RUN = ["trainer.max_steps=600", "trainer.checkpoint_every=50", "coupling=ot", "optim.warmup_steps=20"]
 
 
+# A consistency-training run also carries a target network (the method's own state) through the resume.
+KILL_CT = ["recipe=ct", "method.mu0=0.9", "method.schedule=ct", "method.s0=2", "method.s1=40", *KILL_RUN[:2]]
+
+
 def weights(run_dir):
     ckpt = read_checkpoint(run_dir)
-    return ckpt["global_step"], {**ckpt["state_dict"], **{f"raw.{k}": v for k, v in ckpt["current_model_state"].items()}}
+    target = ckpt["flowkit"].get("method_state", {}).get("target", {})
+    return ckpt["global_step"], {**ckpt["state_dict"], **{f"raw.{k}": v for k, v in ckpt["current_model_state"].items()},
+                                 **{f"target.{k}": v for k, v in target.items()}}
 
 
-def test_kill_9_mid_run_then_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("run", [KILL_RUN, KILL_CT], ids=["cfm-ot", "ct-with-target-ema"])
+def test_kill_9_mid_run_then_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path, run):
     killed_root = tmp_path / "killed"
-    proc = subprocess.Popen(flowkit_command() + ["train", *tiny(killed_root, *KILL_RUN, steps=600)], cwd=tmp_path,
+    proc = subprocess.Popen(flowkit_command() + ["train", *tiny(killed_root, *run, steps=600)], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not list(killed_root.glob("runs/*/last.ckpt")):
@@ -41,14 +48,15 @@ def test_kill_9_mid_run_then_resume_ends_bit_identical_to_an_uninterrupted_run(t
 
     resumed = run_cli(["train", f"resume={run_dir}", "trainer.enable_progress_bar=false"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    straight = run_cli(["train", *tiny(tmp_path / "straight", *KILL_RUN, steps=600)], cwd=tmp_path)
+    straight = run_cli(["train", *tiny(tmp_path / "straight", *run, steps=600)], cwd=tmp_path)
     assert straight.returncode == 0, straight.stderr
     (straight_dir,) = list((tmp_path / "straight" / "runs").iterdir())
 
     step_a, a = weights(run_dir)
     step_b, b = weights(straight_dir)
     assert step_a == step_b == 600
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # model, EMA: bit for bit
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # model, EMA, target: bit for bit
+    assert any(k.startswith("target.") for k in a) == (run is KILL_CT)
 
 
 def test_an_interrupted_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):

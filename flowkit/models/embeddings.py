@@ -30,5 +30,30 @@ class SinusoidalEmbedding(nn.Module):
 class TimeMLP(nn.Sequential):
     """Sinusoidal features -> two-layer MLP, the conditioning vector of a block."""
 
-    def __init__(self, dim: int, out: int) -> None:
-        super().__init__(SinusoidalEmbedding(dim), nn.Linear(dim, out), nn.SiLU(), nn.Linear(out, out))
+    def __init__(self, dim: int, out: int, scale: float = 1000.0) -> None:
+        super().__init__(SinusoidalEmbedding(dim, scale=scale), nn.Linear(dim, out), nn.SiLU(), nn.Linear(out, out))
+
+
+class TimeConditioning(nn.Module):
+    """The conditioning vector of a network: ``TimeMLP(t)``, plus ``TimeMLP(t_end - t)`` when the network
+    takes two times (``times=2``: MeanFlow's average velocity u(z, r, t) embeds (r, t - r), Geng et al.
+    2025 §4.3). A two-time network called with one time sees t_end = t: an interval of zero, its
+    instantaneous velocity, so ODE solvers use it unchanged.
+    """
+
+    def __init__(self, dim: int, out: int, times: int = 1, scale: float = 1000.0) -> None:
+        super().__init__()
+        if times not in (1, 2):
+            raise ValueError(f"times={times} is out of range; expected 1 (velocity) or 2 (start and end time)")
+        if not scale > 0:
+            raise ValueError(f"time_scale={scale} is out of range; expected > 0")
+        self.time = TimeMLP(dim, out, scale)
+        self.interval = TimeMLP(dim, out, scale) if times == 2 else None
+
+    def forward(self, t: Tensor, t_end: Tensor | None = None) -> Tensor:
+        emb = self.time(t)
+        if self.interval is not None:
+            emb = emb + self.interval(torch.zeros_like(t) if t_end is None else t_end - t)
+        elif t_end is not None:
+            raise TypeError("this network takes one time; build it with times=2 to pass an end time")
+        return emb

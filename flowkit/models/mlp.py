@@ -8,28 +8,32 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from flowkit.models.embeddings import TimeMLP
+from flowkit.models.embeddings import TimeConditioning
 from flowkit.models.registry import register_model
 
 
 @register_model("mlp")
 class MLP(nn.Module):
-    """v(x, t) = MLP([flatten(x), emb(t)]): ``depth`` hidden layers of ``width`` with SiLU."""
+    """v(x, t) = MLP([flatten(x), emb(t)]): ``depth`` hidden layers of ``width`` with SiLU.
 
-    def __init__(self, data_shape: tuple[int, ...], width: int = 256, depth: int = 3, time_dim: int = 64) -> None:
+    ``times=2`` adds an end time, ``model(x, t, t_end)`` (see ``TimeConditioning``).
+    """
+
+    def __init__(self, data_shape: tuple[int, ...], width: int = 256, depth: int = 3, time_dim: int = 64,
+                 times: int = 1, time_scale: float = 1000.0) -> None:
         super().__init__()
         if width < 1 or depth < 1:
             raise ValueError(f"width={width}, depth={depth} are out of range; expected both >= 1")
         self.data_shape = tuple(data_shape)
         dim = math.prod(self.data_shape)
-        self.time = TimeMLP(time_dim, time_dim)
+        self.time = TimeConditioning(time_dim, time_dim, times, time_scale)
         layers: list[nn.Module] = [nn.Linear(dim + time_dim, width), nn.SiLU()]
         for _ in range(depth - 1):
             layers += [nn.Linear(width, width), nn.SiLU()]
         layers.append(nn.Linear(width, dim))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, t_end: Tensor | None = None) -> Tensor:
         h = rearrange(x, "b ... -> b (...)")
-        h = self.net(torch.cat([h, self.time(t).to(h.dtype)], dim=1))
+        h = self.net(torch.cat([h, self.time(t, t_end).to(h.dtype)], dim=1))
         return h.reshape(x.shape)

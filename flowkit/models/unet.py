@@ -10,7 +10,7 @@ from einops import rearrange
 import torch
 from torch import Tensor, nn
 
-from flowkit.models.embeddings import TimeMLP
+from flowkit.models.embeddings import TimeConditioning
 from flowkit.models.registry import register_model
 
 
@@ -53,10 +53,14 @@ class Upsample(nn.Module):
 
 @register_model("unet")
 class UNet(nn.Module):
-    """v(x, t) for x of shape (batch, C, H, W); H and W must divide by 2^(len(mults) - 1)."""
+    """v(x, t) for x of shape (batch, C, H, W); H and W must divide by 2^(len(mults) - 1).
+
+    ``times=2`` adds an end time, ``model(x, t, t_end)`` (see ``TimeConditioning``).
+    """
 
     def __init__(
-        self, data_shape: tuple[int, ...], channels: int = 64, mults: tuple[int, ...] = (1, 2, 2), time_dim: int = 128
+        self, data_shape: tuple[int, ...], channels: int = 64, mults: tuple[int, ...] = (1, 2, 2), time_dim: int = 128,
+        times: int = 1, time_scale: float = 1000.0,
     ) -> None:
         super().__init__()
         if len(data_shape) != 3:
@@ -66,7 +70,7 @@ class UNet(nn.Module):
         if h % factor or w % factor:
             raise ValueError(f"image size {h}x{w} does not divide by {factor} (mults={tuple(mults)})")
         emb_dim = 4 * channels
-        self.time = TimeMLP(time_dim, emb_dim)
+        self.time = TimeConditioning(time_dim, emb_dim, times, time_scale)
         self.stem = nn.Conv2d(c, channels, 3, padding=1)
         widths = [channels * m for m in mults]
         self.down = nn.ModuleList()
@@ -87,8 +91,8 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        emb = self.time(t).to(x.dtype)
+    def forward(self, x: Tensor, t: Tensor, t_end: Tensor | None = None) -> Tensor:
+        emb = self.time(t, t_end).to(x.dtype)
         h = self.stem(x)
         skips = []
         for block, down in zip(self.down, self.downsample):

@@ -22,7 +22,7 @@ from flowkit.errors import ConfigError
 from flowkit.methods import per_sample_mse
 from flowkit.paths import AffinePath, expand_like
 from flowkit.sampling import solve
-from flowkit.teacher import check_shape, follow_teacher, load_teacher
+from flowkit.teacher import Teacher, follow_teacher
 from plugins.progressive.ddim import ddim_sample, ddim_step, endpoints_through
 
 WEIGHTINGS = ("velocity", "truncated_snr")
@@ -33,21 +33,16 @@ class ProgressiveDistillation:
 
     def __init__(self, path: AffinePath, data_shape: tuple[int, ...] = (), teacher: str = "", student_steps: int = 32,
                  final_steps: int = 1, weighting: str = "velocity") -> None:
-        if not teacher:
-            raise ConfigError("method 'progressive' needs a teacher: method.teacher=<run dir or .ckpt of a trained flow>")
         if student_steps < 1 or final_steps < 1 or final_steps > student_steps:
             raise ConfigError(f"method 'progressive': student_steps={student_steps}, final_steps={final_steps}; "
                               "expected 1 <= final_steps <= student_steps")
         if weighting not in WEIGHTINGS:
             raise ConfigError(f"method 'progressive': weighting='{weighting}' is not one of: {', '.join(WEIGHTINGS)}")
-        self.path, self.teacher_file = path, check_shape(teacher, data_shape)
+        self.path, self._teacher = path, Teacher("method 'progressive'", teacher, data_shape)
         self.student_steps, self.final_steps, self.weighting = student_steps, final_steps, weighting
-        self._teacher: nn.Module | None = None
 
     def teacher(self, device: torch.device) -> nn.Module:
-        if self._teacher is None:
-            self._teacher = load_teacher(self.teacher_file)[0]
-        return self._teacher.to(device)
+        return self._teacher.on(device)
 
     def target(self, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """(x0~, x1~): the endpoints that turn one student step into two teacher steps."""

@@ -1,0 +1,187 @@
+"""Consistency models (Song et al. 2023) on any affine path, in our time convention (t=0 noise, t=1 data).
+
+The network F is wrapped as the consistency function
+
+    f(x_t, t) = c_skip(t) x_t + c_out(t) F(x_t, t),   c_skip = 1,  c_out = 1 - t,
+
+so f(x, 1) = x holds exactly for any network (the boundary sits at the data end; Consistency-FM, Yang
+et al. 2024, uses the same form), and a velocity network on the rectified path starts as its own
+one-step Euler jump to t=1. With the grid t_0 = 0 < ... < t_{N-1} = 1 of the schedule N(k)
+(``schedule.py``), i from the time sampler, x_t = alpha(t) x1 + sigma(t) x0:
+
+    L = d( f_theta(x_{t_i}, t_i),  sg f_theta-(x^_{t_{i+1}}, t_{i+1}) ),   theta- <- mu(k) theta- + (1 - mu(k)) theta
+
+    CD: x^_{t_{i+1}} = one teacher solver step (Euler or Heun) from (x_{t_i}, t_i)
+    CT: x^_{t_{i+1}} = alpha(t_{i+1}) x1 + sigma(t_{i+1}) x0, the same pair one grid step on
+
+    d = l2:            mean over dimensions of (a - b)^2                     (our per-sample convention)
+    d = pseudo_huber:  sqrt(||a - b||^2 + c^2) - c,  c = 0.00054 sqrt(dim)  (iCT, Song & Dhariwal 2023)
+
+Sampling (Song et al. 2023, Alg. 1), ``euler:N``: x = f(x0, 0); then for tau = 1/N, ..., (N-1)/N re-noise
+x_tau = alpha(tau) x + sigma(tau) z (z a fresh source draw) and x = f(x_tau, tau): N NFE. A consistency
+network defines no ODE, so adaptive solvers are refused.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from flowkit.errors import ConfigError
+from flowkit.methods import per_sample_mse
+from flowkit.paths import AffinePath, expand_like
+from flowkit.teacher import Teacher
+from plugins.consistency.schedule import SCHEDULES, discretisation, target_decay
+
+DISTANCES = ("pseudo_huber", "l2")
+TEACHER_SOLVERS = ("heun", "euler")
+
+
+def consistency_function(model: nn.Module, x: Tensor, t: Tensor) -> Tensor:
+    """f(x, t) = x + (1 - t) F(x, t): equal to x at t = 1 whatever F returns."""
+    return x + expand_like(1 - t, x) * model(x, t)
+
+
+@torch.no_grad()
+def consistency_sample(model: nn.Module, path: AffinePath, x0: Tensor, steps: int) -> Tensor:
+    """Multistep consistency sampling at tau_k = k / steps; each re-noising draws fresh source points as
+    a fixed permutation of ``x0`` (i.i.d. source draws, so any source distribution works)."""
+    n = x0.shape[0]
+    x = consistency_function(model, x0, torch.zeros(n, device=x0.device, dtype=x0.dtype))
+    for k in range(1, steps):
+        tau = torch.full((n,), k / steps, device=x0.device, dtype=x0.dtype)
+        noise = x0[torch.randperm(n, generator=torch.Generator().manual_seed(k)).to(x0.device)]
+        x = consistency_function(model, path.sample(noise, x, tau), tau)
+    return x
+
+
+def teacher_step(velocity: nn.Module, x: Tensor, t: Tensor, t_next: Tensor, solver: str) -> Tensor:
+    """One Euler or Heun step of dx/dt = v(x, t) from t to t_next (per-sample times)."""
+    dt = expand_like(t_next - t, x)
+    v = velocity(x, t)
+    x_euler = x + dt * v
+    if solver == "euler":
+        return x_euler
+    return x + dt * 0.5 * (v + velocity(x_euler, t_next))
+
+
+class _Consistency:
+    """What CD and CT share: the grid, the distance, the target network and the sampler."""
+
+    ode = False  # solvers and likelihoods need a velocity; a consistency network is not one
+
+    def __init__(self, path: AffinePath, time_sampler, total_steps: int, schedule: str, s0: int, s1: int,
+                 mu0: float, distance: str, sample_steps: int) -> None:
+        name = self.name
+        if schedule not in SCHEDULES:
+            raise ConfigError(f"method '{name}': schedule='{schedule}' is not one of: {', '.join(SCHEDULES)}")
+        if distance not in DISTANCES:
+            raise ConfigError(f"method '{name}': distance='{distance}' is not one of: {', '.join(DISTANCES)}")
+        if not 1 <= s0 <= s1 or not 0.0 <= mu0 < 1.0 or sample_steps < 1:
+            raise ConfigError(f"method '{name}': s0={s0}, s1={s1}, mu0={mu0}, sample_steps={sample_steps}; "
+                              "expected 1 <= s0 <= s1, 0 <= mu0 < 1 and sample_steps >= 1")
+        self.path, self.time_sampler, self.total_steps = path, time_sampler, total_steps
+        self.schedule, self.s0, self.s1, self.mu0 = schedule, s0, s1, mu0
+        self.distance, self.sample_steps = distance, sample_steps
+        self._target: nn.Module | None = None
+        self._pending: dict[str, Tensor] | None = None
+
+    def grid_points(self, step: int) -> int:
+        return discretisation(self.schedule, step, self.total_steps, self.s0, self.s1)
+
+    def neighbours(self, x1: Tensor, step: int) -> tuple[Tensor, Tensor]:
+        """(t_i, t_{i+1}) per sample: i from the time sampler's draw on the grid of N(step) points."""
+        n = self.grid_points(step)
+        u = self.time_sampler(x1.shape[0], x1.device).to(x1.dtype)
+        i = torch.clamp(torch.floor(u * (n - 1)), max=n - 2)
+        return i / (n - 1), (i + 1) / (n - 1)
+
+    def d(self, a: Tensor, b: Tensor) -> Tensor:
+        if self.distance == "l2":
+            return per_sample_mse(a, b)
+        c = 0.00054 * math.sqrt(a[0].numel())
+        return torch.sqrt((a - b).pow(2).flatten(1).sum(1) + c * c) - c
+
+    def target_network(self, model: nn.Module) -> nn.Module:
+        """theta-: the online network itself when mu0 = 0 (iCT), else its EMA copy."""
+        if self.mu0 == 0:
+            return model
+        if self._target is None:
+            self._target = copy.deepcopy(model).requires_grad_(False)
+            if self._pending is not None:
+                self._target.load_state_dict(self._pending)
+        return self._target
+
+    def update_target(self, model: nn.Module, step: int) -> None:
+        """theta- <- mu(k) theta- + (1 - mu(k)) theta. ``loss`` applies it at the start of each step, i.e.
+        after the previous optimiser step: a checkpoint written between two steps then holds the pair
+        (theta, theta-) a resumed run continues from exactly."""
+        if self._target is None:
+            return
+        mu = target_decay(self.schedule, self.mu0, self.s0, self.grid_points(step))
+        with torch.no_grad():
+            for p_target, p in zip(self._target.parameters(), model.parameters()):
+                p_target.lerp_(p, 1 - mu)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"target": self._target.state_dict()} if self._target is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._pending, self._target = state.get("target"), None
+
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
+        x0, x1 = batch["x0"], batch["x1"]
+        step = int(batch.get("step", 0))
+        target_net = self.target_network(model)
+        self.update_target(model, step)  # a no-op on the first step: theta- is a fresh copy of theta
+        t, t_next = self.neighbours(x1, step)
+        x_t = self.path.sample(x0, x1, t)
+        with torch.no_grad():
+            target = consistency_function(target_net, self.neighbour(x0, x1, x_t, t, t_next), t_next)
+        return {"loss": self.d(consistency_function(model, x_t, t), target)}
+
+    def sample(self, model: nn.Module, x0: Tensor, method: str = "euler", steps: int | None = None,
+               **solver: object) -> tuple[Tensor, int]:
+        """``euler:N``: N-step consistency sampling (N NFE)."""
+        if method != "euler":
+            raise ConfigError(f"solver '{method}' integrates an ODE, which a consistency model does not define; "
+                              "use euler:N for N-step consistency sampling")
+        n = steps or self.sample_steps
+        return consistency_sample(model, self.path, x0, n), n
+
+
+class ConsistencyTraining(_Consistency):
+    """CT (Song et al. 2023, Alg. 3; iCT defaults of Song & Dhariwal 2023): no teacher; the neighbour is
+    the same (x0, x1) pair one grid step further along the path."""
+
+    name = "ct"
+
+    def __init__(self, path: AffinePath, time_sampler, total_steps: int, schedule: str = "ict", s0: int = 10,
+                 s1: int = 1280, mu0: float = 0.0, distance: str = "pseudo_huber", sample_steps: int = 1) -> None:
+        super().__init__(path, time_sampler, total_steps, schedule, s0, s1, mu0, distance, sample_steps)
+
+    def neighbour(self, x0: Tensor, x1: Tensor, x_t: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
+        return self.path.sample(x0, x1, t_next)
+
+
+class ConsistencyDistillation(_Consistency):
+    """CD (Song et al. 2023, Alg. 2): the neighbour is one solver step of a frozen teacher flow."""
+
+    name = "cd"
+
+    def __init__(self, path: AffinePath, time_sampler, total_steps: int, data_shape: tuple[int, ...] = (),
+                 teacher: str = "", teacher_solver: str = "heun", schedule: str = "constant", s0: int = 2,
+                 s1: int = 32, mu0: float = 0.0, distance: str = "l2", sample_steps: int = 1) -> None:
+        self.teacher = Teacher("method 'cd'", teacher, data_shape)
+        if teacher_solver not in TEACHER_SOLVERS:
+            raise ConfigError(f"method 'cd': teacher_solver='{teacher_solver}' is not one of: "
+                              f"{', '.join(TEACHER_SOLVERS)}")
+        self.teacher_solver = teacher_solver
+        super().__init__(path, time_sampler, total_steps, schedule, s0, s1, mu0, distance, sample_steps)
+
+    def neighbour(self, x0: Tensor, x1: Tensor, x_t: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
+        return teacher_step(self.teacher.on(x_t.device), x_t, t, t_next, self.teacher_solver)
