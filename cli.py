@@ -67,6 +67,8 @@ def _print_summary(result) -> None:
         )
         if s["straightness"] is not None:
             out.print(f"straightness (Liu et al. 2022, along dopri5 paths): {s['straightness']:.4f}")
+    if s.get("label_accuracy") is not None:
+        out.print(f"samples in the class they were asked for: {s['label_accuracy']:.1%}")
     if result.skipped:
         out.print(f"[yellow]skipped {result.skipped} batches with a non-finite loss or gradient[/]")
     out.print(f"run directory: [bold]{s['run_dir']}[/]  (last.ckpt, samples.png, summary.json, logs/metrics.csv)")

@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -21,7 +21,8 @@ from omegaconf import OmegaConf
 from flowkit.checkpoint import load_model, write_atomically
 from flowkit.config import apply_overrides
 from flowkit.errors import ConfigError
-from flowkit.evaluate import defines_ode, mean_std, solver_options, straightness_along_paths
+from flowkit.conditioning import conditioned, labels_for
+from flowkit.evaluate import defines_ode, label_accuracy, mean_std, solver_options, straightness_along_paths
 from flowkit.likelihood import bits_per_dim, log_likelihood
 from flowkit.metrics import frechet_distance, mmd2, w2
 from flowkit.plots import plot_quality_vs_nfe, save_samples
@@ -38,6 +39,8 @@ class SampleArgs:
     out: str = "samples.pt"
     seed: int = 0
     device: str = "cpu"
+    label: int = -1  # class-conditional models: the class to sample, or -1 for uniformly random classes
+    guidance: Optional[float] = None  # classifier-free guidance weight w (None: 1, the conditional model)
 
 
 @dataclass
@@ -52,6 +55,8 @@ class EvalArgs:
     seed: int = 0
     device: str = "cpu"
     out: str = ""  # a .json file for the numbers, if set
+    label: int = -1  # class-conditional models: the class to sample, or -1 for uniformly random classes
+    guidance: Optional[float] = None  # classifier-free guidance weight w (None: 1, the conditional model)
 
 
 @dataclass
@@ -65,6 +70,8 @@ class CompareArgs:
     seed: int = 0
     device: str = "cpu"
     out: str = "compare"  # writes <out>.json and <out>.png
+    label: int = -1  # class-conditional models: the class to sample, or -1 for uniformly random classes
+    guidance: Optional[float] = None  # classifier-free guidance weight w (None: 1, the conditional model)
 
 
 def parse_args(schema: type, tokens: list[str]):
@@ -87,6 +94,17 @@ def load_on(ckpt: str, device: torch.device):
     return cfg, parts
 
 
+def for_sampling(parts, args, n: int, generator: torch.Generator) -> tuple[torch.nn.Module, torch.Tensor | None]:
+    """(the network samplers see, the labels it samples): a class-conditional model is wrapped in
+    classifier-free guidance for ``args.label`` / ``args.guidance``; any other model is used as it is."""
+    if not parts.classes:
+        if args.label != -1:
+            raise ConfigError(f"label={args.label}: this model was trained without labels (cond.labels=false)")
+        return conditioned(parts.model, 0, None, args.guidance), None
+    labels = labels_for(n, parts.classes, args.label, generator)
+    return conditioned(parts.model, parts.classes, labels, args.guidance), labels
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -99,9 +117,11 @@ def sample(tokens: list[str]) -> dict[str, Any]:
         raise ConfigError(f"out='{args.out}': unsupported suffix '{out.suffix}'; valid: .pt, .npy, .png")
     options = solver_options(args.solver, args.rtol, args.atol)
     cfg, parts = load_on(args.ckpt, device)
-    x0 = parts.source.sample(args.n, torch.Generator().manual_seed(args.seed)).to(device)
+    generator = torch.Generator().manual_seed(args.seed)
+    x0 = parts.source.sample(args.n, generator).to(device)
+    model, labels = for_sampling(parts, args, args.n, generator)
     start = time.perf_counter()
-    x1, nfe = parts.method.sample(parts.model, x0, **options)
+    x1, nfe = parts.method.sample(model, x0, **options)
     synchronize(device)
     seconds = time.perf_counter() - start
     x1 = x1.cpu()
@@ -111,7 +131,12 @@ def sample(tokens: list[str]) -> dict[str, Any]:
         write_atomically(out, lambda p: np.save(p, x1.numpy()))
     else:
         write_atomically(out, lambda p: save_samples(p, x1, None, f"{cfg['name']} ({args.solver}, NFE {nfe})"))
-    return {"out": str(out), "n": args.n, "solver": args.solver, "nfe": nfe, "seconds": seconds}
+    result = {"out": str(out), "n": args.n, "solver": args.solver, "nfe": nfe, "seconds": seconds}
+    if labels is not None:  # which class each sample was asked for, beside the samples
+        result["labels"] = str(out.with_name(f"{out.stem}_labels.npy"))
+        write_atomically(Path(result["labels"]), lambda p: np.save(p, labels.numpy()))
+        result["label_accuracy"] = label_accuracy(cfg, x1, labels)
+    return result
 
 
 def reference_set(cfg: dict[str, Any], parts, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -146,11 +171,14 @@ def evaluate(tokens: list[str]) -> dict[str, Any]:
     options = solver_options(args.solver, args.rtol, args.atol)
     cfg, parts = load_on(args.ckpt, device)
     generator = torch.Generator().manual_seed(args.seed)
-    model, method = parts.model, parts.method
+    method = parts.method
     result: dict[str, Any] = {"ckpt": args.ckpt, "solver": args.solver}
     x0 = parts.source.sample(args.n * args.repeats, generator).to(device)
+    model, labels = for_sampling(parts, args, args.n * args.repeats, generator)
     x1, result["nfe"] = method.sample(model, x0, **options)
     x1 = x1.cpu()
+    if labels is not None:
+        result["label_accuracy"] = label_accuracy(cfg, x1, labels)
     chunks = x1.split(args.n)
     refs = [reference_set(cfg, parts, args.n, generator) for _ in range(args.repeats)]
     name = quality_metric(x1.shape[1:])
@@ -172,7 +200,8 @@ def evaluate(tokens: list[str]) -> dict[str, Any]:
         result["class_balance"] = float(-(p[p > 0] * p[p > 0].log()).sum() / math.log(10))  # 1 = uniform
     if defines_ode(method):  # the change of variables needs a velocity field
         held_out = reference_set(cfg, parts, args.nll_n, generator)[: args.nll_n].to(device)
-        logp, _ = log_likelihood(model, held_out, rtol=args.rtol, atol=args.atol, generator=generator)
+        # a class-conditional model's likelihood is that of its unconditional (null-class) branch
+        logp, _ = log_likelihood(parts.model, held_out, rtol=args.rtol, atol=args.atol, generator=generator)
         result["nll"] = float(-logp.mean())
         if name == "FD":
             result["bits_per_dim"] = float(bits_per_dim(logp, 64, bin_width=2 / 16).mean())
@@ -197,7 +226,8 @@ def compare(tokens: list[str]) -> dict[str, Any]:
     rows, skipped = [], []
     for ckpt, cfg, parts in loaded:
         ode = defines_ode(parts.method)
-        exact = parts.method.sample(parts.model, x0, method="dopri5", rtol=args.reference_tol,
+        model, _ = for_sampling(parts, args, args.n, torch.Generator().manual_seed(args.seed + 1))  # same labels
+        exact = parts.method.sample(model, x0, method="dopri5", rtol=args.reference_tol,
                                     atol=args.reference_tol)[0] if ode else None
         for spec in solvers:
             if not ode and parse_solver(spec)[0] != "euler":
@@ -205,7 +235,7 @@ def compare(tokens: list[str]) -> dict[str, Any]:
                 continue
             synchronize(device)
             start = time.perf_counter()
-            x1, nfe = parts.method.sample(parts.model, x0, **solver_options(spec, args.rtol, args.atol))
+            x1, nfe = parts.method.sample(model, x0, **solver_options(spec, args.rtol, args.atol))
             synchronize(device)
             seconds = time.perf_counter() - start
             metric, value = quality(x1.cpu(), reference)

@@ -76,11 +76,18 @@ class EvalConfig:
 
 
 @dataclass
+class CondConfig:
+    labels: bool = False  # class-conditional: the target's labels go to the model (and to OT couplings)
+    drop: float = 0.1  # label dropout: this share of labels becomes the null class (the unconditional model)
+
+
+@dataclass
 class Config:
     name: str = "custom"
     seed: int = 0
     run_root: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
+    cond: CondConfig = field(default_factory=CondConfig)
     model: Dict[str, Any] = field(default_factory=lambda: {"name": "mlp"})
     path: Dict[str, Any] = field(default_factory=lambda: {"name": "rectified"})
     coupling: Dict[str, Any] = field(default_factory=lambda: {"name": "independent"})
@@ -192,6 +199,7 @@ _RANGES = {
     "trainer.checkpoint_every": (lambda v: v >= 1, ">= 1"),
     "trainer.gradient_clip_val": (lambda v: v is None or v > 0, "> 0 (or null)"),
     "trainer.on_nonfinite": (lambda v: v in ("stop", "skip"), "one of: stop, skip"),
+    "cond.drop": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "eval.n": (lambda v: v >= 2, ">= 2"),
     "eval.repeats": (lambda v: v >= 1, ">= 1"),
     "eval.rtol": (lambda v: v > 0, "> 0"),

@@ -1,6 +1,7 @@
 """Couplings: how a batch of sources x0 is paired with a batch of targets x1.
 
-``coupling(x0, x1) -> (x0', x1')`` keeps the batch size. Minibatch OT (Tong et al. 2024,
+``coupling(x0, x1, y=None) -> (x0', x1')`` keeps the batch size; with labels ``y`` (class-conditional
+training) the OT couplings pair only within a class, so the labels stay with their rows. Minibatch OT (Tong et al. 2024,
 "Improving and generalizing flow-based generative models with minibatch optimal transport";
 Pooladian et al. 2023) solves the assignment of the batch under the squared Euclidean cost and then
 draws, for every x0_i, its partner x1_j from the plan's row i. An exact plan between two uniform
@@ -34,6 +35,18 @@ def pair_from_plan(plan: Tensor, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor
     return x0, x1[j]
 
 
+def pair_within_classes(pair, x0: Tensor, x1: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``pair(x0, x1)`` solved separately inside each class of ``y`` (the batch positions' labels): no
+    pair crosses a class, so row i's partner keeps label y_i (class-conditional minibatch OT)."""
+    if y is None:
+        return pair(x0, x1)
+    paired = torch.empty_like(x1)
+    for c in torch.unique(y):
+        rows = (y == c).nonzero().squeeze(1)
+        paired[rows] = pair(x0[rows], x1[rows])[1]
+    return x0, paired
+
+
 def _check_batches(x0: Tensor, x1: Tensor) -> None:
     if x0.shape[0] != x1.shape[0]:
         raise ValueError(f"coupling needs batches of equal size; got {x0.shape[0]} and {x1.shape[0]}")
@@ -43,7 +56,7 @@ def _check_batches(x0: Tensor, x1: Tensor) -> None:
 class Independent:
     """pi(x0, x1) = q0(x0) q1(x1): the batch is already an independent draw."""
 
-    def __call__(self, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
+    def __call__(self, x0: Tensor, x1: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         _check_batches(x0, x1)
         return x0, x1
 
@@ -69,8 +82,8 @@ class ExactOT:
         plan = ot.emd(weights, weights, cost.cpu(), numItermax=self.num_iter_max)
         return plan.to(device=x0.device, non_blocking=True)
 
-    def __call__(self, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
-        return pair_from_plan(self.plan(x0, x1), x0, x1)
+    def __call__(self, x0: Tensor, x1: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return pair_within_classes(lambda a, b: pair_from_plan(self.plan(a, b), a, b), x0, x1, y)
 
 
 @register_coupling("sinkhorn")
@@ -100,5 +113,5 @@ class SinkhornOT:
             numItermax=self.num_iter_max, stopThr=self.stop_threshold,
         )
 
-    def __call__(self, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
-        return pair_from_plan(self.plan(x0, x1), x0, x1)
+    def __call__(self, x0: Tensor, x1: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return pair_within_classes(lambda a, b: pair_from_plan(self.plan(a, b), a, b), x0, x1, y)

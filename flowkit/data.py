@@ -36,6 +36,23 @@ class Distribution(Protocol):
     def sample(self, n: int, generator: torch.Generator) -> Tensor: ...
 
 
+class Labelled(Protocol):
+    """A distribution with classes: ``sample_labelled`` returns the points ``sample`` would (same draws)
+    and their labels in ``0..num_classes-1`` (the toys' mode or piece, the digit)."""
+
+    num_classes: int
+
+    def sample_labelled(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]: ...
+
+
+LABELLED = ("8gaussians", "moons", "checkerboard", "digits")  # the built-in datasets with labels
+
+
+def num_classes(distribution: Distribution) -> int:
+    """How many classes ``distribution`` labels its samples with; 0 when it has no labels."""
+    return getattr(distribution, "num_classes", 0)
+
+
 @register_dataset("gaussian")
 class Gaussian:
     """N(0, I) in the shape of the other side of the pair (2-D when it is the target itself)."""
@@ -58,9 +75,14 @@ class EightGaussians:
         self.centers = scale * torch.stack([angles.cos(), angles.sin()], dim=1)
         self.std = math.sqrt(math.sqrt(var))
 
+    num_classes = 8  # the mode
+
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        return self.sample_labelled(n, generator)[0]
+
+    def sample_labelled(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         mode = torch.randint(8, (n,), generator=generator)
-        return self.centers[mode] + self.std * torch.randn(n, 2, generator=generator)
+        return self.centers[mode] + self.std * torch.randn(n, 2, generator=generator), mode
 
 
 @register_dataset("moons")
@@ -72,7 +94,12 @@ class Moons:
             raise ValueError(f"noise={noise} is out of range; expected >= 0")
         self.noise = noise
 
+    num_classes = 2  # 0: the outer half circle, 1: the inner one
+
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        return self.sample_labelled(n, generator)[0]
+
+    def sample_labelled(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         n_out = n // 2
         outer = torch.linspace(0, math.pi, n_out, dtype=torch.float64)
         inner = torch.linspace(0, math.pi, n - n_out, dtype=torch.float64)
@@ -80,18 +107,26 @@ class Moons:
                        torch.stack([1 - inner.cos(), 0.5 - inner.sin()], 1)])
         x = x + torch.rand(n, 1, generator=generator, dtype=torch.float64) * self.noise
         # generate_moons returns outer then inner; shuffle so any prefix is a fair sample.
-        return (x * 3 - 1)[torch.randperm(n, generator=generator)].float()
+        order = torch.randperm(n, generator=generator)
+        return (x * 3 - 1)[order].float(), (torch.arange(n) >= n_out).long()[order]
 
 
 @register_dataset("checkerboard")
 class Checkerboard:
     shape = (2,)
 
+    num_classes = 8  # the square: 4 columns x 2 squares per column
+
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        return self.sample_labelled(n, generator)[0]
+
+    def sample_labelled(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         x1 = torch.rand(n, generator=generator) * 4 - 2
-        x2 = torch.rand(n, generator=generator) - 2 * torch.randint(2, (n,), generator=generator)
+        u = torch.rand(n, generator=generator)
+        lower = torch.randint(2, (n,), generator=generator)
+        x2 = u - 2 * lower
         x2 = x2 + torch.floor(x1) % 2
-        return torch.stack([x1, x2], dim=1) * 2
+        return torch.stack([x1, x2], dim=1) * 2, (torch.floor(x1).long() + 2) * 2 + lower
 
 
 @register_dataset("2spirals")
@@ -110,7 +145,7 @@ class TwoSpirals:
 class Rows:
     """A finite array of samples, drawn uniformly with replacement."""
 
-    def __init__(self, data: Tensor, label: str) -> None:
+    def __init__(self, data: Tensor, label: str, labels: Tensor | None = None, num_classes: int = 0) -> None:
         if data.dim() < 2 or data.shape[0] == 0:
             raise ConfigError(f"{label}: expected an array of shape (n >= 1, *data_shape); got {tuple(data.shape)}")
         if not torch.isfinite(data).all():
@@ -119,9 +154,16 @@ class Rows:
         self.data = data.float()
         self.shape = tuple(self.data.shape[1:])
         self.label = label
+        self.labels = labels
+        if labels is not None:
+            self.num_classes = num_classes
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         return self.data[torch.randint(self.data.shape[0], (n,), generator=generator)]
+
+    def sample_labelled(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        rows = torch.randint(self.data.shape[0], (n,), generator=generator)
+        return self.data[rows], self.labels[rows]
 
 
 DIGITS_TEST_SIZE = 297  # a fixed held-out split of the 1797 images, for FD and likelihoods
@@ -134,10 +176,11 @@ def digits(split: str = "train") -> Rows:
 
     if split not in ("train", "test", "all"):
         raise ValueError(f"split='{split}' is not one of: train, test, all")
-    images = torch.from_numpy(load_digits().images).float().div(16).mul(2).sub(1).unsqueeze(1)
+    bunch = load_digits()
+    images = torch.from_numpy(bunch.images).float().div(16).mul(2).sub(1).unsqueeze(1)
     order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0))
     index = {"train": order[DIGITS_TEST_SIZE:], "test": order[:DIGITS_TEST_SIZE], "all": order}[split]
-    return Rows(images[index], f"digits[{split}]")
+    return Rows(images[index], f"digits[{split}]", torch.from_numpy(bunch.target).long()[index], 10)
 
 
 def load_array(path: str | Path) -> Tensor:
@@ -177,30 +220,37 @@ def step_seed(seed: int, step: int, rank: int = 0) -> int:
 
 
 class PairStream(IterableDataset):
-    """Endless batches {"x0": source, "x1": target}; batch k is drawn from ``step_seed(seed, k, rank)``."""
+    """Endless batches {"x0": source, "x1": target[, "y": target labels]}; batch k is drawn from
+    ``step_seed(seed, k, rank)``. ``labelled`` adds the target's labels (class-conditional training)."""
 
     def __init__(self, source: Distribution, target: Distribution, batch_size: int, seed: int, start: int = 0,
-                 rank: int = 0) -> None:
+                 rank: int = 0, labelled: bool = False) -> None:
         self.source, self.target = source, target
-        self.batch_size, self.seed, self.start, self.rank = batch_size, seed, start, rank
+        self.batch_size, self.seed, self.start, self.rank, self.labelled = batch_size, seed, start, rank, labelled
 
     def __iter__(self):
         step = self.start
         generator = torch.Generator()
         while True:
             generator.manual_seed(step_seed(self.seed, step, self.rank))
-            yield {"x0": self.source.sample(self.batch_size, generator), "x1": self.target.sample(self.batch_size, generator)}
+            x0 = self.source.sample(self.batch_size, generator)
+            if self.labelled:
+                x1, y = self.target.sample_labelled(self.batch_size, generator)
+                yield {"x0": x0, "x1": x1, "y": y}
+            else:
+                yield {"x0": x0, "x1": self.target.sample(self.batch_size, generator)}
             step += 1
 
 
 class PairDataModule(L.LightningDataModule):
-    def __init__(self, source: Distribution, target: Distribution, batch_size: int, seed: int) -> None:
+    def __init__(self, source: Distribution, target: Distribution, batch_size: int, seed: int,
+                 labelled: bool = False) -> None:
         super().__init__()
         self.source, self.target = source, target
-        self.batch_size, self.seed = batch_size, seed
+        self.batch_size, self.seed, self.labelled = batch_size, seed, labelled
 
     def train_dataloader(self) -> DataLoader:
         # On resume Lightning restores global_step before it asks for the loader.
         start, rank = (self.trainer.global_step, self.trainer.global_rank) if self.trainer is not None else (0, 0)
-        stream = PairStream(self.source, self.target, self.batch_size, self.seed, start, rank)
+        stream = PairStream(self.source, self.target, self.batch_size, self.seed, start, rank, self.labelled)
         return DataLoader(stream, batch_size=None, num_workers=0)

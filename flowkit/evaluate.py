@@ -74,3 +74,21 @@ def straightness_along_paths(model: nn.Module, x0: Tensor, solver: dict[str, Any
     options (``solver_options``) and read at 65 evenly spaced times for adaptive solvers."""
     states, times, _ = solve_trajectory(model, x0, points=65, **solver)
     return straightness(model, states, times)
+
+
+@torch.no_grad()
+def label_accuracy(cfg: dict[str, Any], samples: Tensor, labels: Tensor) -> float | None:
+    """Share of samples that land in the class they were asked for: the nearest mode on 8gaussians,
+    the fixed digits classifier's prediction on digits; None for other targets."""
+    target = cfg["data"]["target"]
+    if target == "8gaussians" and not cfg["data"]["path"]:
+        from flowkit.data import DATASETS
+
+        predicted = torch.cdist(samples.float(), DATASETS.build({"name": "8gaussians"}).centers).argmin(1)
+    elif target == "digits" and not cfg["data"]["path"]:
+        from flowkit.digits_features import digits_classifier
+
+        predicted = digits_classifier()[0](samples.float().clamp(-1, 1)).argmax(1)
+    else:
+        return None
+    return float((predicted == labels.to(predicted.device)).float().mean())

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from torch import Tensor, nn
 
+from flowkit.conditioning import cond_of
 from flowkit.paths import AffinePath
 from flowkit.registry import Registry
 from flowkit.sampling import solve
@@ -56,7 +57,7 @@ class CFM:
         x0, x1 = batch["x0"], batch["x1"]
         t = self.time_sampler(x1.shape[0], x1.device).to(x1.dtype)
         x_t = self.path.sample(x0, x1, t)
-        return {"loss": per_sample_mse(model(x_t, t), self.path.target(x0, x1, t))}
+        return {"loss": per_sample_mse(model(x_t, t, **cond_of(batch)), self.path.target(x0, x1, t))}
 
     def sample(self, model: nn.Module, x0: Tensor, **solver: object) -> tuple[Tensor, int]:
         """Integrate dx/dt = v_theta(x, t) from t=0 to t=1 (``flowkit.sampling.solve`` options)."""

@@ -26,7 +26,8 @@ from flowkit.couplings import COUPLINGS
 from flowkit.data import PairDataModule
 from flowkit.methods import METHODS
 from flowkit.errors import ConfigError, TrainingError
-from flowkit.evaluate import check_eval_solvers, sampler_table, solver_options
+from flowkit.conditioning import conditioned, labels_for
+from flowkit.evaluate import check_eval_solvers, label_accuracy, sampler_table, solver_options
 from flowkit.plots import save_samples
 from flowkit.trainer import FlowModule, make_trainer
 
@@ -117,8 +118,9 @@ def train_once(cfg: DictConfig, resume: Path | None = None) -> RunResult:
     L.seed_everything(config["seed"], verbose=False)  # before building: the model's init is seeded
     parts = build_parts(config)  # every name and option is checked here, before anything is written
     check_eval_solvers(parts.method, config["eval"])
-    module = FlowModule(parts.model, parts.method, parts.coupling, config, parts.target.shape)
-    datamodule = PairDataModule(parts.source, parts.target, config["data"]["batch_size"], config["seed"])
+    module = FlowModule(parts.model, parts.method, parts.coupling, config, parts.target.shape, parts.classes)
+    datamodule = PairDataModule(parts.source, parts.target, config["data"]["batch_size"], config["seed"],
+                                labelled=parts.classes > 0)
     run_dir = resume.parent if resume else new_run_dir(config["run_root"], config["name"])
     if is_rank_zero():
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
@@ -154,11 +156,15 @@ def last_good(run_dir: Path, module: FlowModule) -> str:
 
 def summarize(module: FlowModule, parts, config: dict[str, Any], run_dir: Path, seconds: float) -> dict[str, Any]:
     """Samples with the EMA weights (Lightning copied them into the module at the end of fit)."""
-    model = module.model.eval()
-    device = next(model.parameters()).device
+    net = module.model.eval()
+    device = next(net.parameters()).device
     ecfg = config["eval"]
     summary: dict[str, Any] = {"run_dir": str(run_dir), "steps": module.global_step, "train_seconds": seconds,
                                "skipped_batches": module.skipped}
+    # a class-conditional model samples uniformly random classes, unguided (w = 1)
+    labels = labels_for(ecfg["n"] * ecfg["repeats"], parts.classes, -1,
+                        torch.Generator().manual_seed(ecfg["seed"] + 2)) if parts.classes else None
+    model = conditioned(net, parts.classes, labels, None)
     if tuple(parts.target.shape) == (2,):
         table, samples = sampler_table(parts.method, model, parts.source, parts.target, ecfg, device)
         summary.update(table)
@@ -168,6 +174,8 @@ def summarize(module: FlowModule, parts, config: dict[str, Any], run_dir: Path, 
         samples, nfe = parts.method.sample(model, x0, **solver_options(ecfg["solver"], ecfg["rtol"], ecfg["atol"]))
         summary["rows"] = [{"solver": ecfg["solver"], "nfe": nfe}]
         reference = None
+    if labels is not None and samples is not None:
+        summary["label_accuracy"] = label_accuracy(config, samples.cpu(), labels[: samples.shape[0]])
     if samples is not None:
         save_samples(run_dir / "samples.png", samples, reference, f"{config['name']} ({ecfg['solver']})")
         summary["samples_png"] = str(run_dir / "samples.png")

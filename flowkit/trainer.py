@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
 from flowkit.checkpoint import write_atomically
+from flowkit.conditioning import drop_labels
 from flowkit.data import step_seed
 from flowkit.errors import TrainingError
 
@@ -27,8 +28,9 @@ CHECKPOINT_FORMAT = 1
 
 class FlowModule(L.LightningModule):
     def __init__(self, model: nn.Module, method: Any, coupling: Any, config: dict[str, Any],
-                 data_shape: tuple[int, ...]) -> None:
+                 data_shape: tuple[int, ...], classes: int = 0) -> None:
         super().__init__()
+        self.classes = classes  # > 0: class-conditional; label ``classes`` is the null class
         self.model = model
         self.method = method
         self.coupling = coupling
@@ -45,8 +47,13 @@ class FlowModule(L.LightningModule):
         torch.manual_seed(step_seed(self.config["seed"] + 1, self.global_step, self.global_rank))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x0, x1 = self.coupling(batch["x0"], batch["x1"])
-        terms = self.method.loss(self.model, {**batch, "x0": x0, "x1": x1, "step": self.global_step})
+        y = batch.get("y")
+        if y is None:
+            x0, x1 = self.coupling(batch["x0"], batch["x1"])
+        else:  # the coupling sees the true labels; the model sees them after dropout
+            x0, x1 = self.coupling(batch["x0"], batch["x1"], y=y)
+            y = drop_labels(y, self.config["cond"]["drop"], self.classes)
+        terms = self.method.loss(self.model, {**batch, "x0": x0, "x1": x1, "y": y, "step": self.global_step})
         loss = terms["loss"].mean()
         if not torch.isfinite(loss):
             self._nonfinite(f"the loss is {loss.item()}")

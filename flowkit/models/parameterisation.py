@@ -23,8 +23,8 @@ class AsVelocity(nn.Module):
             raise ValueError(f"prediction='{prediction}' is not one of: {', '.join(PREDICTIONS)}")
         self.net, self.path, self.prediction, self.eps = net, path, prediction, eps
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        out = self.net(x, t)
+    def forward(self, x: Tensor, t: Tensor, **conditioning: Tensor | None) -> Tensor:
+        out = self.net(x, t, **conditioning)
         if self.prediction == "velocity":
             return out
         return self.path.convert(out, x, t.clamp(self.eps, 1 - self.eps), self.prediction, "velocity")

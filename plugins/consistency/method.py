@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from flowkit.conditioning import cond_of
 from flowkit.errors import ConfigError
 from flowkit.methods import per_sample_mse
 from flowkit.paths import AffinePath, expand_like
@@ -41,9 +42,9 @@ DISTANCES = ("pseudo_huber", "l2")
 TEACHER_SOLVERS = ("heun", "euler")
 
 
-def consistency_function(model: nn.Module, x: Tensor, t: Tensor) -> Tensor:
+def consistency_function(model: nn.Module, x: Tensor, t: Tensor, **cond: Tensor) -> Tensor:
     """f(x, t) = x + (1 - t) F(x, t): equal to x at t = 1 whatever F returns."""
-    return x + expand_like(1 - t, x) * model(x, t)
+    return x + expand_like(1 - t, x) * model(x, t, **cond)
 
 
 @torch.no_grad()
@@ -59,14 +60,14 @@ def consistency_sample(model: nn.Module, path: AffinePath, x0: Tensor, steps: in
     return x
 
 
-def teacher_step(velocity: nn.Module, x: Tensor, t: Tensor, t_next: Tensor, solver: str) -> Tensor:
+def teacher_step(velocity: nn.Module, x: Tensor, t: Tensor, t_next: Tensor, solver: str, **cond: Tensor) -> Tensor:
     """One Euler or Heun step of dx/dt = v(x, t) from t to t_next (per-sample times)."""
     dt = expand_like(t_next - t, x)
-    v = velocity(x, t)
+    v = velocity(x, t, **cond)
     x_euler = x + dt * v
     if solver == "euler":
         return x_euler
-    return x + dt * 0.5 * (v + velocity(x_euler, t_next))
+    return x + dt * 0.5 * (v + velocity(x_euler, t_next, **cond))
 
 
 class _Consistency:
@@ -140,9 +141,11 @@ class _Consistency:
         self.update_target(model, step)  # a no-op on the first step: theta- is a fresh copy of theta
         t, t_next = self.neighbours(x1, step)
         x_t = self.path.sample(x0, x1, t)
+        cond = cond_of(batch)
         with torch.no_grad():
-            target = consistency_function(target_net, self.neighbour(x0, x1, x_t, t, t_next), t_next)
-        return {"loss": self.d(consistency_function(model, x_t, t), target)}
+            neighbour = self.neighbour(x0, x1, x_t, t, t_next, **cond)
+            target = consistency_function(target_net, neighbour, t_next, **cond)
+        return {"loss": self.d(consistency_function(model, x_t, t, **cond), target)}
 
     def sample(self, model: nn.Module, x0: Tensor, method: str = "euler", steps: int | None = None,
                **solver: object) -> tuple[Tensor, int]:
@@ -164,7 +167,7 @@ class ConsistencyTraining(_Consistency):
                  s1: int = 1280, mu0: float = 0.0, distance: str = "pseudo_huber", sample_steps: int = 1) -> None:
         super().__init__(path, time_sampler, total_steps, schedule, s0, s1, mu0, distance, sample_steps)
 
-    def neighbour(self, x0: Tensor, x1: Tensor, x_t: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
+    def neighbour(self, x0: Tensor, x1: Tensor, x_t: Tensor, t: Tensor, t_next: Tensor, **cond: Tensor) -> Tensor:
         return self.path.sample(x0, x1, t_next)
 
 
@@ -183,5 +186,5 @@ class ConsistencyDistillation(_Consistency):
         self.teacher_solver = teacher_solver
         super().__init__(path, time_sampler, total_steps, schedule, s0, s1, mu0, distance, sample_steps)
 
-    def neighbour(self, x0: Tensor, x1: Tensor, x_t: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
-        return teacher_step(self.teacher.on(x_t.device), x_t, t, t_next, self.teacher_solver)
+    def neighbour(self, x0: Tensor, x1: Tensor, x_t: Tensor, t: Tensor, t_next: Tensor, **cond: Tensor) -> Tensor:
+        return teacher_step(self.teacher.on(x_t.device), x_t, t, t_next, self.teacher_solver, **cond)

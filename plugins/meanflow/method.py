@@ -35,6 +35,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from flowkit.conditioning import cond_of
 from flowkit.errors import ConfigError
 from flowkit.methods import per_sample_mse
 from flowkit.paths import AffinePath, expand_like
@@ -77,15 +78,16 @@ class MeanFlow:
         return r, torch.where(equal, r, t)
 
     @staticmethod
-    def average_velocity(model: nn.Module, z: Tensor, r: Tensor, t: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    def average_velocity(model: nn.Module, z: Tensor, r: Tensor, t: Tensor, v: Tensor,
+                         **cond: Tensor) -> tuple[Tensor, Tensor]:
         """(u(z, r, t), its total derivative in r along the flow, v d_z u + d_r u) in one forward-mode pass."""
-        return torch.func.jvp(lambda z_, r_: model(z_, r_, t), (z, r), (v, torch.ones_like(r)))
+        return torch.func.jvp(lambda z_, r_: model(z_, r_, t, **cond), (z, r), (v, torch.ones_like(r)))
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         x0, x1 = batch["x0"], batch["x1"]
         r, t = self.times(x1.shape[0], x1.device, x1.dtype)
         z, v = self.path.sample(x0, x1, r), self.path.target(x0, x1, r)
-        u, du_dr = self.average_velocity(model, z, r, t, v)
+        u, du_dr = self.average_velocity(model, z, r, t, v, **cond_of(batch))
         u_target = (v + expand_like(t - r, v) * du_dr).detach()
         squared = per_sample_mse(u, u_target)
         weight = (squared.detach() + self.c) ** -self.p
