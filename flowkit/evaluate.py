@@ -76,7 +76,6 @@ def straightness_along_paths(model: nn.Module, x0: Tensor, solver: dict[str, Any
     return straightness(model, states, times)
 
 
-@torch.no_grad()
 def label_accuracy(cfg: dict[str, Any], samples: Tensor, labels: Tensor) -> float | None:
     """Share of samples that land in the class they were asked for: the nearest mode on 8gaussians,
     the fixed digits classifier's prediction on digits; None for other targets."""
@@ -88,7 +87,9 @@ def label_accuracy(cfg: dict[str, Any], samples: Tensor, labels: Tensor) -> floa
     elif target == "digits" and not cfg["data"]["path"]:
         from flowkit.digits_features import digits_classifier
 
-        predicted = digits_classifier()[0](samples.float().clamp(-1, 1)).argmax(1)
+        classifier = digits_classifier()[0]  # trained on first use: not under no_grad
+        with torch.no_grad():
+            predicted = classifier(samples.float().clamp(-1, 1)).argmax(1)
     else:
         return None
     return float((predicted == labels.to(predicted.device)).float().mean())

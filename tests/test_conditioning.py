@@ -195,3 +195,14 @@ def test_guided_distillation_needs_labels(conditional_run):
     with pytest.raises(ConfigError, match="needs class labels: cond.labels=true"):
         build_parts(apply_overrides(load_recipe("progressive"), [f"method.teacher={conditional_run.run_dir}",
                                                                  "method.guided=true", "model.width=128"]))
+
+
+def test_digit_label_accuracy_uses_the_fixed_classifier_even_under_no_grad():
+    from flowkit.digits_features import digits_classifier
+    from flowkit.evaluate import label_accuracy
+
+    digits_classifier.cache_clear()  # the first (training) call must work inside no_grad too
+    held_out = digits("test")
+    with torch.no_grad():
+        accuracy = label_accuracy({"data": {"target": "digits", "path": None}}, held_out.data, held_out.labels)
+    assert accuracy > 0.93
