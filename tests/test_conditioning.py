@@ -206,3 +206,25 @@ def test_digit_label_accuracy_uses_the_fixed_classifier_even_under_no_grad():
     with torch.no_grad():
         accuracy = label_accuracy({"data": {"target": "digits", "path": None}}, held_out.data, held_out.labels)
     assert accuracy > 0.93
+
+
+def test_conditional_reflow_draws_pairs_of_the_batch_label_from_a_conditional_teacher(conditional_run, tmp_path):
+    coupling = COUPLINGS.build({"name": "reflow", "teacher": str(conditional_run.run_dir), "pairs": 1000,
+                                "solver": "euler:16", "cache": str(tmp_path / "pairs.pt")}, data_shape=(2,))
+    y = torch.arange(8).repeat(64)
+    z0, z1 = coupling(torch.zeros(512, 2), torch.zeros(512, 2), y=y)
+    centers = DATASETS.build({"name": "8gaussians"}).centers
+    assert (torch.cdist(z1, centers).argmin(1) == y).float().mean() > 0.95  # Phi(z0 | y) lands in mode y
+    cached = torch.load(tmp_path / "pairs.pt", weights_only=True)
+    assert cached["meta"]["labelled"] and cached["y"].shape == (1000,)
+    # every drawn pair is a cached pair of the requested class
+    key = {tuple(a.tolist()): int(c) for a, c in zip(cached["x0"], cached["y"])}
+    assert all(key[tuple(a.tolist())] == int(c) for a, c in zip(z0, y))
+
+
+def test_conditional_reflow_refuses_an_unconditional_teacher(tmp_path):
+    run = train(apply_overrides(load_recipe("rectified"), tiny(tmp_path, steps=5))).run_dir
+    coupling = COUPLINGS.build({"name": "reflow", "teacher": str(run), "pairs": 10, "solver": "euler:2"},
+                               data_shape=(2,))
+    with pytest.raises(ConfigError, match="needs a class-conditional teacher"):
+        coupling(torch.zeros(4, 2), torch.zeros(4, 2), y=torch.zeros(4, dtype=torch.long))

@@ -40,6 +40,7 @@ class ReflowCoupling:
         self.cache = Path(cache) if cache else None
         self.x0: Tensor | None = None
         self.x1: Tensor | None = None
+        self.by_class: tuple[Tensor, Tensor] | None = None  # (first row, row count) of each class, if labelled
 
     @staticmethod
     def next_round(config: dict, run_dir: Path) -> dict | None:
@@ -53,24 +54,53 @@ class ReflowCoupling:
                              "cache": f"{cache}.round{spec['rounds'] - 1}" if cache else None},
                 **follow_teacher(config, spec["teacher"], run_dir)}
 
-    def pairs(self, device: torch.device) -> tuple[Tensor, Tensor]:
-        """The pairs on ``device``: from the cache when it matches, else generated (and cached)."""
+    def pairs(self, device: torch.device, labelled: bool = False) -> tuple[Tensor, Tensor]:
+        """The pairs on ``device``: from the cache when it matches, else generated (and cached). Labelled
+        (class-conditional training): each pair (Z0, Phi(Z0 | y)) carries a label y drawn from the target."""
         if self.x0 is None:
-            cached = load_pairs(self.cache, self.meta) if self.cache else None
+            meta = {**self.meta, "labelled": labelled}
+            cached = load_pairs(self.cache, meta) if self.cache else None
             if cached is None:
-                model, method, cfg = load_teacher(self.teacher)
-                from flowkit.data import build_pair
-
-                source, _ = build_pair(cfg["data"]["source"], cfg["data"]["target"], cfg["data"]["path"])
-                x0 = source.sample(self.n, torch.Generator().manual_seed(self.seed))
-                sample = lambda x, **kw: method.sample(model.to(device), x, **kw)  # noqa: E731
-                cached = generate_pairs(sample, x0, self.batch_size, device, **self.solver)
+                cached = self.generate(device, labelled)
                 if self.cache:
-                    save_pairs(self.cache, *cached, self.meta)
-            self.x0, self.x1 = (z.to(device) for z in cached)  # once: a cache loads on the CPU
+                    save_pairs(self.cache, *cached, meta)
+            x0, x1, y = cached
+            if y is not None:  # rows sorted by class, so a batch draws within a class by offset
+                order = torch.argsort(y, stable=True)
+                x0, x1, counts = x0[order], x1[order], torch.bincount(y)
+                self.by_class = ((torch.cumsum(counts, 0) - counts).to(device), counts.to(device))
+            self.x0, self.x1 = x0.to(device), x1.to(device)  # once: a cache loads on the CPU
         return self.x0, self.x1
 
-    def __call__(self, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
-        z0, z1 = self.pairs(x0.device)
-        rows = torch.randint(z0.shape[0], (x0.shape[0],), device=x0.device)
+    def generate(self, device: torch.device, labelled: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+        from flowkit.build import conditioning_classes
+        from flowkit.conditioning import Guided
+        from flowkit.data import build_pair
+
+        model, method, cfg = load_teacher(self.teacher)
+        source, target = build_pair(cfg["data"]["source"], cfg["data"]["target"], cfg["data"]["path"])
+        generator = torch.Generator().manual_seed(self.seed)
+        x0 = source.sample(self.n, generator)
+        model = model.to(device)
+        if not labelled:
+            x0, x1 = generate_pairs(lambda x, **kw: method.sample(model, x, **kw), x0, self.batch_size, device,
+                                    **self.solver)
+            return x0, x1, None
+        classes = conditioning_classes(cfg, target)
+        if not classes:
+            raise ConfigError(f"coupling 'reflow': class-conditional training needs a class-conditional teacher; "
+                              f"'{self.teacher}' was trained without labels (cond.labels=false)")
+        y = target.sample_labelled(self.n, generator)[1]  # the data's class frequencies
+        sample = lambda x, labels, **kw: method.sample(Guided(model, labels, 1.0, classes), x, **kw)  # noqa: E731
+        x0, x1 = generate_pairs(sample, x0, self.batch_size, device, labels=y, **self.solver)
+        return x0, x1, y
+
+    def __call__(self, x0: Tensor, x1: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Random pairs; with labels ``y``, row i draws a pair of class y_i, so the labels stay valid."""
+        z0, z1 = self.pairs(x0.device, labelled=y is not None)
+        if y is None:
+            rows = torch.randint(z0.shape[0], (x0.shape[0],), device=x0.device)
+        else:
+            first, count = self.by_class
+            rows = first[y] + (torch.rand(y.shape, device=y.device) * count[y]).long()
         return z0[rows], z1[rows]

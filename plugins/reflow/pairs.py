@@ -14,11 +14,13 @@ from flowkit.errors import ConfigError
 
 @torch.no_grad()
 def generate_pairs(sample: Callable[..., tuple[Tensor, int]], x0: Tensor, batch_size: int,
-                   device: torch.device, **solver: Any) -> tuple[Tensor, Tensor]:
-    """Push ``x0`` through ``sample`` (a method's sampler bound to its model) batch by batch on ``device``."""
+                   device: torch.device, labels: Tensor | None = None, **solver: Any) -> tuple[Tensor, Tensor]:
+    """Push ``x0`` through ``sample`` (a method's sampler bound to its model) batch by batch on ``device``;
+    with ``labels``, ``sample(chunk, labels_chunk, ...)`` maps each row conditioned on its label."""
     outputs = []
-    for chunk in x0.split(batch_size):
-        x1, _ = sample(chunk.to(device), **solver)
+    for i, chunk in enumerate(x0.split(batch_size)):
+        extra = () if labels is None else (labels[i * batch_size:(i + 1) * batch_size],)
+        x1, _ = sample(chunk.to(device), *extra, **solver)
         outputs.append(x1)
     x1 = torch.cat(outputs)
     if not torch.isfinite(x1).all():
@@ -26,12 +28,13 @@ def generate_pairs(sample: Callable[..., tuple[Tensor, int]], x0: Tensor, batch_
     return x0.to(device), x1
 
 
-def save_pairs(path: Path, x0: Tensor, x1: Tensor, meta: dict[str, Any]) -> None:
+def save_pairs(path: Path, x0: Tensor, x1: Tensor, y: Tensor | None, meta: dict[str, Any]) -> None:
     """Atomic (temporary file + rename), so a cache is either whole or absent."""
-    write_atomically(path, lambda p: torch.save({"x0": x0.cpu(), "x1": x1.cpu(), "meta": meta}, p))
+    data = {"x0": x0.cpu(), "x1": x1.cpu(), "meta": meta, **({} if y is None else {"y": y.cpu()})}
+    write_atomically(path, lambda p: torch.save(data, p))
 
 
-def load_pairs(path: Path, meta: dict[str, Any]) -> tuple[Tensor, Tensor] | None:
+def load_pairs(path: Path, meta: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor | None] | None:
     """The cached pairs if ``path`` holds pairs made with the same teacher and settings, else None."""
     if not path.is_file():
         return None
@@ -42,4 +45,4 @@ def load_pairs(path: Path, meta: dict[str, Any]) -> tuple[Tensor, Tensor] | None
     if cached.get("meta") != meta:
         raise ConfigError(f"reflow cache '{path}' was made with other settings {cached.get('meta')}; "
                           f"expected {meta}. Delete it or point coupling.cache elsewhere")
-    return cached["x0"], cached["x1"]
+    return cached["x0"], cached["x1"], cached.get("y")
