@@ -7,7 +7,7 @@ teacher, and CT from scratch. W2 are means over 5 draws of 2,000 points on the s
 Paired error E||G(z) - Phi(z)||^2 is each 1-step student against the teacher's dopri5 map on the same
 noise (with independent pairs all of them approximate that one map).
 
-    python bench/frontier.py [--steps 10000] [--cd-steps 5000] [--methods meanflow cd ct]
+    python bench/frontier.py [--steps 10000] [--methods meanflow cd ct]
                              [--tasks gaussian:8gaussians 8gaussians:moons]
 """
 
@@ -29,8 +29,7 @@ def paired(row: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=10_000, help="teacher, MeanFlow and CT training steps")
-    parser.add_argument("--cd-steps", type=int, default=5000)
+    parser.add_argument("--steps", type=int, default=10_000, help="training steps of the teacher and every student")
     parser.add_argument("--methods", nargs="+", default=["meanflow", "cd", "ct"], choices=["meanflow", "cd", "ct"])
     parser.add_argument("--tasks", nargs="+", default=["gaussian:8gaussians", "8gaussians:moons"])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -45,7 +44,7 @@ def main() -> None:
             rows = [{"method": "teacher (rectified)", "solver": r["solver"], "nfe": r["nfe"], "w2": r["w2"],
                      "w2_std": r["w2_std"], "train_s": t["train_seconds"]} for r in t["rows"]]
             students = {"meanflow": ["recipe=meanflow", f"trainer.max_steps={args.steps}"],
-                        "cd": ["recipe=cd", f"method.teacher={teacher}", f"trainer.max_steps={args.cd_steps}"],
+                        "cd": ["recipe=cd", f"method.teacher={teacher}", f"trainer.max_steps={args.steps}"],
                         "ct": ["recipe=ct", f"trainer.max_steps={args.steps}"]}
             for name in args.methods:
                 run, s = trained(Path(tmp) / f"{task}-{name}", *students[name], *data,
@@ -59,9 +58,8 @@ def main() -> None:
                 row["vs_teacher_dopri5"] = row["w2"] / dopri5
             results.append({"task": task, "floor": t["floor"], "teacher_dopri5": dopri5, "rows": rows})
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "frontier.json").write_text(json.dumps({"steps": args.steps, "cd_steps": args.cd_steps,
-                                                        "results": results}, indent=2))
-    lines = [f"One-step frontier, CPU (2 cores): teacher, MeanFlow and CT {args.steps} steps, CD {args.cd_steps} steps", ""]
+    (args.out / "frontier.json").write_text(json.dumps({"steps": args.steps, "results": results}, indent=2))
+    lines = [f"One-step frontier, CPU (2 cores): teacher and every student {args.steps} training steps", ""]
     for res in results:
         lines += [f"**{res['task'].replace(':', ' -> ')}** (W2 floor {res['floor']:.3f})", "",
                   "| method | sampler | NFE | W2 | W2 / teacher dopri5 | paired error | train (s) |",
