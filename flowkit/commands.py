@@ -22,7 +22,7 @@ from flowkit.checkpoint import load_model, write_atomically
 from flowkit.config import apply_overrides
 from flowkit.errors import ConfigError
 from flowkit.conditioning import conditioned, labels_for
-from flowkit.evaluate import defines_ode, label_accuracy, mean_std, solver_options, straightness_along_paths
+from flowkit.evaluate import defines_ode, label_accuracy, samples_with, mean_std, solver_options, straightness_along_paths
 from flowkit.likelihood import bits_per_dim, log_likelihood
 from flowkit.metrics import frechet_distance, mmd2, w2
 from flowkit.plots import plot_quality_vs_nfe, save_samples
@@ -30,7 +30,15 @@ from flowkit.sampling import parse_solver
 
 
 @dataclass
-class SampleArgs:
+class GuidanceArgs:
+    """What every sampling verb takes for class-conditional models (``flowkit.conditioning``)."""
+
+    label: int = -1  # class-conditional models: the class to sample, or -1 for uniformly random classes
+    guidance: Optional[float] = None  # classifier-free guidance weight w (None: 1, the conditional model)
+
+
+@dataclass
+class SampleArgs(GuidanceArgs):
     ckpt: str = ""
     n: int = 10_000
     solver: str = "dopri5"
@@ -39,12 +47,10 @@ class SampleArgs:
     out: str = "samples.pt"
     seed: int = 0
     device: str = "cpu"
-    label: int = -1  # class-conditional models: the class to sample, or -1 for uniformly random classes
-    guidance: Optional[float] = None  # classifier-free guidance weight w (None: 1, the conditional model)
 
 
 @dataclass
-class EvalArgs:
+class EvalArgs(GuidanceArgs):
     ckpt: str = ""
     n: int = 2000
     repeats: int = 3
@@ -55,12 +61,10 @@ class EvalArgs:
     seed: int = 0
     device: str = "cpu"
     out: str = ""  # a .json file for the numbers, if set
-    label: int = -1  # class-conditional models: the class to sample, or -1 for uniformly random classes
-    guidance: Optional[float] = None  # classifier-free guidance weight w (None: 1, the conditional model)
 
 
 @dataclass
-class CompareArgs:
+class CompareArgs(GuidanceArgs):
     ckpt: str = ""  # one checkpoint or run dir, or several separated by commas
     solvers: str = "euler:1,euler:4,midpoint:4,rk4:4,dopri5"
     n: int = 2000
@@ -70,8 +74,6 @@ class CompareArgs:
     seed: int = 0
     device: str = "cpu"
     out: str = "compare"  # writes <out>.json and <out>.png
-    label: int = -1  # class-conditional models: the class to sample, or -1 for uniformly random classes
-    guidance: Optional[float] = None  # classifier-free guidance weight w (None: 1, the conditional model)
 
 
 def parse_args(schema: type, tokens: list[str]):
@@ -230,7 +232,7 @@ def compare(tokens: list[str]) -> dict[str, Any]:
         exact = parts.method.sample(model, x0, method="dopri5", rtol=args.reference_tol,
                                     atol=args.reference_tol)[0] if ode else None
         for spec in solvers:
-            if not ode and parse_solver(spec)[0] != "euler":
+            if not samples_with(parts.method, spec):
                 skipped.append(f"{cfg['name']} ({ckpt}): {spec}, a consistency model samples only with euler:N")
                 continue
             synchronize(device)

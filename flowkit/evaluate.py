@@ -59,11 +59,15 @@ def defines_ode(method: Any) -> bool:
     return getattr(method, "ode", True)
 
 
+def samples_with(method: Any, spec: str) -> bool:
+    """Whether ``method`` can sample with solver ``spec``: any solver for a velocity field, only its own
+    ``euler:N`` sampler otherwise."""
+    return defines_ode(method) or parse_solver(spec)[0] == "euler"
+
+
 def check_eval_solvers(method: Any, ecfg: dict[str, Any]) -> None:
     """Refuse, before training, an eval solver the method cannot sample with."""
-    if defines_ode(method):
-        return
-    bad = [spec for spec in [ecfg["solver"], *ecfg["compare"]] if not spec.startswith("euler:")]
+    bad = [spec for spec in [ecfg["solver"], *ecfg["compare"]] if not samples_with(method, spec)]
     if bad:
         raise ConfigError(f"eval solver(s) {', '.join(bad)}: this method's network is not a velocity field and "
                           "samples only with euler:N (N steps of its own sampler)")
