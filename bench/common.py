@@ -41,3 +41,20 @@ def paired_error(student: Path, flow: Path, n: int = 2000) -> float:
     g, _ = s.method.sample(s.model, z, method="euler", steps=1)
     phi, _ = f.method.sample(f.model, z, method="dopri5", rtol=1e-7, atol=1e-7)
     return float((g - phi).pow(2).sum(1).mean())
+
+
+def merged_rows(old: list[dict], new: list[dict], rerun: list[str], order: list[str]) -> list[dict]:
+    """``new`` rows (the teacher's and the re-run methods') with the other methods' rows kept from ``old``,
+    in ``order`` of method. Valid because a run is a function of its seed: the re-trained teacher is the
+    one the kept students were measured against (same seed, same steps)."""
+    kept = [r for r in old if r["method"] in order and r["method"] not in rerun]
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(new + kept, key=lambda r: rank.get(r["method"], -1))  # the teacher first, then in order
+
+
+def report(out: Path, name: str, payload: dict, lines: list[str]) -> None:
+    """Write ``out/name.json`` (the numbers) and ``out/name.md`` (the table), and print the table."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(payload, indent=2))
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))

@@ -4,7 +4,9 @@ Trains `digits_rectified` (the teacher) and the requested students with `flowkit
 2,000 digits from each on the same noise and reports the Frechet distance to the held-out split in the
 fixed classifier's features: the teacher at dopri5 and Euler 1/2/4, each student at 1/2/4 steps.
 
-    python bench/digits_frontier.py [--steps 4000] [--methods meanflow cd ct]
+    python bench/digits_frontier.py [--steps 4000] [--methods meanflow cd ct adversarial]
+
+Methods not named keep their rows from the previous results file at the same --steps.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from pathlib import Path
 
 import torch
 
-from common import trained
+from common import merged_rows, report, trained
 from flowkit.checkpoint import load_model
 from flowkit.commands import quality, reference_set
 from flowkit.evaluate import solver_options
 
 TEACHER_SOLVERS = ["dopri5", "euler:1", "euler:2", "euler:4"]
 STUDENT_SOLVERS = ["euler:1", "euler:2", "euler:4"]
+METHODS = ["meanflow", "cd", "ct", "adversarial"]
 
 
 @torch.no_grad()
@@ -40,7 +43,7 @@ def fd_rows(run: Path, name: str, solvers: list[str], n: int, seconds: float) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=4000, help="training steps of the teacher and each student")
-    parser.add_argument("--methods", nargs="*", default=["meanflow"], choices=["meanflow", "cd", "ct"])
+    parser.add_argument("--methods", nargs="*", default=["meanflow"], choices=METHODS)
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
@@ -49,21 +52,21 @@ def main() -> None:
         teacher, t = trained(Path(tmp) / "teacher", "recipe=digits_rectified", steps)
         rows = fd_rows(teacher, "teacher (rectified)", TEACHER_SOLVERS, args.n, t["train_seconds"])
         for name in args.methods:
-            extra = [f"method.teacher={teacher}"] if name == "cd" else []
+            extra = [f"method.teacher={teacher}"] if name in ("cd", "adversarial") else []
             run, s = trained(Path(tmp) / name, f"recipe=digits_{name}", steps, *extra)
             rows += fd_rows(run, name, STUDENT_SOLVERS, args.n, s["train_seconds"])
+    previous = args.out / "digits_frontier.json"
+    if previous.exists() and json.loads(previous.read_text())["steps"] == args.steps:
+        rows = merged_rows(json.loads(previous.read_text())["rows"], rows, args.methods, METHODS)
     dopri5 = rows[0]["fd"]
     for row in rows:
         row["vs_teacher_dopri5"] = row["fd"] / dopri5
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "digits_frontier.json").write_text(json.dumps({"steps": args.steps, "rows": rows}, indent=2))
     lines = [f"Digits (8x8), CPU (2 cores), {args.steps} training steps each; FD to the held-out split, "
              f"{args.n} samples", "", "| method | sampler | NFE | FD | FD / teacher dopri5 | train (s) |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['method']} | {r['solver']} | {r['nfe']} | {r['fd']:.2f} | {r['vs_teacher_dopri5']:.2f} | "
               f"{r['train_s']:.0f} |" for r in rows]
-    (args.out / "digits_frontier.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    report(args.out, "digits_frontier", {"steps": args.steps, "rows": rows}, lines)
 
 
 if __name__ == "__main__":

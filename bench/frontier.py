@@ -1,13 +1,16 @@
 """The distillation frontier (BENCHMARKS.md) for the one-step methods: MeanFlow, consistency
-distillation (CD) and consistency training (CT), against a rectified teacher, per 2-D task.
+distillation (CD), consistency training (CT) and adversarial distillation (ADD, and the same recipe at
+adversarial weight 0: its distillation loss alone), against a rectified teacher, per 2-D task.
 
 Every run is a `flowkit train` with the same MLP, batch and evaluation: the teacher (recipe rectified)
 at dopri5 and Euler 1/2/4, MeanFlow trained from scratch for the teacher's step budget, CD of that
-teacher, and CT from scratch. W2 are means over 5 draws of 2,000 points on the same evaluation noise.
+teacher, CT from scratch, ADD of that teacher. W2 are means over 5 draws of 2,000 points on the same evaluation noise.
 Paired error E||G(z) - Phi(z)||^2 is each 1-step student against the teacher's dopri5 map on the same
 noise (with independent pairs all of them approximate that one map).
 
-    python bench/frontier.py [--steps 10000] [--methods meanflow cd ct]
+    python bench/frontier.py [--steps 10000] [--methods meanflow cd ct adversarial adversarial_w0]
+
+Methods not named keep their rows from the previous results file at the same --steps.
                              [--tasks gaussian:8gaussians 8gaussians:moons]
 """
 
@@ -18,23 +21,32 @@ import json
 import tempfile
 from pathlib import Path
 
-from common import paired_error, trained, w2_of
+from common import merged_rows, paired_error, report, trained, w2_of
 
 STUDENT_SOLVERS = ["euler:1", "euler:2", "euler:4"]
+METHODS = ["meanflow", "cd", "ct", "adversarial", "adversarial_w0"]
 
 
 def paired(row: dict) -> str:
     return "" if row.get("paired_error") is None else f"{row['paired_error']:.4f}"
 
 
+def kept_from(file: Path, steps: int) -> dict[str, list[dict]]:
+    """Rows of an earlier run at the same step budget, per task (methods not re-run are kept)."""
+    if not file.exists() or json.loads(file.read_text())["steps"] != steps:
+        return {}
+    return {res["task"]: res["rows"] for res in json.loads(file.read_text())["results"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=10_000, help="training steps of the teacher and every student")
-    parser.add_argument("--methods", nargs="+", default=["meanflow", "cd", "ct"], choices=["meanflow", "cd", "ct"])
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     parser.add_argument("--tasks", nargs="+", default=["gaussian:8gaussians", "8gaussians:moons"])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     results = []
+    previous = kept_from(args.out / "frontier.json", args.steps)
     with tempfile.TemporaryDirectory() as tmp:
         for task in args.tasks:
             source, target = task.split(":")
@@ -45,7 +57,10 @@ def main() -> None:
                      "w2_std": r["w2_std"], "train_s": t["train_seconds"]} for r in t["rows"]]
             students = {"meanflow": ["recipe=meanflow", f"trainer.max_steps={args.steps}"],
                         "cd": ["recipe=cd", f"method.teacher={teacher}", f"trainer.max_steps={args.steps}"],
-                        "ct": ["recipe=ct", f"trainer.max_steps={args.steps}"]}
+                        "ct": ["recipe=ct", f"trainer.max_steps={args.steps}"],
+                        "adversarial": ["recipe=adversarial", f"method.teacher={teacher}", f"trainer.max_steps={args.steps}"],
+                        "adversarial_w0": ["recipe=adversarial", f"method.teacher={teacher}", "method.adversarial_weight=0",
+                                           f"trainer.max_steps={args.steps}"]}
             for name in args.methods:
                 run, s = trained(Path(tmp) / f"{task}-{name}", *students[name], *data,
                                  f"eval.compare=[{','.join(STUDENT_SOLVERS[1:])}]")
@@ -56,9 +71,8 @@ def main() -> None:
             dopri5 = w2_of(t, "dopri5")
             for row in rows:
                 row["vs_teacher_dopri5"] = row["w2"] / dopri5
+            rows = merged_rows(previous.get(task, []), rows, args.methods, METHODS)
             results.append({"task": task, "floor": t["floor"], "teacher_dopri5": dopri5, "rows": rows})
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "frontier.json").write_text(json.dumps({"steps": args.steps, "results": results}, indent=2))
     lines = [f"One-step frontier, CPU (2 cores): teacher and every student {args.steps} training steps", ""]
     for res in results:
         lines += [f"**{res['task'].replace(':', ' -> ')}** (W2 floor {res['floor']:.3f})", "",
@@ -68,8 +82,7 @@ def main() -> None:
                   f"{r['vs_teacher_dopri5']:.2f} | {paired(r)} | "
                   f"{r['train_s']:.0f} |" for r in res["rows"]]
         lines.append("")
-    (args.out / "frontier.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    report(args.out, "frontier", {"steps": args.steps, "results": results}, lines)
 
 
 if __name__ == "__main__":

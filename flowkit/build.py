@@ -41,10 +41,10 @@ def build_parts(cfg: dict[str, Any], with_coupling: bool = True) -> Parts:
     source, target = build_pair(d["source"], d["target"], d["path"])
     path = PATHS.build(cfg["path"])
     time_sampler = TIME_SAMPLERS.build(cfg["time"])
-    method = METHODS.build(cfg["method"], path=path, time_sampler=time_sampler, data_shape=target.shape,
-                           total_steps=cfg["trainer"]["max_steps"])
-    model_spec = with_method_options(dict(cfg["model"]), method, cfg["method"]["name"])
     classes = conditioning_classes(cfg, target)
+    method = METHODS.build(cfg["method"], path=path, time_sampler=time_sampler, data_shape=target.shape,
+                           total_steps=cfg["trainer"]["max_steps"], classes=classes)
+    model_spec = with_method_options(dict(cfg["model"]), method, cfg["method"]["name"])
     if classes:
         model_spec["num_classes"] = classes
     elif getattr(method, "needs_labels", False):

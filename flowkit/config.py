@@ -60,6 +60,7 @@ class TrainerConfig:
     gradient_clip_val: Optional[float] = None
     enable_progress_bar: bool = True
     on_nonfinite: str = "stop"  # stop | skip: what a NaN/inf loss or gradient does
+    check_finite_every: int = 0  # stop: read the non-finite flag every N steps (0: 1 on CPU, log_every_n_steps else)
 
 
 @dataclass
@@ -123,6 +124,12 @@ def load_recipe(recipe: str) -> DictConfig:
     except Exception as exc:
         raise ConfigError(f"recipe {file}: not valid YAML ({exc})") from None
     return _merge(cfg, loaded, f"recipe {file}")
+
+
+def saved_config(saved: dict[str, Any]) -> DictConfig:
+    """A run's own config (from its checkpoint) on the schema: no recipe underneath, so a component
+    keeps exactly the options it was trained with."""
+    return _merge(OmegaConf.structured(Config(name=saved.get("name", "run"))), saved, "the checkpoint's config")
 
 
 def parse_overrides(tokens: list[str]) -> list[tuple[str, Any]]:
@@ -199,6 +206,7 @@ _RANGES = {
     "trainer.checkpoint_every": (lambda v: v >= 1, ">= 1"),
     "trainer.gradient_clip_val": (lambda v: v is None or v > 0, "> 0 (or null)"),
     "trainer.on_nonfinite": (lambda v: v in ("stop", "skip"), "one of: stop, skip"),
+    "trainer.check_finite_every": (lambda v: v >= 0, ">= 0 (0: every step on CPU, log_every_n_steps on a GPU)"),
     "cond.drop": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "eval.n": (lambda v: v >= 2, ">= 2"),
     "eval.repeats": (lambda v: v >= 1, ">= 1"),

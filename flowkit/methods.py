@@ -2,14 +2,18 @@
 
 Every method answers ``loss(model, batch) -> {"loss": (batch,) tensor, ...}``: per-sample terms,
 which the trainer reduces and logs. ``batch`` holds the coupled pair ``x0`` (source) and ``x1``
-(data) and the training ``step``. Methods receive their path, time sampler, data shape and the run's
-``total_steps`` when they ask for them; their own ``__init__`` arguments are hyperparameters only.
+(data) and the training ``step``. Methods receive their path, time sampler, data shape, the run's
+``total_steps`` and its number of label ``classes`` (0: unconditional) when they ask for them; their
+own ``__init__`` arguments are hyperparameters only.
 
 Optional, for methods that need them (the trainer and evaluators look for them, nothing else does):
 ``model_options`` (inputs the network must take, e.g. MeanFlow's ``{"times": 2}``), ``state_dict`` /
 ``load_state_dict`` (the method's own training state, e.g. a consistency model's target network, saved
 in checkpoints and restored on resume), ``ode = False`` (the
-network is not a velocity field: no ODE solvers, straightness or likelihood) and ``next_round``.
+network is not a velocity field: no ODE solvers, straightness or likelihood), ``next_round`` and
+``critic`` with ``critic_loss(model, batch)`` and ``critic_optim`` (a second network trained against
+the model, e.g. a discriminator: the trainer then optimises both, manually, each with its own AdamW
+and schedule, and checkpoints both).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from flowkit.errors import ConfigError, choices_hint
 T = TypeVar("T")
 
 # Names flowkit passes itself to units that ask for them; a recipe cannot set them.
-INJECTABLE = frozenset({"path", "time_sampler", "data_shape", "coupling", "total_steps"})
+INJECTABLE = frozenset({"path", "time_sampler", "data_shape", "coupling", "total_steps", "classes"})
 
 
 def _source(obj: Any) -> str:

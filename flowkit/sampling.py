@@ -87,3 +87,18 @@ def solve(
     """Integrate from t=0 to t=1; returns (x1, nfe)."""
     states, _, nfe = solve_trajectory(velocity_fn, x0, method, steps, rtol, atol, points=2)
     return states[-1], nfe
+
+
+@torch.no_grad()
+def renoise_sample(denoise: Callable[[Tensor, Tensor], Tensor], path, x0: Tensor, steps: int) -> Tensor:
+    """Multistep sampling of a few-step generator (Song et al. 2023, Alg. 1): x = denoise(x0, 0), then for
+    tau = 1/steps, ..., (steps-1)/steps re-noise along the path, x_tau = alpha(tau) x + sigma(tau) z, and
+    x = denoise(x_tau, tau). ``steps`` NFE. ``denoise(x_t, t)`` predicts the data point x1. Each z is a
+    fixed permutation of ``x0`` (the source draws are i.i.d., so any source distribution works)."""
+    n = x0.shape[0]
+    x = denoise(x0, torch.zeros(n, device=x0.device, dtype=x0.dtype))
+    for k in range(1, steps):
+        tau = torch.full((n,), k / steps, device=x0.device, dtype=x0.dtype)
+        noise = x0[torch.randperm(n, generator=torch.Generator().manual_seed(k)).to(x0.device)]
+        x = denoise(path.sample(noise, x, tau), tau)
+    return x

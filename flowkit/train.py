@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from flowkit.build import build_parts
 from flowkit.checkpoint import read_checkpoint, resolve_checkpoint
-from flowkit.config import apply_overrides, load_recipe, to_dict, validate
+from flowkit.config import apply_overrides, load_recipe, saved_config, to_dict, validate
 from flowkit.couplings import COUPLINGS
 from flowkit.data import PairDataModule
 from flowkit.methods import METHODS
@@ -64,7 +64,7 @@ def resolve_config(tokens: list[str]) -> tuple[DictConfig, Path | None]:
     if resume is not None:
         ckpt_path = resolve_checkpoint(resume)
         saved = read_checkpoint(ckpt_path)["flowkit"]["config"]
-        cfg = apply_overrides(OmegaConf.merge(load_recipe(recipe), saved), rest)
+        cfg = apply_overrides(saved_config(saved), rest)  # the run's own recipe; recipe= is ignored
         return cfg, ckpt_path
     return apply_overrides(load_recipe(recipe), rest), None
 
@@ -124,7 +124,7 @@ def train_once(cfg: DictConfig, resume: Path | None = None) -> RunResult:
     run_dir = resume.parent if resume else new_run_dir(config["run_root"], config["name"])
     if is_rank_zero():
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    trainer = make_trainer(config, run_dir)
+    trainer = make_trainer(config, run_dir, manual=not module.automatic_optimization)
     start = time.perf_counter()
     with warnings.catch_warnings():
         # The data is drawn in-process and on the fly: worker processes would only add latency.

@@ -25,15 +25,27 @@ KILL_RUN = ["trainer.max_steps=600", "trainer.checkpoint_every=50", "coupling=ot
 KILL_CT = ["recipe=ct", "method.mu0=0.9", "method.schedule=ct", "method.s0=2", "method.s1=40", *KILL_RUN[:2]]
 
 
+# An adversarial run carries two players, each with its own optimizer and schedule (teacher added below).
+KILL_ADV = ["recipe=adversarial", "method.critic_width=32", "optim.warmup_steps=20", *KILL_RUN[:2]]
+
+
 def weights(run_dir):
+    """Every tensor a resume must restore: EMA and raw weights (critic included), the target network,
+    and each optimizer's moments."""
     ckpt = read_checkpoint(run_dir)
     target = ckpt["flowkit"].get("method_state", {}).get("target", {})
+    moments = {f"opt{i}.{p}.{name}": v for i, opt in enumerate(ckpt["optimizer_states"])
+               for p, state in opt["state"].items() for name, v in state.items()}
+    schedules = {f"sched{i}": torch.tensor(s["last_epoch"]) for i, s in enumerate(ckpt["lr_schedulers"])}
     return ckpt["global_step"], {**ckpt["state_dict"], **{f"raw.{k}": v for k, v in ckpt["current_model_state"].items()},
-                                 **{f"target.{k}": v for k, v in target.items()}}
+                                 **{f"target.{k}": v for k, v in target.items()}, **moments, **schedules}
 
 
-@pytest.mark.parametrize("run", [KILL_RUN, KILL_CT], ids=["cfm-ot", "ct-with-target-ema"])
+@pytest.mark.parametrize("run", [KILL_RUN, KILL_CT, KILL_ADV], ids=["cfm-ot", "ct-with-target-ema", "adversarial"])
 def test_kill_9_mid_run_then_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path, run):
+    if run is KILL_ADV:
+        teacher = train(apply_overrides(load_recipe("rectified"), tiny(tmp_path / "teacher", steps=30))).run_dir
+        run = [*run, f"method.teacher={teacher}"]
     killed_root = tmp_path / "killed"
     proc = subprocess.Popen(flowkit_command() + ["train", *tiny(killed_root, *run, steps=600)], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -57,6 +69,9 @@ def test_kill_9_mid_run_then_resume_ends_bit_identical_to_an_uninterrupted_run(t
     assert step_a == step_b == 600
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # model, EMA, target: bit for bit
     assert any(k.startswith("target.") for k in a) == (run is KILL_CT)
+    assert any(k.startswith("raw.critic.") for k in a) == (run[0] == KILL_ADV[0])
+    assert {k.split(".")[0] for k in a if k.startswith(("opt", "sched"))} == (
+        {"opt0", "opt1", "sched0", "sched1"} if run[0] == KILL_ADV[0] else {"opt0", "sched0"})
 
 
 def test_an_interrupted_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):

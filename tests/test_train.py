@@ -1,5 +1,6 @@
 """Training end to end: W2 drops, a NaN stops the run cleanly, resume continues, user paths train."""
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -7,6 +8,7 @@ from cli import app
 from flowkit.checkpoint import read_checkpoint
 from flowkit.config import apply_overrides, load_recipe
 from flowkit.errors import TrainingError
+from flowkit.finite import FiniteWatch
 from flowkit.methods import CFM, register_method
 from flowkit.paths import AffinePath, register_path
 from flowkit.train import resolve_config, train
@@ -52,6 +54,28 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     ckpt = read_checkpoint(next((tmp_path / "runs").iterdir()))
     assert ckpt["global_step"] == 10
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+def test_a_deferred_finite_check_still_names_the_first_bad_step_and_never_saves_bad_weights(tmp_path):
+    # as on a GPU: the flag is read every 50 steps, so steps 13 and 14 run on NaN weights; the save at
+    # step 15 reads it first and writes nothing
+    cfg = apply_overrides(load_recipe("rectified"), tiny(tmp_path, "method=test_nan_after", "trainer.checkpoint_every=5",
+                                                         "trainer.check_finite_every=50"))
+    with pytest.raises(TrainingError, match=r"the loss is nan at step 12; .*last.ckpt \(step 10\)"):
+        train(cfg)
+    ckpt = read_checkpoint(next((tmp_path / "runs").iterdir()))
+    assert ckpt["global_step"] == 10
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+def test_the_finite_watch_keeps_the_first_bad_value():
+    watch = FiniteWatch()
+    watch.note(torch.tensor(1.5), 3, 0)
+    watch.check()  # finite: nothing to report
+    watch.note(torch.tensor(float("inf")), 4, 1)
+    watch.note(torch.tensor(float("nan")), 5, 0)
+    with pytest.raises(TrainingError, match="a gradient is not finite at step 4"):
+        watch.check()
 
 
 def test_resume_continues_to_the_new_step_count_in_the_same_run(tmp_path):

@@ -15,7 +15,8 @@ one-step Euler jump to t=1. With the grid t_0 = 0 < ... < t_{N-1} = 1 of the sch
     CT: x^_{t_{i+1}} = alpha(t_{i+1}) x1 + sigma(t_{i+1}) x0, the same pair one grid step on
 
     d = l2:            mean over dimensions of (a - b)^2                     (our per-sample convention)
-    d = pseudo_huber:  sqrt(||a - b||^2 + c^2) - c,  c = 0.00054 sqrt(dim)  (iCT, Song & Dhariwal 2023)
+    d = pseudo_huber:  sqrt(||a - b||^2 + c^2) - c,  c = 0.00054 sqrt(dim)  (iCT, Song & Dhariwal 2023),
+                       or ``huber_c``: iCT's c is for images in [-1, 1]; other data scales want their own
 
 Sampling (Song et al. 2023, Alg. 1), ``euler:N``: x = f(x0, 0); then for tau = 1/N, ..., (N-1)/N re-noise
 x_tau = alpha(tau) x + sigma(tau) z (z a fresh source draw) and x = f(x_tau, tau): N NFE. A consistency
@@ -35,6 +36,7 @@ from flowkit.conditioning import cond_of
 from flowkit.errors import ConfigError
 from flowkit.methods import per_sample_mse
 from flowkit.paths import AffinePath, expand_like
+from flowkit.sampling import renoise_sample
 from flowkit.teacher import Teacher
 from plugins.consistency.schedule import SCHEDULES, discretisation, target_decay
 
@@ -47,17 +49,9 @@ def consistency_function(model: nn.Module, x: Tensor, t: Tensor, **cond: Tensor)
     return x + expand_like(1 - t, x) * model(x, t, **cond)
 
 
-@torch.no_grad()
 def consistency_sample(model: nn.Module, path: AffinePath, x0: Tensor, steps: int) -> Tensor:
-    """Multistep consistency sampling at tau_k = k / steps; each re-noising draws fresh source points as
-    a fixed permutation of ``x0`` (i.i.d. source draws, so any source distribution works)."""
-    n = x0.shape[0]
-    x = consistency_function(model, x0, torch.zeros(n, device=x0.device, dtype=x0.dtype))
-    for k in range(1, steps):
-        tau = torch.full((n,), k / steps, device=x0.device, dtype=x0.dtype)
-        noise = x0[torch.randperm(n, generator=torch.Generator().manual_seed(k)).to(x0.device)]
-        x = consistency_function(model, path.sample(noise, x, tau), tau)
-    return x
+    """Multistep consistency sampling at tau_k = k / steps (``flowkit.sampling.renoise_sample``)."""
+    return renoise_sample(lambda x, t: consistency_function(model, x, t), path, x0, steps)
 
 
 def teacher_step(velocity: nn.Module, x: Tensor, t: Tensor, t_next: Tensor, solver: str, **cond: Tensor) -> Tensor:
@@ -76,18 +70,19 @@ class _Consistency:
     ode = False  # solvers and likelihoods need a velocity; a consistency network is not one
 
     def __init__(self, path: AffinePath, time_sampler, total_steps: int, schedule: str, s0: int, s1: int,
-                 mu0: float, distance: str, sample_steps: int) -> None:
+                 mu0: float, distance: str, sample_steps: int, huber_c: float = 0.0) -> None:
         name = self.name
         if schedule not in SCHEDULES:
             raise ConfigError(f"method '{name}': schedule='{schedule}' is not one of: {', '.join(SCHEDULES)}")
         if distance not in DISTANCES:
             raise ConfigError(f"method '{name}': distance='{distance}' is not one of: {', '.join(DISTANCES)}")
-        if not 1 <= s0 <= s1 or not 0.0 <= mu0 < 1.0 or sample_steps < 1:
-            raise ConfigError(f"method '{name}': s0={s0}, s1={s1}, mu0={mu0}, sample_steps={sample_steps}; "
-                              "expected 1 <= s0 <= s1, 0 <= mu0 < 1 and sample_steps >= 1")
+        if not 1 <= s0 <= s1 or not 0.0 <= mu0 < 1.0 or sample_steps < 1 or huber_c < 0:
+            raise ConfigError(f"method '{name}': s0={s0}, s1={s1}, mu0={mu0}, sample_steps={sample_steps}, "
+                              f"huber_c={huber_c}; expected 1 <= s0 <= s1, 0 <= mu0 < 1, sample_steps >= 1 and "
+                              "huber_c >= 0")
         self.path, self.time_sampler, self.total_steps = path, time_sampler, total_steps
         self.schedule, self.s0, self.s1, self.mu0 = schedule, s0, s1, mu0
-        self.distance, self.sample_steps = distance, sample_steps
+        self.distance, self.sample_steps, self.huber_c = distance, sample_steps, huber_c
         self._target: nn.Module | None = None
         self._pending: dict[str, Tensor] | None = None
 
@@ -104,7 +99,7 @@ class _Consistency:
     def d(self, a: Tensor, b: Tensor) -> Tensor:
         if self.distance == "l2":
             return per_sample_mse(a, b)
-        c = 0.00054 * math.sqrt(a[0].numel())
+        c = self.huber_c or 0.00054 * math.sqrt(a[0].numel())
         return torch.sqrt((a - b).pow(2).flatten(1).sum(1) + c * c) - c
 
     def target_network(self, model: nn.Module) -> nn.Module:
@@ -164,8 +159,9 @@ class ConsistencyTraining(_Consistency):
     name = "ct"
 
     def __init__(self, path: AffinePath, time_sampler, total_steps: int, schedule: str = "ict", s0: int = 10,
-                 s1: int = 1280, mu0: float = 0.0, distance: str = "pseudo_huber", sample_steps: int = 1) -> None:
-        super().__init__(path, time_sampler, total_steps, schedule, s0, s1, mu0, distance, sample_steps)
+                 s1: int = 1280, mu0: float = 0.0, distance: str = "pseudo_huber", sample_steps: int = 1,
+                 huber_c: float = 0.0) -> None:
+        super().__init__(path, time_sampler, total_steps, schedule, s0, s1, mu0, distance, sample_steps, huber_c)
 
     def neighbour(self, x0: Tensor, x1: Tensor, x_t: Tensor, t: Tensor, t_next: Tensor, **cond: Tensor) -> Tensor:
         return self.path.sample(x0, x1, t_next)
@@ -178,13 +174,14 @@ class ConsistencyDistillation(_Consistency):
 
     def __init__(self, path: AffinePath, time_sampler, total_steps: int, data_shape: tuple[int, ...] = (),
                  teacher: str = "", teacher_solver: str = "heun", schedule: str = "constant", s0: int = 2,
-                 s1: int = 32, mu0: float = 0.0, distance: str = "l2", sample_steps: int = 1) -> None:
+                 s1: int = 32, mu0: float = 0.0, distance: str = "l2", sample_steps: int = 1,
+                 huber_c: float = 0.0) -> None:
         self.teacher = Teacher("method 'cd'", teacher, data_shape)
         if teacher_solver not in TEACHER_SOLVERS:
             raise ConfigError(f"method 'cd': teacher_solver='{teacher_solver}' is not one of: "
                               f"{', '.join(TEACHER_SOLVERS)}")
         self.teacher_solver = teacher_solver
-        super().__init__(path, time_sampler, total_steps, schedule, s0, s1, mu0, distance, sample_steps)
+        super().__init__(path, time_sampler, total_steps, schedule, s0, s1, mu0, distance, sample_steps, huber_c)
 
     def neighbour(self, x0: Tensor, x1: Tensor, x_t: Tensor, t: Tensor, t_next: Tensor, **cond: Tensor) -> Tensor:
         return teacher_step(self.teacher.on(x_t.device), x_t, t, t_next, self.teacher_solver, **cond)

@@ -82,6 +82,14 @@ def test_with_mu0_zero_the_target_is_the_online_network_under_stop_gradient():
     assert all(p.grad is not None for p in model.parameters())
 
 
+def test_the_distances_match_their_formulas():
+    a, b = torch.tensor([[3.0, 4.0], [1.0, 1.0]]), torch.zeros(2, 2)
+    torch.testing.assert_close(build("ct", distance="l2").d(a, b), torch.tensor([12.5, 1.0]))
+    c = 0.00054 * math.sqrt(2)  # iCT's constant for 2 dimensions
+    torch.testing.assert_close(build("ct").d(a, b), torch.tensor([math.sqrt(25 + c * c) - c, math.sqrt(2 + c * c) - c]))
+    torch.testing.assert_close(build("ct", huber_c=3.0).d(a, b), torch.tensor([math.sqrt(34) - 3, math.sqrt(11) - 3]))
+
+
 def test_ct_neighbours_are_one_grid_step_apart_on_the_same_pair():
     method = build("ct", schedule="constant", s0=2, s1=16)
     x1 = torch.randn(512, 2)

@@ -1,0 +1,5 @@
+"""Adversarial diffusion distillation (Sauer et al. 2023) adapted to flows."""
+
+from plugins.adversarial.method import AdversarialDistillation
+
+__all__ = ["AdversarialDistillation"]
