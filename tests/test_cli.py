@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("args,message", [
-    (["recipe=nope"], "unknown recipe 'nope'; valid: cd, cosine,"),
+    (["recipe=nope"], "unknown recipe 'nope'; valid: adversarial, cd, cosine,"),
     (["trainer.max_stepz=5"], "unknown key 'trainer.max_stepz'"),
     (["path=curvy"], "unknown path 'curvy'; valid: cosine, ot, rectified, vp"),
     (["coupling=emd"], "unknown coupling 'emd'; valid: independent, ot, reflow, sinkhorn"),
