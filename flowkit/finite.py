@@ -23,9 +23,9 @@ class FiniteWatch:
 
     def note(self, value: torch.Tensor, step: int, kind: int) -> None:
         """Record ``value`` (a 0-d tensor) if it is the first non-finite one; no host sync."""
-        value = value.detach().to(torch.float64)
-        if self._first is None or self._first.device != value.device:
+        if self._first is None:
             self._first = torch.tensor([-1.0, -1.0, 0.0], dtype=torch.float64, device=value.device)
+        value = value.detach().to(self._first.device, torch.float64)  # never reset: keep the first fault
         new = torch.stack([torch.full_like(value, float(step)), torch.full_like(value, float(kind)), value])
         self._first = torch.where(~torch.isfinite(value) & (self._first[0] < 0), new, self._first)
 

@@ -102,3 +102,13 @@ def renoise_sample(denoise: Callable[[Tensor, Tensor], Tensor], path, x0: Tensor
         noise = x0[torch.randperm(n, generator=torch.Generator().manual_seed(k)).to(x0.device)]
         x = denoise(path.sample(noise, x, tau), tau)
     return x
+
+
+def renoise_solve(denoise: Callable[[Tensor, Tensor], Tensor], path, x0: Tensor, method: str, steps: int,
+                  what: str) -> tuple[Tensor, int]:
+    """The ``sample`` of a few-step generator (``what`` names it): ``euler:N`` is N-step ``renoise_sample``
+    (N NFE); any other solver integrates an ODE, which such a network does not define (ConfigError)."""
+    if method != "euler":
+        raise ConfigError(f"solver '{method}' integrates an ODE, which {what} does not define; "
+                          "use euler:N for N-step sampling")
+    return renoise_sample(denoise, path, x0, steps), steps

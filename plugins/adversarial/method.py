@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from flowkit.conditioning import cond_of
 from flowkit.errors import ConfigError
 from flowkit.paths import AffinePath
-from flowkit.sampling import renoise_sample
+from flowkit.sampling import renoise_solve
 from flowkit.teacher import Teacher
 from plugins.adversarial.critic import make_critic
 from plugins.adversarial.losses import hinge_critic, hinge_model, r1_penalty
@@ -113,8 +113,5 @@ class AdversarialDistillation:
     def sample(self, model: nn.Module, x0: Tensor, method: str = "euler", steps: int | None = None,
                **solver: object) -> tuple[Tensor, int]:
         """``euler:N``: N-step sampling, predict-and-re-noise (N NFE)."""
-        if method != "euler":
-            raise ConfigError(f"solver '{method}' integrates an ODE, which an adversarially distilled student does "
-                              "not define; use euler:N for N-step sampling")
-        n = steps or self.sample_steps
-        return renoise_sample(lambda x, t: data_prediction(model, self.path, x, t), self.path, x0, n), n
+        return renoise_solve(lambda x, t: data_prediction(model, self.path, x, t), self.path, x0, method,
+                             steps or self.sample_steps, "an adversarially distilled student")

@@ -36,7 +36,7 @@ from flowkit.conditioning import cond_of
 from flowkit.errors import ConfigError
 from flowkit.methods import per_sample_mse
 from flowkit.paths import AffinePath, expand_like
-from flowkit.sampling import renoise_sample
+from flowkit.sampling import renoise_sample, renoise_solve
 from flowkit.teacher import Teacher
 from plugins.consistency.schedule import SCHEDULES, discretisation, target_decay
 
@@ -145,11 +145,8 @@ class _Consistency:
     def sample(self, model: nn.Module, x0: Tensor, method: str = "euler", steps: int | None = None,
                **solver: object) -> tuple[Tensor, int]:
         """``euler:N``: N-step consistency sampling (N NFE)."""
-        if method != "euler":
-            raise ConfigError(f"solver '{method}' integrates an ODE, which a consistency model does not define; "
-                              "use euler:N for N-step consistency sampling")
-        n = steps or self.sample_steps
-        return consistency_sample(model, self.path, x0, n), n
+        return renoise_solve(lambda x, t: consistency_function(model, x, t), self.path, x0, method,
+                             steps or self.sample_steps, "a consistency model")
 
 
 class ConsistencyTraining(_Consistency):
