@@ -4,7 +4,7 @@ Trains `digits_rectified` (the teacher) and the requested students with `flowkit
 2,000 digits from each on the same noise and reports the Frechet distance to the held-out split in the
 fixed classifier's features: the teacher at dopri5 and Euler 1/2/4, each student at 1/2/4 steps.
 
-    python bench/digits_frontier.py [--steps 4000] [--methods meanflow cd ct adversarial]
+    python bench/digits_frontier.py [--steps 4000] [--methods meanflow meanflow_indep cd ct adversarial]
 
 Methods not named keep their rows from the previous results file at the same --steps.
 """
@@ -25,7 +25,9 @@ from flowkit.evaluate import solver_options
 
 TEACHER_SOLVERS = ["dopri5", "euler:1", "euler:2", "euler:4"]
 STUDENT_SOLVERS = ["euler:1", "euler:2", "euler:4"]
-METHODS = ["meanflow", "cd", "ct", "adversarial"]
+METHODS = ["meanflow", "meanflow_indep", "cd", "ct", "adversarial"]
+# name -> (recipe, extra overrides); meanflow_indep: the paper's independent pairs (the recipe uses OT pairs)
+RUNS = {"meanflow_indep": ("digits_meanflow", ["coupling=independent"])}
 
 
 @torch.no_grad()
@@ -52,8 +54,9 @@ def main() -> None:
         teacher, t = trained(Path(tmp) / "teacher", "recipe=digits_rectified", steps)
         rows = fd_rows(teacher, "teacher (rectified)", TEACHER_SOLVERS, args.n, t["train_seconds"])
         for name in args.methods:
-            extra = [f"method.teacher={teacher}"] if name in ("cd", "adversarial") else []
-            run, s = trained(Path(tmp) / name, f"recipe=digits_{name}", steps, *extra)
+            recipe, extra = RUNS.get(name, (f"digits_{name}", []))
+            extra += [f"method.teacher={teacher}"] if name in ("cd", "adversarial") else []
+            run, s = trained(Path(tmp) / name, f"recipe={recipe}", steps, *extra)
             rows += fd_rows(run, name, STUDENT_SOLVERS, args.n, s["train_seconds"])
     previous = args.out / "digits_frontier.json"
     if previous.exists() and json.loads(previous.read_text())["steps"] == args.steps:

@@ -3,12 +3,14 @@ distillation (CD), consistency training (CT) and adversarial distillation (ADD, 
 adversarial weight 0: its distillation loss alone), against a rectified teacher, per 2-D task.
 
 Every run is a `flowkit train` with the same MLP, batch and evaluation: the teacher (recipe rectified)
-at dopri5 and Euler 1/2/4, MeanFlow trained from scratch for the teacher's step budget, CD of that
-teacher, CT from scratch (independent pairs, and minibatch-OT pairs: ct_ot), ADD of that teacher. W2 are means over 5 draws of 2,000 points on the same evaluation noise.
+at dopri5 and Euler 1/2/4, MeanFlow trained from scratch for the teacher's step budget (its recipe's
+minibatch-OT pairs, and the paper's independent pairs: meanflow_indep), CD of that teacher, CT from
+scratch (independent pairs, and recipe ct_ot: OT pairs with OT-paired re-noising in multistep sampling),
+ADD of that teacher. W2 are means over 5 draws of 2,000 points on the same evaluation noise.
 Paired error E||G(z) - Phi(z)||^2 is each 1-step student against the teacher's dopri5 map on the same
 noise (with independent pairs all of them approximate that one map).
 
-    python bench/frontier.py [--steps 10000] [--methods meanflow cd ct ct_ot adversarial adversarial_w0]
+    python bench/frontier.py [--steps 10000] [--methods meanflow meanflow_indep cd ct ct_ot adversarial adversarial_w0]
 
 Methods not named keep their rows from the previous results file at the same --steps.
                              [--tasks gaussian:8gaussians 8gaussians:moons]
@@ -24,7 +26,7 @@ from pathlib import Path
 from common import merged_rows, paired_error, report, trained, w2_of
 
 STUDENT_SOLVERS = ["euler:1", "euler:2", "euler:4"]
-METHODS = ["meanflow", "cd", "ct", "ct_ot", "adversarial", "adversarial_w0"]
+METHODS = ["meanflow", "meanflow_indep", "cd", "ct", "ct_ot", "adversarial", "adversarial_w0"]
 
 
 def paired(row: dict) -> str:
@@ -58,7 +60,8 @@ def main() -> None:
             students = {"meanflow": ["recipe=meanflow", f"trainer.max_steps={args.steps}"],
                         "cd": ["recipe=cd", f"method.teacher={teacher}", f"trainer.max_steps={args.steps}"],
                         "ct": ["recipe=ct", f"trainer.max_steps={args.steps}"],
-                        "ct_ot": ["recipe=ct", "coupling=ot", f"trainer.max_steps={args.steps}"],
+                        "meanflow_indep": ["recipe=meanflow", "coupling=independent", f"trainer.max_steps={args.steps}"],
+                        "ct_ot": ["recipe=ct_ot", f"trainer.max_steps={args.steps}"],
                         "adversarial": ["recipe=adversarial", f"method.teacher={teacher}", f"trainer.max_steps={args.steps}"],
                         "adversarial_w0": ["recipe=adversarial", f"method.teacher={teacher}", "method.adversarial_weight=0",
                                            f"trainer.max_steps={args.steps}"]}

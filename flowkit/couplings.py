@@ -47,6 +47,20 @@ def pair_within_classes(pair, x0: Tensor, x1: Tensor, y: Tensor | None) -> tuple
     return x0, paired
 
 
+def pair_in_blocks(coupling, x: Tensor, z: Tensor, block: int) -> Tensor:
+    """``z`` reordered to pair with ``x`` by ``coupling``, solved on consecutive blocks of ``block`` rows.
+
+    Multistep sampling of a network trained on coupled pairs re-noises its samples with source draws
+    paired the same way (``flowkit.sampling.renoise_sample``); blocks of the training batch size give the
+    interpolants the statistics the network saw (a minibatch plan is not the full-batch one)."""
+    _check_batches(x, z)
+    paired = torch.empty_like(z)
+    for start in range(0, x.shape[0], block):
+        rows = slice(start, start + block)
+        paired[rows] = coupling(x[rows], z[rows])[1]
+    return paired
+
+
 def _check_batches(x0: Tensor, x1: Tensor) -> None:
     if x0.shape[0] != x1.shape[0]:
         raise ValueError(f"coupling needs batches of equal size; got {x0.shape[0]} and {x1.shape[0]}")

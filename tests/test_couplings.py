@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from flowkit.couplings import COUPLINGS, squared_cost
+from flowkit.couplings import COUPLINGS, pair_in_blocks, squared_cost
 
 
 def brute_force_optimum(x0, x1):
@@ -42,6 +42,20 @@ def test_sinkhorn_plan_has_uniform_marginals_and_lowers_cost():
     torch.testing.assert_close(plan.sum(0), torch.full((128,), 1 / 128), rtol=1e-3, atol=1e-6)
     a, b = coupling(x0, x1)
     assert float(((a - b) ** 2).sum()) < float(((x0 - x1) ** 2).sum())
+
+
+@pytest.mark.parametrize("block", [4, 5, 12])
+def test_pairing_in_blocks_solves_each_block_exactly(block):
+    g = torch.Generator().manual_seed(block)
+    x, z = 3 * torch.randn(12, 2, generator=g, dtype=torch.float64), torch.randn(12, 2, generator=g, dtype=torch.float64)
+    paired = pair_in_blocks(COUPLINGS.build({"name": "ot"}), x, z, block)
+    for start in range(0, 12, block):
+        rows = slice(start, start + block)
+        # each block's rows of z are reordered among themselves, to that block's optimal assignment
+        assert sorted(map(tuple, paired[rows].tolist())) == sorted(map(tuple, z[rows].tolist()))
+        if block <= 5:
+            cost = float(((x[rows] - paired[rows]) ** 2).sum())
+            assert cost == pytest.approx(brute_force_optimum(x[rows], z[rows]), rel=1e-9)
 
 
 def test_unequal_batches_are_refused():

@@ -136,6 +136,34 @@ def test_multistep_sampling_of_an_exact_consistency_function_returns_the_data():
         torch.testing.assert_close(consistency_sample(net, PATHS.build({"name": "cosine"}), x0, steps), mu.expand(32, 2))
 
 
+def test_ot_renoising_keeps_an_ot_trained_consistency_function_on_its_training_distribution():
+    # 1-D, N(0, 1) -> N(mu, s^2): the OT pairs are x1 = mu + s x0, and the exact consistency function of their
+    # interpolants x_t = (1 - t) x0 + t x1 is f(x_t, t) = mu + s (x_t - t mu) / (1 - t + t s).
+    mu, s = 2.0, 3.0
+    f = lambda x, t: (mu + s * (x - t[:, None] * mu) / (1 - t[:, None] + t[:, None] * s))  # noqa: E731
+    net = lambda x, t: (f(x, t) - x) / (1 - t[:, None]).clamp_min(1e-12)  # noqa: E731  (consistency_function = f)
+    x0 = torch.randn(2000, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    target = mu + s * x0
+    for block in (2000, 250):
+        method = build("ct", renoise="ot", renoise_block=block)
+        for steps in (2, 4):
+            x, nfe = method.sample(net, x0, method="euler", steps=steps)
+            assert nfe == steps
+            # OT-paired noise re-noises onto the OT interpolant: every step lands on the target law again
+            assert float(x.std()) == pytest.approx(s, rel=0.02) and float(x.mean()) == pytest.approx(mu, abs=0.1)
+            assert w2(x, target) < 0.05
+    # independent noise leaves that distribution: the 2-step samples shrink (std 3 sqrt(2.5) / 2 = 2.37)
+    x, _ = build("ct").sample(net, x0, method="euler", steps=2)
+    assert float(x.std()) == pytest.approx(s * math.sqrt(0.25 + 0.25 * s * s) / (0.5 + 0.5 * s), rel=0.03)
+
+
+def test_bad_renoise_options_name_the_choices():
+    with pytest.raises(ConfigError, match="renoise='exact' is not one of: independent, ot, sinkhorn"):
+        build("ct", renoise="exact")
+    with pytest.raises(ConfigError, match="renoise_block=0"):
+        build("ct", renoise_block=0)
+
+
 def test_short_distillation_reaches_the_teachers_ode_in_one_step(teacher, tmp_path):
     run = train(apply_overrides(load_recipe("cd"), tiny(tmp_path, f"method.teacher={teacher}", "method.s1=16",
                                                         "optim.lr=1e-3", "optim.ema_decay=0.9", steps=800))).run_dir
