@@ -12,7 +12,7 @@ best of 5 timed solves each.
 
 Peers are not dependencies: `pip install --no-deps torchcfm flow_matching`.
 
-    python bench/throughput.py [--device cpu|cuda] [--steps 300]
+    python bench/throughput.py [--device cpu|cuda] [--steps 300] [--compile none|default|reduce-overhead|max-autotune]
 """
 
 from __future__ import annotations
@@ -44,9 +44,10 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def flowkit_steps_per_s(recipe: str, batch: int, steps: int, device: str, tmp: Path) -> float:
+def flowkit_steps_per_s(recipe: str, batch: int, steps: int, device: str, tmp: Path, compile_mode: str = "none") -> float:
     def fit_seconds(n: int) -> float:
-        _, s = trained(tmp / f"{recipe}-{batch}-{n}", f"recipe={recipe}", f"data.batch_size={batch}",
+        _, s = trained(tmp / f"{recipe}-{batch}-{n}-{compile_mode}", f"recipe={recipe}", f"data.batch_size={batch}",
+                       f"trainer.compile={compile_mode}",
                        f"trainer.max_steps={n}", f"trainer.checkpoint_every={10 * n}", f"device={device}",
                        "eval.repeats=1", "eval.n=500", "eval.compare=[]", "eval.solver=euler:4")
         return s["train_seconds"]
@@ -144,6 +145,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     parser.add_argument("--steps", type=int, default=None, help="timed steps per run (default: 300 CPU, 2000 GPU)")
+    parser.add_argument("--compile", default="none", choices=["none", "default", "reduce-overhead", "max-autotune"],
+                        help="also time flowkit with trainer.compile=MODE (compilation cancels in the differencing)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -152,10 +155,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for label, recipe, target, batch in CONFIGS:
             n = steps if recipe == "rectified" else max(50, steps // 4)
+            row_device = "gpu" if device.type == "cuda" else "cpu"
             row = {"config": label, "steps": n,
-                   "flowkit": flowkit_steps_per_s(recipe, batch, n, "gpu" if device.type == "cuda" else "cpu", Path(tmp)),
+                   "flowkit": flowkit_steps_per_s(recipe, batch, n, row_device, Path(tmp)),
                    "torchcfm": peer_steps_per_s("torchcfm", recipe, target, batch, n, device),
                    "flow_matching": peer_steps_per_s("flow_matching", recipe, target, batch, n, device)}
+            if args.compile != "none":
+                row["flowkit_compiled"] = flowkit_steps_per_s(recipe, batch, n, row_device, Path(tmp), args.compile)
             if batch == 256:
                 row["sampling"] = sampling(recipe, target, device, 4096 if recipe == "rectified" else 1024)
             rows.append(row)
@@ -165,6 +171,11 @@ def main() -> None:
              "flowkit / flow_matching |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['config']} | {r['flowkit']:.1f} | {r['torchcfm']:.1f} | {r['flow_matching']:.1f} | "
               f"{r['flowkit'] / r['torchcfm']:.2f} | {r['flowkit'] / r['flow_matching']:.2f} |" for r in rows]
+    if args.compile != "none":
+        lines += ["", f"| config | flowkit, trainer.compile={args.compile}, steps/s | vs eager flowkit | vs TorchCFM |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r['config']} | {r['flowkit_compiled']:.1f} | {r['flowkit_compiled'] / r['flowkit']:.2f} | "
+                  f"{r['flowkit_compiled'] / r['torchcfm']:.2f} |" for r in rows]
     lines += ["", "| sampling (dopri5, 1e-5) | flowkit samples/s | flow_matching samples/s | NFE (flowkit / fm) | ratio |",
               "|---|---|---|---|---|"]
     lines += [f"| {r['config'].split(',')[0]} | {s['flowkit']:.0f} | {s['flow_matching']:.0f} | "

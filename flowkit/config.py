@@ -23,6 +23,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from flowkit.errors import ConfigError, choices_hint
 
 COMPONENTS = ("model", "path", "coupling", "time", "method")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 
 
 @dataclass
@@ -61,6 +62,7 @@ class TrainerConfig:
     enable_progress_bar: bool = True
     on_nonfinite: str = "stop"  # stop | skip: what a NaN/inf loss or gradient does
     check_finite_every: int = 0  # stop: read the non-finite flag every N steps (0: 1 on CPU, log_every_n_steps else)
+    compile: str = "none"  # none | default | reduce-overhead (CUDA graphs) | max-autotune: torch.compile the loss
 
 
 @dataclass
@@ -207,6 +209,7 @@ _RANGES = {
     "trainer.gradient_clip_val": (lambda v: v is None or v > 0, "> 0 (or null)"),
     "trainer.on_nonfinite": (lambda v: v in ("stop", "skip"), "one of: stop, skip"),
     "trainer.check_finite_every": (lambda v: v >= 0, ">= 0 (0: every step on CPU, log_every_n_steps on a GPU)"),
+    "trainer.compile": (lambda v: v in COMPILE_MODES, f"one of: {', '.join(COMPILE_MODES)}"),
     "cond.drop": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "eval.n": (lambda v: v >= 2, ">= 2"),
     "eval.repeats": (lambda v: v >= 1, ">= 1"),

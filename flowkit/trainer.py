@@ -47,6 +47,7 @@ class FlowModule(L.LightningModule):
         if critic is not None:  # a two-player method: the critic is trained here too, and checkpointed
             self.critic = critic
             self.automatic_optimization = False
+        self.loss_of = compiled(method.loss, config["trainer"]["compile"])
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.model(x, t)
@@ -75,7 +76,7 @@ class FlowModule(L.LightningModule):
         batch = self.coupled(batch)
         if not self.automatic_optimization:
             return self.two_player_step(batch)
-        return self.reduced(self.method.loss(self.model, batch))
+        return self.reduced(self.loss_of(self.model, batch))
 
     def reduced(self, terms: dict[str, torch.Tensor], prefix: str = "train/") -> torch.Tensor | None:
         """The mean loss, with every term logged. With on_nonfinite=skip, None (no step) when the loss is
@@ -101,7 +102,7 @@ class FlowModule(L.LightningModule):
         trains the model alone."""
         (opt_model, opt_critic), (sched_model, sched_critic) = self.optimizers(), self.lr_schedulers()
         for optimizer, scheduler, terms_of, prefix in ((opt_critic, sched_critic, self.method.critic_loss, "critic/"),
-                                                       (opt_model, sched_model, self.method.loss, "train/")):
+                                                       (opt_model, sched_model, self.loss_of, "train/")):
             optimizer.zero_grad(set_to_none=True)
             self.toggle_optimizer(optimizer)  # the other network's parameters stop asking for gradients
             terms = terms_of(self.model, batch)
@@ -188,6 +189,15 @@ class EMA(WeightAveraging):
 
     def __init__(self, decay: float) -> None:
         super().__init__(multi_avg_fn=get_ema_multi_avg_fn(decay))
+
+
+def compiled(loss: Any, mode: str) -> Any:
+    """``trainer.compile``: the method's loss (time draws, path, network forward, and through AOTAutograd its
+    backward) under ``torch.compile``; "none" leaves it eager. The network itself is not wrapped, so its
+    state_dict, the EMA copy and checkpoints are the same either way. "reduce-overhead" adds CUDA graphs."""
+    if mode == "none":
+        return loss
+    return torch.compile(loss, mode=None if mode == "default" else mode)
 
 
 def adamw(net: nn.Module, **options: Any) -> torch.optim.AdamW:
