@@ -24,15 +24,16 @@ def loss_and_grads(loss, parts, batch, seed):
 
 
 @pytest.mark.parametrize("recipe", ["rectified", "meanflow"])
-def test_the_compiled_loss_matches_the_eager_one(tmp_path, recipe, monkeypatch):
-    # random ops fall back to eager's generator, so both draw the same t (and, for MeanFlow, r)
-    monkeypatch.setattr(inductor_config, "fallback_random", True)
+def test_the_compiled_loss_matches_the_eager_one(tmp_path, recipe):
     cfg = to_dict(apply_overrides(load_recipe(recipe), tiny(tmp_path)))
     parts = build_parts(cfg)
     g = torch.Generator().manual_seed(0)
     batch = {"x0": parts.source.sample(128, g), "x1": parts.target.sample(128, g), "step": 0}
     eager = loss_and_grads(parts.method.loss, parts, batch, seed=3)
-    fast = loss_and_grads(compiled(parts.method.loss, "default"), parts, batch, seed=3)
+    # random ops fall back to eager's generator, so both draw the same t (and, for MeanFlow, r); config.patch
+    # restores the option afterwards (monkeypatch would delete it from inductor's config module)
+    with inductor_config.patch(fallback_random=True):
+        fast = loss_and_grads(compiled(parts.method.loss, "default"), parts, batch, seed=3)
     torch.testing.assert_close(fast[0], eager[0], rtol=1e-4, atol=1e-5)
     for a, b in zip(fast[1], eager[1]):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
