@@ -40,11 +40,15 @@ def pair_within_classes(pair, x0: Tensor, x1: Tensor, y: Tensor | None) -> tuple
     pair crosses a class, so row i's partner keeps label y_i (class-conditional minibatch OT)."""
     if y is None:
         return pair(x0, x1)
+    return x0, paired_on_rows(pair, x0, x1, ((y == c).nonzero().squeeze(1) for c in torch.unique(y)))
+
+
+def paired_on_rows(pair, x0: Tensor, x1: Tensor, row_sets) -> Tensor:
+    """x1 reordered by ``pair(x0, x1)`` solved separately on each of the disjoint ``row_sets``."""
     paired = torch.empty_like(x1)
-    for c in torch.unique(y):
-        rows = (y == c).nonzero().squeeze(1)
+    for rows in row_sets:
         paired[rows] = pair(x0[rows], x1[rows])[1]
-    return x0, paired
+    return paired
 
 
 def pair_in_blocks(coupling, x: Tensor, z: Tensor, block: int) -> Tensor:
@@ -54,11 +58,7 @@ def pair_in_blocks(coupling, x: Tensor, z: Tensor, block: int) -> Tensor:
     paired the same way (``flowkit.sampling.renoise_sample``); blocks of the training batch size give the
     interpolants the statistics the network saw (a minibatch plan is not the full-batch one)."""
     _check_batches(x, z)
-    paired = torch.empty_like(z)
-    for start in range(0, x.shape[0], block):
-        rows = slice(start, start + block)
-        paired[rows] = coupling(x[rows], z[rows])[1]
-    return paired
+    return paired_on_rows(coupling, x, z, (slice(start, start + block) for start in range(0, x.shape[0], block)))
 
 
 def _check_batches(x0: Tensor, x1: Tensor) -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import math
+from functools import partial
 from typing import Any
 
 import torch
@@ -93,8 +94,9 @@ class _Consistency:
         self.path, self.time_sampler, self.total_steps = path, time_sampler, total_steps
         self.schedule, self.s0, self.s1, self.mu0 = schedule, s0, s1, mu0
         self.distance, self.sample_steps, self.huber_c = distance, sample_steps, huber_c
-        self.renoise = None if renoise == "independent" else COUPLINGS.build({"name": renoise})
-        self.renoise_block = renoise_block
+        # pair(x, z) for renoise_sample: z paired with the samples x by the ``renoise`` coupling; None: independent
+        self.pair = None if renoise == "independent" else partial(pair_in_blocks, COUPLINGS.build({"name": renoise}),
+                                                                  block=renoise_block)
         self._target: nn.Module | None = None
         self._pending: dict[str, Tensor] | None = None
 
@@ -158,13 +160,7 @@ class _Consistency:
                **solver: object) -> tuple[Tensor, int]:
         """``euler:N``: N-step consistency sampling (N NFE)."""
         return renoise_solve(lambda x, t: consistency_function(model, x, t), self.path, x0, method,
-                             steps or self.sample_steps, "a consistency model", self.pairing())
-
-    def pairing(self):
-        """``pair(x, z)`` for ``renoise_sample``: z paired with the samples x by ``renoise``; None: independent."""
-        if self.renoise is None:
-            return None
-        return lambda x, z: pair_in_blocks(self.renoise, x, z, self.renoise_block)
+                             steps or self.sample_steps, "a consistency model", self.pair)
 
 
 class ConsistencyTraining(_Consistency):
