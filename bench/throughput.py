@@ -44,12 +44,14 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def flowkit_steps_per_s(recipe: str, batch: int, steps: int, device: str, tmp: Path, compile_mode: str = "none") -> float:
+def flowkit_steps_per_s(recipe: str, batch: int, steps: int, device: str, tmp: Path, compile_mode: str = "none",
+                        extra: tuple[str, ...] = ()) -> float:
+    """Steps/s of `flowkit train recipe=RECIPE ... EXTRA` from the fit times of two run lengths."""
     def fit_seconds(n: int) -> float:
-        _, s = trained(tmp / f"{recipe}-{batch}-{n}-{compile_mode}", f"recipe={recipe}", f"data.batch_size={batch}",
-                       f"trainer.compile={compile_mode}",
+        run = "-".join([recipe, str(batch), str(n), compile_mode, *extra]).replace("/", "_")
+        _, s = trained(tmp / run, f"recipe={recipe}", f"data.batch_size={batch}", f"trainer.compile={compile_mode}",
                        f"trainer.max_steps={n}", f"trainer.checkpoint_every={10 * n}", f"device={device}",
-                       "eval.repeats=1", "eval.n=500", "eval.compare=[]", "eval.solver=euler:4")
+                       "eval.repeats=1", "eval.n=500", "eval.compare=[]", "eval.solver=euler:4", *extra)
         return s["train_seconds"]
 
     n1 = max(10, steps // 5)
@@ -63,10 +65,11 @@ def peer_steps_per_s(library: str, recipe: str, target_name: str, batch: int, st
     model = MODELS.build(MODEL[recipe], data_shape=target.shape).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(0)
-    if library == "torchcfm":
-        from torchcfm.conditional_flow_matching import ConditionalFlowMatcher
+    if library in ("torchcfm", "torchcfm_ot"):
+        from torchcfm.conditional_flow_matching import (ConditionalFlowMatcher,
+                                                        ExactOptimalTransportConditionalFlowMatcher)
 
-        matcher = ConditionalFlowMatcher(sigma=0.0)
+        matcher = (ExactOptimalTransportConditionalFlowMatcher if library == "torchcfm_ot" else ConditionalFlowMatcher)(0.0)
         pair = matcher.sample_location_and_conditional_flow
     else:
         from flow_matching.path import AffineProbPath

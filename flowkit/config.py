@@ -32,6 +32,7 @@ class DataConfig:
     target: str = "8gaussians"  # a registered dataset; ignored when ``path`` is set
     path: Optional[str] = None  # a .npy / .pt array of target samples, shape (n, *data_shape)
     batch_size: int = 256
+    workers: int = 0  # DataLoader processes drawing batches and solving a data-only coupling (OT) off the step
 
 
 @dataclass
@@ -195,6 +196,7 @@ def _type_message(exc: OmegaConfBaseException) -> str:
 
 _RANGES = {
     "data.batch_size": (lambda v: v >= 1, ">= 1"),
+    "data.workers": (lambda v: v >= 0, ">= 0"),
     "optim.lr": (lambda v: v > 0, "> 0"),
     "optim.weight_decay": (lambda v: v >= 0, ">= 0"),
     "optim.beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),

@@ -7,9 +7,12 @@ Pooladian et al. 2023) solves the assignment of the batch under the squared Eucl
 draws, for every x0_i, its partner x1_j from the plan's row i. An exact plan between two uniform
 batches of equal size is a permutation, so every sample is used once.
 
-The cost matrix is built on the tensors' device. Exact ``ot.emd`` always solves on the CPU: the cost
-goes there once and the plan comes back once per batch. ``sinkhorn`` runs on the tensors' device
-through POT's torch backend.
+Exact ``ot.emd`` always solves on the CPU: the batch goes there and the partners' indices come back, once
+per batch. ``sinkhorn`` builds its cost and runs on the tensors' device through POT's torch backend.
+
+A coupling whose class sets ``data_only = True`` needs nothing but the batch (no network, no teacher, no
+device state): with ``data.workers`` > 0 the DataLoader's processes solve it on the CPU, overlapped with the
+training step (``flowkit.data.PairStream``). Others (reflow's teacher pairs) run in the training step.
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ def _check_batches(x0: Tensor, x1: Tensor) -> None:
 class Independent:
     """pi(x0, x1) = q0(x0) q1(x1): the batch is already an independent draw."""
 
+    data_only = True
+
     def __call__(self, x0: Tensor, x1: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         _check_batches(x0, x1)
         return x0, x1
@@ -83,21 +88,35 @@ class ExactOT:
     2,000 points per batch.
     """
 
+    data_only = True
+
     def __init__(self, num_iter_max: int = 10_000_000) -> None:
         if num_iter_max < 1:
             raise ValueError(f"num_iter_max={num_iter_max} is out of range; expected >= 1")
         self.num_iter_max = num_iter_max
 
     def plan(self, x0: Tensor, x1: Tensor) -> Tensor:
+        """The optimal plan, on the CPU in float64: the batches go there (n x d values, not the n x n cost)."""
         _check_batches(x0, x1)
-        cost = squared_cost(x0, x1).to(torch.float64)
+        cost = squared_cost(x0.detach().cpu().to(torch.float64), x1.detach().cpu().to(torch.float64))
         n = cost.shape[0]
         weights = torch.full((n,), 1.0 / n, dtype=torch.float64)
-        plan = ot.emd(weights, weights, cost.cpu(), numItermax=self.num_iter_max)
-        return plan.to(device=x0.device, non_blocking=True)
+        return ot.emd(weights, weights, cost, numItermax=self.num_iter_max)
+
+    def pair(self, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
+        """(x0, x1[j]), j drawn from the plan's rows. The network simplex returns a vertex of the plans
+        between two uniform batches of equal size, a permutation (Birkhoff): its one non-zero per row is read
+        on the CPU and only the n indices go to the batch's device. A plan with split rows (possible only if
+        the iteration cap stopped the solver) is sampled row by row."""
+        plan = self.plan(x0, x1)
+        if int((plan > 0).sum()) == plan.shape[0]:
+            j = plan.argmax(1)
+        else:
+            j = torch.multinomial(plan.clamp_min(0), num_samples=1).squeeze(1)
+        return x0, x1[j.to(x1.device, non_blocking=True)]
 
     def __call__(self, x0: Tensor, x1: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return pair_within_classes(lambda a, b: pair_from_plan(self.plan(a, b), a, b), x0, x1, y)
+        return pair_within_classes(self.pair, x0, x1, y)
 
 
 @register_coupling("sinkhorn")
@@ -106,6 +125,8 @@ class SinkhornOT:
 
     The cost is divided by its maximum so that ``reg`` has the same meaning at every data scale.
     """
+
+    data_only = True
 
     def __init__(self, reg: float = 0.05, num_iter_max: int = 1000, stop_threshold: float = 1e-5) -> None:
         if not reg > 0:

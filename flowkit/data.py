@@ -21,7 +21,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from flowkit.errors import ConfigError
 from flowkit.registry import Registry
@@ -221,36 +221,55 @@ def step_seed(seed: int, step: int, rank: int = 0) -> int:
 
 class PairStream(IterableDataset):
     """Endless batches {"x0": source, "x1": target[, "y": target labels]}; batch k is drawn from
-    ``step_seed(seed, k, rank)``. ``labelled`` adds the target's labels (class-conditional training)."""
+    ``step_seed(seed, k, rank)``. ``labelled`` adds the target's labels (class-conditional training).
+
+    With a ``coupling`` the stream also pairs each batch (a data-only coupling: independent, ot, sinkhorn),
+    its random draws seeded by the step too, so that loader processes can solve minibatch OT off the
+    training loop. Read by ``workers`` DataLoader processes, worker w draws batches start + w, start + w + W,
+    ...; the DataLoader takes them round-robin, so batch k is the same for every number of workers."""
 
     def __init__(self, source: Distribution, target: Distribution, batch_size: int, seed: int, start: int = 0,
-                 rank: int = 0, labelled: bool = False) -> None:
+                 rank: int = 0, labelled: bool = False, coupling=None) -> None:
         self.source, self.target = source, target
         self.batch_size, self.seed, self.start, self.rank, self.labelled = batch_size, seed, start, rank, labelled
+        self.coupling = coupling
 
     def __iter__(self):
-        step = self.start
+        worker = get_worker_info()
+        step, stride = (self.start + worker.id, worker.num_workers) if worker else (self.start, 1)
         generator = torch.Generator()
         while True:
             generator.manual_seed(step_seed(self.seed, step, self.rank))
             x0 = self.source.sample(self.batch_size, generator)
             if self.labelled:
                 x1, y = self.target.sample_labelled(self.batch_size, generator)
-                yield {"x0": x0, "x1": x1, "y": y}
+                batch = {"x0": x0, "x1": x1, "y": y}
             else:
-                yield {"x0": x0, "x1": self.target.sample(self.batch_size, generator)}
-            step += 1
+                batch = {"x0": x0, "x1": self.target.sample(self.batch_size, generator)}
+            yield self.coupled(batch, step) if self.coupling is not None else batch
+            step += stride
+
+    def coupled(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+        with torch.random.fork_rng(devices=[]):  # the coupling's draws (e.g. from a sinkhorn plan), per step
+            torch.manual_seed(step_seed(self.seed + 2, step, self.rank))
+            x0, x1 = self.coupling(batch["x0"], batch["x1"], **({"y": batch["y"]} if self.labelled else {}))
+        return {**batch, "x0": x0, "x1": x1}
 
 
 class PairDataModule(L.LightningDataModule):
+    """``workers`` > 0: that many loader processes draw the batches and, given a ``coupling``, pair them
+    (minibatch OT on the CPU, overlapped with the training step); 0: drawn in the training process."""
+
     def __init__(self, source: Distribution, target: Distribution, batch_size: int, seed: int,
-                 labelled: bool = False) -> None:
+                 labelled: bool = False, workers: int = 0, coupling=None) -> None:
         super().__init__()
         self.source, self.target = source, target
         self.batch_size, self.seed, self.labelled = batch_size, seed, labelled
+        self.workers, self.coupling = workers, coupling
 
     def train_dataloader(self) -> DataLoader:
         # On resume Lightning restores global_step before it asks for the loader.
         start, rank = (self.trainer.global_step, self.trainer.global_rank) if self.trainer is not None else (0, 0)
-        stream = PairStream(self.source, self.target, self.batch_size, self.seed, start, rank, self.labelled)
-        return DataLoader(stream, batch_size=None, num_workers=0)
+        stream = PairStream(self.source, self.target, self.batch_size, self.seed, start, rank, self.labelled,
+                            self.coupling)
+        return DataLoader(stream, batch_size=None, num_workers=self.workers, persistent_workers=self.workers > 0)

@@ -63,12 +63,12 @@ class FlowModule(L.LightningModule):
 
     def coupled(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         """The method's batch: the coupled pair, the labels after dropout (the coupling sees the true ones)
-        and the training step."""
+        and the training step. ``coupling`` None: the loader has paired the batch already."""
         y = batch.get("y")
-        if y is None:
-            x0, x1 = self.coupling(batch["x0"], batch["x1"])
-        else:
-            x0, x1 = self.coupling(batch["x0"], batch["x1"], y=y)
+        x0, x1 = batch["x0"], batch["x1"]
+        if self.coupling is not None:
+            x0, x1 = self.coupling(x0, x1) if y is None else self.coupling(x0, x1, y=y)
+        if y is not None:
             y = drop_labels(y, self.config["cond"]["drop"], self.classes)
         return {**batch, "x0": x0, "x1": x1, "y": y, "step": self.global_step}
 

@@ -73,3 +73,15 @@ def test_ot_couplings_keep_cuda_tensors_on_device(name):
     x0, x1 = torch.randn(64, 2, device="cuda"), torch.randn(64, 2, device="cuda")
     a, b = COUPLINGS.build({"name": name})(x0, x1)
     assert a.device == x0.device and b.device == x1.device
+
+
+def test_exact_ot_samples_the_rows_of_a_plan_that_is_not_a_permutation(monkeypatch):
+    """The network simplex returns a permutation (read by argmax); a plan with split rows is drawn from row
+    by row, so every partner is a target point of positive mass in that row."""
+    coupling = COUPLINGS.build({"name": "ot"})
+    x0, x1 = torch.randn(4, 2), torch.arange(8.0).reshape(4, 2)
+    split = torch.tensor([[0.5, 0.5, 0, 0], [0.5, 0.5, 0, 0], [0, 0, 0.5, 0.5], [0, 0, 0.5, 0.5]], dtype=torch.float64) / 4
+    monkeypatch.setattr(coupling, "plan", lambda a, b: split)
+    torch.manual_seed(0)
+    partners = torch.stack([coupling(x0, x1)[1][:, 0] // 2 for _ in range(200)]).long()  # the partner's row
+    assert set(partners[:, :2].unique().tolist()) == {0, 1} and set(partners[:, 2:].unique().tolist()) == {2, 3}

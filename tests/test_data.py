@@ -1,5 +1,6 @@
 """Datasets: TorchCFM's toys, digits, user arrays (loaded without running code)."""
 
+import itertools
 import math
 import pickle
 
@@ -7,8 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from torch.utils.data import DataLoader
+
+from flowkit.couplings import COUPLINGS
 from flowkit.data import DATASETS, PairStream, build_pair, digits, step_seed
 from flowkit.errors import ConfigError
+from tests.test_couplings import brute_force_optimum
 
 
 def draw(name, n=20_000, seed=0):
@@ -110,3 +115,31 @@ def test_stream_batches_depend_only_on_seed_and_step():
     assert step_seed(0, 1) != step_seed(1, 0)
     other_rank = next(iter(PairStream(src, tgt, 16, seed=3, rank=1)))
     assert not torch.equal(other_rank["x1"], batches[0]["x1"])
+
+
+@pytest.mark.parametrize("labelled", [False, True])
+def test_loader_processes_pair_each_batch_by_exact_ot_and_the_same_whatever_their_number(labelled):
+    """data.workers: the stream solves the coupling in the DataLoader's processes; batch k (from a resumed
+    start too) does not depend on how many processes drew it, and it is the exact OT pairing of the batch
+    the plain stream draws (within each class when labelled)."""
+    src, tgt = build_pair("gaussian", "8gaussians", None)
+    coupling = COUPLINGS.build({"name": "ot"})
+
+    def batches(workers, start=0, paired=True):
+        stream = PairStream(src, tgt, 7, seed=3, start=start, labelled=labelled, coupling=coupling if paired else None)
+        return list(itertools.islice(DataLoader(stream, batch_size=None, num_workers=workers), 6 - start))
+
+    inline = batches(0)
+    for other in (batches(1), batches(2), batches(2, start=3)):
+        for a, b in zip(inline[-len(other):], other):
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for paired, drawn in zip(inline, batches(0, paired=False)):
+        assert torch.equal(paired["x0"], drawn["x0"])
+        assert sorted(map(tuple, paired["x1"].tolist())) == sorted(map(tuple, drawn["x1"].tolist()))
+        if not labelled:
+            cost = float(((paired["x0"] - paired["x1"]) ** 2).sum())
+            assert cost == pytest.approx(brute_force_optimum(drawn["x0"], drawn["x1"]), rel=1e-5)
+        else:  # row i's partner is a target point of row i's class
+            assert torch.equal(paired["y"], drawn["y"])
+            source_row = [drawn["x1"].tolist().index(row) for row in paired["x1"].tolist()]
+            assert torch.equal(drawn["y"][source_row], drawn["y"])

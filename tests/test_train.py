@@ -1,5 +1,7 @@
 """Training end to end: W2 drops, a NaN stops the run cleanly, resume continues, user paths train."""
 
+import os
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -7,6 +9,7 @@ from typer.testing import CliRunner
 from cli import app
 from flowkit.checkpoint import read_checkpoint
 from flowkit.config import apply_overrides, load_recipe
+from flowkit.couplings import ExactOT, register_coupling
 from flowkit.errors import TrainingError
 from flowkit.finite import FiniteWatch
 from flowkit.methods import CFM, register_method
@@ -110,3 +113,40 @@ def test_path_registered_in_a_user_module_trains_through_the_cli(tmp_path):
     assert "W2 (dopri5)" in result.output
     run = next((tmp_path / "runs").iterdir())
     assert read_checkpoint(run)["flowkit"]["config"]["path"] == {"name": "test_smoothstep"}
+
+
+@register_coupling("test_ot_recording_pid")
+class OTRecordingPid(ExactOT):
+    """Exact OT that appends the solving process's id to ``log``."""
+
+    def __init__(self, log: str = "") -> None:
+        super().__init__()
+        self.log = log
+
+    def __call__(self, x0, x1, y=None):
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return super().__call__(x0, x1, y)
+
+
+def test_loader_workers_solve_minibatch_ot_off_the_training_process_and_train_as_in_process(tmp_path):
+    def trained(workers):
+        log = tmp_path / f"pids-{workers}"
+        cfg = apply_overrides(load_recipe("ot_cfm"), tiny(tmp_path / str(workers), f"data.workers={workers}",
+                                                          f"coupling={{name: test_ot_recording_pid, log: '{log}'}}",
+                                                          "optim.ema_decay=0.99", "eval.n=1000", steps=300))
+        summary = train(cfg).summary
+        return {row["solver"]: row["w2"] for row in summary["rows"]}["dopri5"], set(log.read_text().split())
+
+    w2_inline, pids_inline = trained(0)
+    w2_loader, pids_loader = trained(2)
+    assert pids_inline == {str(os.getpid())}
+    assert len(pids_loader) == 2 and str(os.getpid()) not in pids_loader
+    # the same pairs; only the time draws' generator differs (measured 2.039 / 2.044, untrained ~3.7)
+    assert w2_loader < 2.5 and abs(w2_loader - w2_inline) < 0.15 * w2_inline
+
+
+def test_negative_loader_workers_are_refused(tmp_path):
+    with pytest.raises(Exception, match="data.workers=-1.*>= 0"):
+        train(apply_overrides(load_recipe("ot_cfm"), tiny(tmp_path, "data.workers=-1")))
+    assert not (tmp_path / "runs").exists()
