@@ -33,9 +33,9 @@ def squared_cost(x0: Tensor, x1: Tensor) -> Tensor:
 
 
 def pair_from_plan(plan: Tensor, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
-    """Draw j ~ plan[i, :] for every row i and return (x0, x1[j])."""
+    """Draw j ~ plan[i, :] for every row i and return (x0, x1[j]) (the plan may sit on another device)."""
     j = torch.multinomial(plan.clamp_min(0), num_samples=1).squeeze(1)
-    return x0, x1[j]
+    return x0, x1[j.to(x1.device)]
 
 
 def pair_within_classes(pair, x0: Tensor, x1: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -109,11 +109,9 @@ class ExactOT:
         on the CPU and only the n indices go to the batch's device. A plan with split rows (possible only if
         the iteration cap stopped the solver) is sampled row by row."""
         plan = self.plan(x0, x1)
-        if int((plan > 0).sum()) == plan.shape[0]:
-            j = plan.argmax(1)
-        else:
-            j = torch.multinomial(plan.clamp_min(0), num_samples=1).squeeze(1)
-        return x0, x1[j.to(x1.device, non_blocking=True)]
+        if int((plan > 0).sum()) != plan.shape[0]:
+            return pair_from_plan(plan, x0, x1)
+        return x0, x1[plan.argmax(1).to(x1.device, non_blocking=True)]
 
     def __call__(self, x0: Tensor, x1: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return pair_within_classes(self.pair, x0, x1, y)
