@@ -49,24 +49,22 @@ def _print_summary(result) -> None:
     s = result.summary
     if not s:
         return
+    metric = s["metric"]
     table = Table(title=f"samplers after {result.steps} steps ({result.seconds:.0f} s of training)")
-    for column in ("solver", "NFE", "W2", "W2 / floor"):
+    for column in ("solver", "NFE", metric, f"{metric} / floor"):
         table.add_column(column, justify="right" if column != "solver" else "left")
     for row in s["rows"]:
-        if "w2" in row:
-            table.add_row(row["solver"], str(row["nfe"]), f"{row['w2']:.3f} ± {row['w2_std']:.3f}", f"{row['w2'] / s['floor']:.2f}")
-        else:
-            table.add_row(row["solver"], str(row["nfe"]), "-", "-")
+        ratio = row["value"] / s["floor"] if s["floor"] else float("nan")
+        table.add_row(row["solver"], str(row["nfe"]), f"{row['value']:.3f} ± {row['std']:.3f}", f"{ratio:.2f}")
     out.print(table)
-    if "floor" in s:
-        main = s["rows"][0]
-        out.print(
-            f"W2 ({main['solver']}): [bold]{main['w2']:.3f}[/] ± {main['w2_std']:.3f}   "
-            f"sampling floor (two target draws): [bold]{s['floor']:.3f}[/] ± {s['floor_std']:.3f}   "
-            f"ratio {main['w2'] / s['floor']:.2f}  (means over eval.repeats draws of eval.n points)"
-        )
-        if s["straightness"] is not None:
-            out.print(f"straightness (Liu et al. 2022, along dopri5 paths): {s['straightness']:.4f}")
+    main = s["rows"][0]
+    out.print(
+        f"{metric} ({main['solver']}): [bold]{main['value']:.3f}[/] ± {main['std']:.3f}   "
+        f"floor (real data against the reference): [bold]{s['floor']:.3f}[/] ± {s['floor_std']:.3f}   "
+        f"(means over eval.repeats draws of eval.n points)"
+    )
+    if s["straightness"] is not None:
+        out.print(f"straightness (Liu et al. 2022, along dopri5 paths): {s['straightness']:.4f}")
     if s.get("label_accuracy") is not None:
         out.print(f"samples in the class they were asked for: {s['label_accuracy']:.1%}")
     if result.skipped:
@@ -97,7 +95,7 @@ def sample(tokens: Optional[List[str]] = TOKENS) -> None:
 
 @app.command("eval")
 def evaluate(tokens: Optional[List[str]] = TOKENS) -> None:
-    """Evaluate a checkpoint: W2, MMD, straightness and NLL for 2-D data; FD and bits/dim for digits."""
+    """Evaluate a checkpoint: the target's metric (W2 for arrays and toys, FD for digits), its further metrics, straightness and NLL."""
     from flowkit.commands import evaluate as run
 
     r = _run(run, tokens)
@@ -130,7 +128,7 @@ def compare(tokens: Optional[List[str]] = TOKENS) -> None:
 
 @app.command("list")
 def list_registered() -> None:
-    """Show the registered paths, couplings, time samplers, methods, models, datasets and recipes."""
+    """Show the registered paths, couplings, time samplers, methods, samplers, grids, models, datasets and recipes."""
     from flowkit.registries import all_registries
     from flowkit.config import recipe_dir, recipe_names
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from flowkit.checkpoint import load_model
+from flowkit.build import load_run
 
 
 def flowkit(*args: str) -> subprocess.CompletedProcess:
@@ -31,15 +31,17 @@ def trained(root: Path, *args: str) -> tuple[Path, dict]:
 
 
 def w2_of(summary: dict, solver: str) -> float:
-    return next(r["w2"] for r in summary["rows"] if r["solver"] == solver)
+    """The summary's metric (W2 on the 2-D tasks) for ``solver``."""
+    return next(r["value"] for r in summary["rows"] if r["solver"] == solver)
 
 
 @torch.no_grad()
-def paired_error(student: Path, flow: Path, n: int = 2000) -> float:
-    (_, s), (_, f) = load_model(student), load_model(flow)
+def paired_error(student: Path, flow: Path, sampler: str, n: int = 2000) -> float:
+    """E||G(z) - Phi(z)||^2 of the student's 1-step ``sampler`` against the flow's dopri5 map on the same noise."""
+    (_, s), (_, f) = load_run(student), load_run(flow)
     z = s.source.sample(n, torch.Generator().manual_seed(7))
-    g, _ = s.method.sample(s.model, z, method="euler", steps=1)
-    phi, _ = f.method.sample(f.model, z, method="dopri5", rtol=1e-7, atol=1e-7)
+    g, _ = s.sample(z, sampler)
+    phi, _ = f.sample(z, "dopri5", rtol=1e-7, atol=1e-7)
     return float((g - phi).pow(2).sum(1).mean())
 
 

@@ -25,8 +25,9 @@ from pathlib import Path
 
 from common import merged_rows, paired_error, report, trained, w2_of
 
-STUDENT_SOLVERS = ["euler:1", "euler:2", "euler:4"]
 METHODS = ["meanflow", "meanflow_indep", "cd", "ct", "ct_ot", "adversarial", "adversarial_w0"]
+# each student's own few-step sampler: MeanFlow's average-velocity jumps, predict-and-re-noise for the others
+SAMPLER = {name: "meanflow" if name.startswith("meanflow") else "renoise" for name in METHODS}
 
 
 def paired(row: dict) -> str:
@@ -55,8 +56,8 @@ def main() -> None:
             data = [f"data.source={source}", f"data.target={target}"]
             teacher, t = trained(Path(tmp) / f"{task}-teacher", "recipe=rectified", *data,
                                  "eval.compare=[euler:1,euler:2,euler:4]", f"trainer.max_steps={args.steps}")
-            rows = [{"method": "teacher (rectified)", "solver": r["solver"], "nfe": r["nfe"], "w2": r["w2"],
-                     "w2_std": r["w2_std"], "train_s": t["train_seconds"]} for r in t["rows"]]
+            rows = [{"method": "teacher (rectified)", "solver": r["solver"], "nfe": r["nfe"], "w2": r["value"],
+                     "w2_std": r["std"], "train_s": t["train_seconds"]} for r in t["rows"]]
             students = {"meanflow": ["recipe=meanflow", f"trainer.max_steps={args.steps}"],
                         "cd": ["recipe=cd", f"method.teacher={teacher}", f"trainer.max_steps={args.steps}"],
                         "ct": ["recipe=ct", f"trainer.max_steps={args.steps}"],
@@ -66,11 +67,12 @@ def main() -> None:
                         "adversarial_w0": ["recipe=adversarial", f"method.teacher={teacher}", "method.adversarial_weight=0",
                                            f"trainer.max_steps={args.steps}"]}
             for name in args.methods:
-                run, s = trained(Path(tmp) / f"{task}-{name}", *students[name], *data,
-                                 f"eval.compare=[{','.join(STUDENT_SOLVERS[1:])}]")
-                error = paired_error(run, teacher)
-                rows += [{"method": name, "solver": r["solver"], "nfe": r["nfe"], "w2": r["w2"], "w2_std": r["w2_std"],
-                          "train_s": s["train_seconds"], "paired_error": error if r["solver"] == "euler:1" else None}
+                one, more = f"{SAMPLER[name]}:1", [f"{SAMPLER[name]}:{k}" for k in (2, 4)]
+                run, s = trained(Path(tmp) / f"{task}-{name}", *students[name], *data, f"eval.solver={one}",
+                                 f"eval.compare=[{','.join(more)}]")
+                error = paired_error(run, teacher, one)
+                rows += [{"method": name, "solver": r["solver"], "nfe": r["nfe"], "w2": r["value"], "w2_std": r["std"],
+                          "train_s": s["train_seconds"], "paired_error": error if r["solver"] == one else None}
                          for r in s["rows"]]
             dopri5 = w2_of(t, "dopri5")
             for row in rows:

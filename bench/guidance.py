@@ -19,25 +19,22 @@ from pathlib import Path
 import torch
 
 from common import trained
-from flowkit.checkpoint import load_model
-from flowkit.commands import quality, reference_set
-from flowkit.conditioning import conditioned, labels_for
-from flowkit.evaluate import label_accuracy, solver_options
+from flowkit.build import load_run
+from flowkit.conditioning import Cond, labels_for
+from flowkit.evaluate import label_accuracy
 
 
 @torch.no_grad()
 def sweep(run: Path, weights: list[float], n: int, solver: str) -> list[dict]:
-    cfg, parts = load_model(run)
+    cfg, parts = load_run(run)
     x0 = parts.source.sample(n, torch.Generator().manual_seed(0))
     labels = labels_for(n, parts.classes, -1, torch.Generator().manual_seed(1))
-    reference = reference_set(cfg, parts, n, torch.Generator().manual_seed(2))
+    reference = parts.target.reference(n, torch.Generator().manual_seed(2))
     rows = []
     for w in weights:
-        x1, nfe = parts.method.sample(conditioned(parts.model, parts.classes, labels, w), x0,
-                                      **solver_options(solver, 1e-5, 1e-5))
-        metric, value = quality(x1, reference)
-        rows.append({"w": w, "solver": solver, "nfe": nfe, "accuracy": label_accuracy(cfg, x1, labels),
-                     "metric": metric, "value": value})
+        x1, nfe = parts.sample(x0, solver, cond=Cond(labels, w, parts.classes))
+        rows.append({"w": w, "solver": solver, "nfe": nfe, "accuracy": label_accuracy(parts.target, x1, labels),
+                     "metric": parts.target.metric, "value": parts.target.quality(x1, reference)})
     return rows
 
 

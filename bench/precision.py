@@ -36,11 +36,12 @@ def main() -> None:
         for recipe, steps, metric in runs:
             for precision in PRECISIONS:
                 run, s = trained(Path(tmp) / f"{recipe}-{precision}", f"recipe={recipe}", f"trainer.max_steps={steps}",
-                                 f"trainer.precision={precision}", "eval.compare=[euler:1]")
+                                 f"trainer.precision={precision}",
+                                 "eval.compare=[meanflow:1]" if recipe == "meanflow" else "eval.compare=[euler:1]")
                 if recipe == "digits_rectified":
                     value = fd_rows(run, recipe, ["dopri5"], 2000, s["train_seconds"])[0]["fd"]
                 else:
-                    value = w2_of(s, "euler:1" if recipe == "meanflow" else "dopri5")
+                    value = w2_of(s, "meanflow:1" if recipe == "meanflow" else "dopri5")
                 rows.append({"recipe": recipe, "precision": precision, "steps": steps, "metric": metric,
                              "value": value, "train_s": s["train_seconds"]})
                 print(rows[-1], flush=True)

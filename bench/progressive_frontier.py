@@ -37,7 +37,7 @@ def main() -> None:
     rows, previous = [], ("teacher", w2_of(t, "euler:64"), t["train_seconds"])
     for i, s in enumerate(summaries):
         n = 32 >> i
-        student = w2_of(s, f"euler:{n}")
+        student = w2_of(s, f"ddim:{n}")
         rows.append({"stage": i + 1, "student_steps": n, "student_w2": student, "teacher_w2_at_2n": previous[1],
                      "ratio": student / previous[1], "train_s": s["train_seconds"]})
         previous = (f"stage {i + 1}", student, s["train_seconds"])

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from common import report, trained
-from flowkit.checkpoint import load_model
+from flowkit.build import load_run
 from flowkit.data import build_pair
 from flowkit.metrics import w2
 from flowkit.models import MODELS
@@ -85,7 +85,7 @@ def main() -> None:
                     run, s = trained(Path(tmp) / f"{task}-{method}-{seed}", f"recipe={recipe}", f"seed={seed}",
                                      f"data.source={source_name}", f"data.target={target_name}",
                                      f"trainer.max_steps={args.steps}", "eval.compare=[]", "eval.repeats=1")
-                    ours = load_model(run)[1].model.eval()
+                    ours = load_run(run)[1].model.eval()
                     theirs, seconds = torchcfm_run(method, source, target, args.steps, seed)
                     for lib, model, train_s in (("flowkit", ours, s["train_seconds"]), ("torchcfm", theirs, seconds)):
                         value, nfe = evaluate(model, source, target)

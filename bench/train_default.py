@@ -26,8 +26,8 @@ def run(seed: int, root: Path, extra: list[str]) -> dict:
     run_dir = max(root.iterdir(), key=lambda p: p.stat().st_mtime)
     summary = json.loads((run_dir / "summary.json").read_text())
     main = summary["rows"][0]
-    return {"seed": seed, "wall_s": wall, "train_s": summary["train_seconds"], "w2": main["w2"],
-            "floor": summary["floor"], "ratio": main["w2"] / summary["floor"], "nfe": main["nfe"],
+    return {"seed": seed, "wall_s": wall, "train_s": summary["train_seconds"], "w2": main["value"],
+            "floor": summary["floor"], "ratio": main["value"] / summary["floor"], "nfe": main["nfe"],
             "rows": summary["rows"]}
 
 

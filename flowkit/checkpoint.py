@@ -13,6 +13,8 @@ import torch
 
 from flowkit.errors import ConfigError
 
+CHECKPOINT_FORMAT = 2  # 2: networks composed from a backbone and the inputs its method needs; method state
+
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A run directory means its ``last.ckpt``."""
@@ -50,19 +52,15 @@ def ema_weights(ckpt: dict[str, Any]) -> dict[str, Any]:
     return {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
 
 
-def load_model(path: str | Path):
-    """(config, Parts with the EMA weights loaded into ``parts.model``) from a checkpoint or run dir.
-
-    The coupling is not rebuilt: sampling a reflowed or distilled student never needs its teacher.
-    """
-    from flowkit.build import build_parts
-
-    ckpt = read_checkpoint(path)
-    cfg = ckpt["flowkit"]["config"]
-    parts = build_parts(cfg, with_coupling=False)
-    parts.model.load_state_dict(ema_weights(ckpt))
-    parts.model.eval()
-    return cfg, parts
+def read_matching(path: str | Path, data_shape: tuple[int, ...]) -> tuple[Path, dict[str, Any]]:
+    """(file, checkpoint) of a run trained on data of ``data_shape``; another shape is a ConfigError."""
+    file = resolve_checkpoint(path)
+    ckpt = read_checkpoint(file)
+    shape = tuple(ckpt["flowkit"]["data_shape"])
+    if shape != tuple(data_shape):
+        raise ConfigError(f"teacher '{path}' was trained on data of shape {shape}, but this run's data has shape "
+                          f"{tuple(data_shape)}")
+    return file, ckpt
 
 
 def write_atomically(path: str | Path, write: Callable[[Path], None]) -> None:

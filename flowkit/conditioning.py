@@ -10,12 +10,14 @@ so w = 0 is the unconditional model, w = 1 the conditional one and w > 1 sharpen
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from flowkit.errors import ConfigError
+from flowkit.models.network import network_inputs
 
 
 def drop_labels(y: Tensor, drop: float, null: int) -> Tensor:
@@ -30,36 +32,31 @@ def cond_of(batch: dict[str, Any]) -> dict[str, Tensor]:
     return {} if y is None else {"cond": y}
 
 
-def guided(net: nn.Module, x: Tensor, t: Tensor, *args: Tensor, labels: Tensor, w: Tensor, null: int) -> Tensor:
+def guided(net: Callable[..., Tensor], x: Tensor, t: Tensor, *, labels: Tensor, w: Tensor, null: int,
+           takes_w: bool | None = None, **inputs: Tensor) -> Tensor:
     """v_u + w (v_c - v_u) with a per-sample w, in one batched network call over [conditional; null]
-    (the branches share every weight); a network that takes w itself (``guidance_input``, the student
-    of guided distillation) is called once with it instead."""
-    if getattr(net, "guidance_input", False):
-        return net(x, t, *args, cond=labels, w=w)
-    both = net(torch.cat([x, x]), torch.cat([t, t]), *(torch.cat([a, a]) for a in args),
-               cond=torch.cat([labels, torch.full_like(labels, null)]))
+    (the branches share every weight; further ``inputs`` such as an end time go to both). A network that
+    takes w itself (``takes_w``; by default, one whose inputs include "guidance": the student of guided
+    distillation) is called once with it instead."""
+    if takes_w is None:
+        takes_w = "guidance" in network_inputs(net)
+    if takes_w:
+        return net(x, t, cond=labels, w=w, **inputs)
+    both = net(torch.cat([x, x]), torch.cat([t, t]), cond=torch.cat([labels, torch.full_like(labels, null)]),
+               **{k: torch.cat([v, v]) for k, v in inputs.items()})
     conditional, unconditional = both.chunk(2)
     w = w.reshape(-1, *([1] * (x.dim() - 1)))
     return unconditional + w * (conditional - unconditional)
 
 
-class Guided(nn.Module):
-    """A class-conditional network seen as an unconditional one: ``forward(x, t[, t_end])`` returns the
-    guided output for fixed ``labels`` and weight ``guidance`` (``guided``); w = 1 is one plain
-    conditional call."""
+@dataclass
+class Cond:
+    """The conditioning of a sampling call: a label per sample, the guidance weight (None: w = 1, the plain
+    conditional model) and the null class (the model's class count)."""
 
-    def __init__(self, net: nn.Module, labels: Tensor, guidance: float, null: int) -> None:
-        super().__init__()
-        self.net, self.labels, self.guidance, self.null = net, labels, guidance, null
-
-    def forward(self, x: Tensor, t: Tensor, *args: Tensor) -> Tensor:
-        if x.shape[0] > self.labels.shape[0]:
-            raise ValueError(f"{x.shape[0]} samples but only {self.labels.shape[0]} labels")
-        labels = self.labels[: x.shape[0]].to(x.device)  # a prefix of the batch keeps its labels
-        if self.guidance == 1.0 and not getattr(self.net, "guidance_input", False):
-            return self.net(x, t, *args, cond=labels)
-        w = torch.full((x.shape[0],), self.guidance, device=x.device, dtype=x.dtype)
-        return guided(self.net, x, t, *args, labels=labels, w=w, null=self.null)
+    labels: Tensor
+    guidance: float | None
+    null: int
 
 
 def labels_for(n: int, classes: int, label: int, generator: torch.Generator) -> Tensor:
@@ -71,12 +68,11 @@ def labels_for(n: int, classes: int, label: int, generator: torch.Generator) -> 
     return torch.full((n,), label, dtype=torch.long)
 
 
-def conditioned(model: nn.Module, classes: int, labels: Tensor | None, guidance: float | None) -> nn.Module:
-    """What samplers see: ``model`` itself for an unconditional model, else ``Guided`` with ``labels``
-    (guidance None means w = 1, plain conditional sampling)."""
+def conditioning(classes: int, labels: Tensor | None, guidance: float | None) -> Cond | None:
+    """What samplers get: None for an unconditional model, else ``Cond`` (guidance None means w = 1)."""
     if not classes:
         if guidance is not None:
             raise ConfigError(f"guidance={guidance}: this model was trained without labels (cond.labels=false); "
                               "guidance needs a class-conditional model")
-        return model
-    return Guided(model, labels, 1.0 if guidance is None else guidance, classes)
+        return None
+    return Cond(labels, guidance, classes)

@@ -10,20 +10,48 @@ batches of equal size is a permutation, so every sample is used once.
 Exact ``ot.emd`` always solves on the CPU: the batch goes there and the partners' indices come back, once
 per batch. ``sinkhorn`` builds its cost and runs on the tensors' device through POT's torch backend.
 
-A coupling whose class sets ``data_only = True`` needs nothing but the batch (no network, no teacher, no
-device state): with ``data.workers`` > 0 the DataLoader's processes solve it on the CPU, overlapped with the
-training step (``flowkit.data.PairStream``). Others (reflow's teacher pairs) run in the training step.
+A coupling derives from ``Coupling`` and declares, with defaults: ``data_only = True`` when it needs
+nothing but the batch (no network, no teacher, no device state), so that with ``data.workers`` > 0 the
+DataLoader's processes solve it on the CPU, overlapped with the training step (``flowkit.data.PairStream``);
+others (pairs from a trained model) run in the training step. ``next_round(config, run_dir)`` (a classmethod)
+may ask for one more run after this one, as a method's may.
 """
 
 from __future__ import annotations
+
+import inspect
+from pathlib import Path
 
 import ot
 import torch
 from torch import Tensor
 
+from flowkit.errors import ContractError
 from flowkit.registry import Registry
 
-COUPLINGS: Registry = Registry("coupling", "flowkit.couplings")
+
+class Coupling:
+    """Base class of every coupling: ``coupling(x0, x1, y=None) -> (x0', x1')`` (module docstring)."""
+
+    data_only: bool = False
+
+    def __call__(self, x0: Tensor, x1: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} defines no pairing")
+
+    @classmethod
+    def next_round(cls, config: dict, run_dir: Path) -> dict | None:
+        return None
+
+
+def check_coupling(name: str, obj: object) -> None:
+    """The registration check: a ``Coupling`` whose call takes the labels ``y`` (class-conditional runs)."""
+    if not (inspect.isclass(obj) and issubclass(obj, Coupling)):
+        raise ContractError(f"coupling '{name}': {obj!r} does not derive from flowkit.couplings.Coupling")
+    if "y" not in inspect.signature(obj.__call__).parameters:
+        raise ContractError(f"coupling '{name}': __call__ must take the labels, (x0, x1, y=None)")
+
+
+COUPLINGS: Registry = Registry("coupling", "flowkit.couplings", check=check_coupling)
 register_coupling = COUPLINGS.register
 
 
@@ -70,7 +98,7 @@ def _check_batches(x0: Tensor, x1: Tensor) -> None:
 
 
 @register_coupling("independent")
-class Independent:
+class Independent(Coupling):
     """pi(x0, x1) = q0(x0) q1(x1): the batch is already an independent draw."""
 
     data_only = True
@@ -81,7 +109,7 @@ class Independent:
 
 
 @register_coupling("ot")
-class ExactOT:
+class ExactOT(Coupling):
     """Exact minibatch OT, POT ``ot.emd`` (network simplex) on the squared Euclidean cost.
 
     ``num_iter_max`` is raised well above POT's default, which returns non-optimal plans from about
@@ -118,7 +146,7 @@ class ExactOT:
 
 
 @register_coupling("sinkhorn")
-class SinkhornOT:
+class SinkhornOT(Coupling):
     """Entropic minibatch OT (Cuturi 2013), POT ``ot.sinkhorn`` in the log domain, on the batch's device.
 
     The cost is divided by its maximum so that ``reg`` has the same meaning at every data scale.

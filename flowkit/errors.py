@@ -16,6 +16,10 @@ class ConfigError(ValueError):
     """The user asked for something that does not exist or does not fit."""
 
 
+class ContractError(ConfigError):
+    """A plugin's unit does not meet its kind's contract (checked when it is registered)."""
+
+
 class TrainingError(RuntimeError):
     """Training stopped; the message names the step and what was kept."""
 

@@ -1,4 +1,5 @@
-"""The post-training summary: W2 against its sampling floor, and samplers side by side."""
+"""Scoring a trained model: each sampler's samples in the target dataset's own metric, over repeated draws,
+against the metric's floor (real data against the reference); straightness; label accuracy."""
 
 from __future__ import annotations
 
@@ -6,94 +7,70 @@ import statistics
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from flowkit.data import Distribution
-from flowkit.errors import ConfigError
-from flowkit.metrics import straightness, w2
-from flowkit.sampling import parse_solver, solve_trajectory
-
-
-def solver_options(spec: str, rtol: float, atol: float) -> dict[str, Any]:
-    name, steps = parse_solver(spec)
-    return {"method": name, "steps": steps} if steps else {"method": name, "rtol": rtol, "atol": atol}
+from flowkit.conditioning import Cond
+from flowkit.datasets import Dataset
+from flowkit.metrics import straightness
+from flowkit.samplers import Predictor
+from flowkit.sampling import solve_trajectory
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-@torch.no_grad()
-def sampler_table(method: Any, model: nn.Module, source: Distribution, target: Distribution,
-                  ecfg: dict[str, Any], device: torch.device) -> tuple[dict[str, Any], Tensor]:
-    """W2 of each sampler in ``[eval.solver] + eval.compare`` and the floor, each a mean over
-    ``eval.repeats`` independent draws of ``eval.n`` points (BENCHMARKS.md): on 8gaussians a single
-    draw's W2 swings by +-30% with the per-mode counts, so one pair of draws decides nothing.
+def score(target: Dataset, samples: Tensor, references: list[Tensor]) -> tuple[float, float]:
+    """(mean, std) of ``target.quality`` of consecutive chunks of ``samples``, one per reference draw; NaN when a
+    sample is not finite."""
+    samples = samples.float().cpu()
+    if not torch.isfinite(samples).all():
+        return float("nan"), float("nan")
+    n = samples.shape[0] // len(references)
+    return mean_std([target.quality(samples[i * n:(i + 1) * n], ref) for i, ref in enumerate(references)])
 
-    Returns the table and the main solver's first sample set (for the figure).
-    """
-    n, k = ecfg["n"], ecfg["repeats"]
+
+@torch.no_grad()
+def sampler_table(parts: Any, ecfg: dict[str, Any], device: torch.device, cond: Cond | None = None,
+                  grid: str = "uniform") -> tuple[dict[str, Any], Tensor | None, Tensor]:
+    """The target's metric for each sampler in ``[eval.solver] + eval.compare`` and its floor, each a mean
+    over ``eval.repeats`` independent draws of ``eval.n`` points (BENCHMARKS.md: on 8gaussians a single draw's
+    W2 swings by +-30% with the per-mode counts, so one pair of draws decides nothing).
+
+    Returns the table, the main sampler's first sample set and the first reference draw (for the figure)."""
+    n, k, target = ecfg["n"], ecfg["repeats"], parts.target
     generator = torch.Generator().manual_seed(ecfg["seed"])
-    x0 = source.sample(n * k, generator).to(device)
-    refs = [target.sample(n, generator) for _ in range(k)]
+    x0 = parts.source.sample(n * k, generator).to(device)
+    refs = [target.reference(n, generator) for _ in range(k)]
     others = [target.sample(n, generator) for _ in range(k)]
-    floor = mean_std([w2(a, b) for a, b in zip(refs, others)])
+    floor = mean_std([target.quality(real, ref) for real, ref in zip(others, refs)])
     rows, first = [], None
     for spec in [ecfg["solver"], *ecfg["compare"]]:
-        x1, nfe = method.sample(model, x0, **solver_options(spec, ecfg["rtol"], ecfg["atol"]))
-        x1 = x1.float().cpu()
-        if not torch.isfinite(x1).all():
-            rows.append({"solver": spec, "nfe": nfe, "w2": float("nan"), "w2_std": float("nan")})
-            continue
-        first = x1[:n] if first is None else first
-        mean, std = mean_std([w2(x1[i * n:(i + 1) * n], refs[i]) for i in range(k)])
-        rows.append({"solver": spec, "nfe": nfe, "w2": mean, "w2_std": std})
-    paths = {"method": "dopri5", "rtol": ecfg["rtol"], "atol": ecfg["atol"]}
-    straight = straightness_along_paths(model, x0[:n], paths) if defines_ode(method) else None
-    return {"floor": floor[0], "floor_std": floor[1], "rows": rows, "straightness": straight}, first
+        x1, nfe = parts.sample(x0, spec, grid=grid, cond=cond, rtol=ecfg["rtol"], atol=ecfg["atol"])
+        value, std = score(target, x1, refs)
+        if first is None and value == value:
+            first = x1[:n].float().cpu()
+        rows.append({"solver": spec, "nfe": nfe, "value": value, "std": std})
+    straight = None
+    if parts.method.ode:
+        paths = {"method": "dopri5", "rtol": ecfg["rtol"], "atol": ecfg["atol"]}
+        straight = straightness_along_paths(Predictor.of(parts.method, parts.model, parts.path).velocity_field(cond),
+                                            x0[:n], paths)
+    table = {"metric": target.metric, "floor": floor[0], "floor_std": floor[1], "rows": rows, "straightness": straight}
+    return table, first, refs[0]
 
 
-def defines_ode(method: Any) -> bool:
-    """Whether the network is a velocity field (straightness and likelihood mean something); a method
-    whose network is not (a consistency function) says ``ode = False``."""
-    return getattr(method, "ode", True)
+def straightness_along_paths(velocity, x0: Tensor, solver: dict[str, Any]) -> float:
+    """Straightness (Liu et al. 2022) of the model's own paths from ``x0``, solved with ``solver`` options
+    (method, steps or rtol/atol) and read at 65 evenly spaced times for adaptive solvers."""
+    states, times, _ = solve_trajectory(velocity, x0, points=65, **solver)
+    return straightness(velocity, states, times)
 
 
-def samples_with(method: Any, spec: str) -> bool:
-    """Whether ``method`` can sample with solver ``spec``: any solver for a velocity field, only its own
-    ``euler:N`` sampler otherwise."""
-    return defines_ode(method) or parse_solver(spec)[0] == "euler"
-
-
-def check_eval_solvers(method: Any, ecfg: dict[str, Any]) -> None:
-    """Refuse, before training, an eval solver the method cannot sample with."""
-    bad = [spec for spec in [ecfg["solver"], *ecfg["compare"]] if not samples_with(method, spec)]
-    if bad:
-        raise ConfigError(f"eval solver(s) {', '.join(bad)}: this method's network is not a velocity field and "
-                          "samples only with euler:N (N steps of its own sampler)")
-
-
-def straightness_along_paths(model: nn.Module, x0: Tensor, solver: dict[str, Any]) -> float:
-    """Straightness (Liu et al. 2022) of the model's own paths from ``x0``, solved with ``solver``
-    options (``solver_options``) and read at 65 evenly spaced times for adaptive solvers."""
-    states, times, _ = solve_trajectory(model, x0, points=65, **solver)
-    return straightness(model, states, times)
-
-
-def label_accuracy(cfg: dict[str, Any], samples: Tensor, labels: Tensor) -> float | None:
-    """Share of samples that land in the class they were asked for: the nearest mode on 8gaussians,
-    the fixed digits classifier's prediction on digits; None for other targets."""
-    target = cfg["data"]["target"]
-    if target == "8gaussians" and not cfg["data"]["path"]:
-        from flowkit.data import DATASETS
-
-        predicted = torch.cdist(samples.float(), DATASETS.build({"name": "8gaussians"}).centers).argmin(1)
-    elif target == "digits" and not cfg["data"]["path"]:
-        from flowkit.digits_features import digits_classifier
-
-        classifier = digits_classifier()[0]  # trained on first use: not under no_grad
-        with torch.no_grad():
-            predicted = classifier(samples.float().clamp(-1, 1)).argmax(1)
-    else:
+def label_accuracy(target: Dataset, samples: Tensor, labels: Tensor) -> float | None:
+    """Share of samples that the target's own classifier puts in the class they were asked for; None when the
+    target has none."""
+    predicted = target.classify(samples.float().cpu())
+    if predicted is None:
         return None
-    return float((predicted == labels.to(predicted.device)).float().mean())
+    return float((predicted.cpu() == labels.cpu()[: predicted.shape[0]]).float().mean())

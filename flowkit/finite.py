@@ -13,12 +13,14 @@ import torch
 
 from flowkit.errors import TrainingError
 
-KINDS = ("the loss is {value}", "a gradient is not finite", "the critic loss is {value}",
-         "a critic gradient is not finite")
+KINDS = ("the loss is {value}", "a gradient is not finite")
 
 
 class FiniteWatch:
-    def __init__(self) -> None:
+    """``kinds``: the message of each kind of value noted (``{value}`` is filled in)."""
+
+    def __init__(self, kinds: list[str] | tuple[str, ...] = KINDS) -> None:
+        self.kinds = tuple(kinds)
         self._first: torch.Tensor | None = None  # (step, kind, value) of the first non-finite value; step -1: none
 
     def note(self, value: torch.Tensor, step: int, kind: int) -> None:
@@ -35,7 +37,7 @@ class FiniteWatch:
             return
         step, kind, value = self._first.tolist()
         if step >= 0:
-            raise TrainingError(f"{KINDS[int(kind)].format(value=value)} at step {int(step)}")
+            raise TrainingError(f"{self.kinds[int(kind)].format(value=value)} at step {int(step)}")
 
 
 def total_norm(params) -> torch.Tensor:

@@ -1,40 +1,149 @@
-"""Methods: a loss (and, where a method samples differently, a sampler) over one shared model.
+"""The method contract, and conditional flow matching (``cfm``), the method every other builds on.
 
-Every method answers ``loss(model, batch) -> {"loss": (batch,) tensor, ...}``: per-sample terms,
-which the trainer reduces and logs. ``batch`` holds the coupled pair ``x0`` (source) and ``x1``
-(data) and the training ``step``. Methods receive their path, time sampler, data shape, the run's
-``total_steps`` and its number of label ``classes`` (0: unconditional) when they ask for them; their
-own ``__init__`` arguments are hyperparameters only.
+A method is a class deriving from ``Method``. It owns one thing the trainer cannot guess, a per-sample
+loss with no side effects, ``loss(model, batch) -> {"loss": (batch,) tensor, ...}`` (the trainer reduces
+and logs every term; ``batch`` holds the coupled pair ``x0``, ``x1``, the labels ``y`` when the run is
+class-conditional, and the training ``step``). Its ``__init__`` takes hyperparameters, plus any of
+``path``, ``time_sampler``, ``data_shape``, ``total_steps`` and ``classes`` it asks for by name.
 
-Optional, for methods that need them (the trainer and evaluators look for them, nothing else does):
-``model_options`` (inputs the network must take, e.g. MeanFlow's ``{"times": 2}``), ``state_dict`` /
-``load_state_dict`` (the method's own training state, e.g. a consistency model's target network, saved
-in checkpoints and restored on resume), ``ode = False`` (the
-network is not a velocity field: no ODE solvers, straightness or likelihood), ``next_round`` and
-``critic`` with ``critic_loss(model, batch)`` and ``critic_optim`` (a second network trained against
-the model, e.g. a discriminator: the trainer then optimises both, manually, each with its own AdamW
-and schedule, and checkpoints both).
+Everything else is declared, with a default, on the class:
+
+capabilities (class attributes, or properties when they depend on hyperparameters)
+    ``inputs``        what the network takes besides (x, t): ``"t_end"`` (an end time), ``"guidance"``
+                      (a guidance weight w). flowkit composes them onto the registered backbone.
+    ``needs_labels``  training without ``cond.labels=true`` is refused.
+    ``ode``           the network, read through ``predictor``, is a velocity field: every sampler of the
+                      velocity ODE applies, and so do straightness and likelihood.
+    ``samplers``      further samplers (registered names) this method supports; with ``ode = False``, its
+                      only ones.
+
+hooks (methods; override what you need)
+    ``predictor(net)``          (function of (x, t, **inputs), what it predicts: velocity, x1, x0 or score);
+                                samplers convert through the path. Default: the network, a velocity.
+    ``sampler_options(name)``   options the method passes to a sampler it supports (e.g. how to re-noise).
+    ``networks()``              further networks the method trains, each with its AdamW options; the
+                                trainer moves, optimises (on the run's schedule) and checkpoints them.
+    ``training_step(steps, batch)``  the method's own optimisation of a step (``flowkit.trainer.Steps``);
+                                required with ``networks()``, unused otherwise.
+    ``setup(model)``            once, before the first step, with the network on its device.
+    ``after_step(model, step)`` after every optimiser step of the model (e.g. a target network's EMA);
+                                ``step`` counts the steps taken.
+    ``state_dict()`` / ``load_state_dict(state)``  the method's own training state, checkpointed.
+    ``next_round(config, run_dir)``  (a classmethod) the config update for one more run after this one,
+                                or None.
+
+A capability the base class does not declare is an error when the method is registered, naming the
+valid ones; so is a method whose name is one letter from a hook's.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import difflib
+import inspect
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 from torch import Tensor, nn
 
 from flowkit.conditioning import cond_of
+from flowkit.errors import ContractError
 from flowkit.paths import AffinePath
 from flowkit.registry import Registry
-from flowkit.sampling import solve
 
-METHODS: Registry = Registry("method", "flowkit.methods")
+if TYPE_CHECKING:  # the trainer imports Lightning; a method module need not
+    from flowkit.trainer import Steps
+
+INPUTS = ("t_end", "guidance")  # network inputs a method may ask for, beyond (x, t) and the run's labels
+CAPABILITIES = ("inputs", "needs_labels", "ode", "samplers")
+HOOKS = ("loss", "predictor", "sampler_options", "networks", "training_step", "setup", "after_step", "state_dict",
+         "load_state_dict", "next_round")
+
+
+class Method:
+    """Base class of every training method (module docstring: capabilities and hooks)."""
+
+    inputs: tuple[str, ...] = ()
+    needs_labels: bool = False
+    ode: bool = True
+    samplers: tuple[str, ...] = ()
+
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} defines no loss")
+
+    def predictor(self, net: nn.Module) -> tuple[Callable[..., Tensor], str]:
+        return net, "velocity"
+
+    def sampler_options(self, sampler: str) -> dict[str, Any]:
+        return {}
+
+    def networks(self) -> dict[str, tuple[nn.Module, dict[str, Any]]]:
+        return {}
+
+    def training_step(self, steps: Steps, batch: dict[str, Any]) -> None:
+        raise NotImplementedError(f"{type(self).__name__} trains further networks but defines no training_step")
+
+    def setup(self, model: nn.Module) -> None:
+        pass
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    @classmethod
+    def next_round(cls, config: dict[str, Any], run_dir: Path) -> dict[str, Any] | None:
+        return None
+
+
+def check_method(name: str, obj: Any) -> None:
+    """The registration check: ``obj`` derives from ``Method``, declares only known capabilities with
+    values of the right kind, and no method of its is one slip from a hook's name."""
+    if not (inspect.isclass(obj) and issubclass(obj, Method)):
+        raise ContractError(f"method '{name}': {obj!r} does not derive from flowkit.methods.Method")
+    for klass in obj.__mro__:
+        if klass is Method or klass is object:
+            continue
+        for attr, value in vars(klass).items():
+            if attr.startswith("_") or attr in CAPABILITIES or attr in HOOKS:
+                continue
+            if isinstance(value, property) or not (callable(value) or isinstance(value, (staticmethod, classmethod))):
+                valid = ", ".join(CAPABILITIES)
+                close = difflib.get_close_matches(attr, CAPABILITIES, n=1, cutoff=0.6)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ContractError(f"method '{name}' declares unknown capability '{attr}'; valid: {valid}{hint}")
+            close = difflib.get_close_matches(attr, HOOKS, n=1, cutoff=0.85)
+            if close:
+                raise ContractError(f"method '{name}' defines '{attr}', which is not a hook (did you mean "
+                                  f"'{close[0]}'?); hooks: {', '.join(HOOKS)}")
+    check_capabilities(name, obj)
+
+
+def check_capabilities(name: str, method: Any) -> None:
+    """The declared values, on the class (at registration) or on a built method (properties resolved)."""
+    values = {cap: getattr(method, cap) for cap in CAPABILITIES}
+    if any(isinstance(v, property) for v in values.values()):
+        return  # declared by a property: checked once the method is built
+    inputs, samplers = values["inputs"], values["samplers"]
+    if not isinstance(inputs, (tuple, list, frozenset, set)) or any(i not in INPUTS for i in inputs):
+        raise ContractError(f"method '{name}': inputs={inputs!r}; expected a tuple of: {', '.join(INPUTS)}")
+    if not isinstance(samplers, (tuple, list)) or not all(isinstance(s, str) for s in samplers):
+        raise ContractError(f"method '{name}': samplers={samplers!r}; expected a tuple of sampler names")
+    for cap in ("needs_labels", "ode"):
+        if not isinstance(values[cap], bool):
+            raise ContractError(f"method '{name}': {cap}={values[cap]!r}; expected True or False")
+    if not values["ode"] and not samplers:
+        raise ContractError(f"method '{name}': ode=False and no samplers: it could never be sampled")
+    cls = method if inspect.isclass(method) else type(method)
+    if cls.networks is not Method.networks and cls.training_step is Method.training_step:
+        raise ContractError(f"method '{name}' trains further networks (networks()) but defines no training_step")
+
+
+METHODS: Registry = Registry("method", "flowkit.methods", check=check_method)
 register_method = METHODS.register
-
-
-class Method(Protocol):
-    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]: ...
-
-    def sample(self, model: nn.Module, x0: Tensor, **solver: object) -> tuple[Tensor, int]: ...
 
 
 def per_sample_mse(a: Tensor, b: Tensor) -> Tensor:
@@ -43,7 +152,7 @@ def per_sample_mse(a: Tensor, b: Tensor) -> Tensor:
 
 
 @register_method("cfm")
-class CFM:
+class CFM(Method):
     """Conditional flow matching (Lipman et al. 2023, eq. 9; Tong et al. 2024, eq. 13).
 
         t ~ time_sampler,  x_t = alpha(t) x1 + sigma(t) x0,  u_t = alpha'(t) x1 + sigma'(t) x0
@@ -62,7 +171,3 @@ class CFM:
         t = self.time_sampler(x1.shape[0], x1.device).to(x1.dtype)
         x_t = self.path.sample(x0, x1, t)
         return {"loss": per_sample_mse(model(x_t, t, **cond_of(batch)), self.path.target(x0, x1, t))}
-
-    def sample(self, model: nn.Module, x0: Tensor, **solver: object) -> tuple[Tensor, int]:
-        """Integrate dx/dt = v_theta(x, t) from t=0 to t=1 (``flowkit.sampling.solve`` options)."""
-        return solve(model, x0, **solver)

@@ -3,7 +3,9 @@
 A registry is a plain name -> object mapping with one lookup site (``get``). Names come from the
 ``@registry.register("name")`` decorator in flowkit, in a plugin, or in the user's own module, and
 from installed packages through the entry-point group (``flowkit.paths`` etc.), loaded lazily on
-the first lookup. A third-party entry point that fails to import warns once and is skipped; two
+the first lookup. A registry may hold its kind to a contract (``check(name, obj)``, run when a unit is
+registered; e.g. methods must derive from ``flowkit.methods.Method`` and declare only known capabilities).
+A third-party entry point that fails to import or to meet the contract warns once and is skipped; two
 different objects under one name is an error that names both sources.
 """
 
@@ -16,7 +18,7 @@ import warnings
 from importlib.metadata import entry_points
 from typing import Any, Callable, Generic, TypeVar
 
-from flowkit.errors import ConfigError, choices_hint
+from flowkit.errors import ConfigError, ContractError, choices_hint
 
 T = TypeVar("T")
 
@@ -31,9 +33,12 @@ def _source(obj: Any) -> str:
 class Registry(Generic[T]):
     """Registered ``kind`` units, by name; ``group`` is the entry-point group third parties use."""
 
-    def __init__(self, kind: str, group: str) -> None:
+    def __init__(self, kind: str, group: str, check: Callable[[str, Any], None] | None = None,
+                 injectable: frozenset[str] = INJECTABLE) -> None:
         self.kind = kind
         self.group = group
+        self.check = check
+        self.injectable = injectable
         self._items: dict[str, T] = {}
         self._entry_points_loaded = False
 
@@ -51,6 +56,8 @@ class Registry(Generic[T]):
             raise ConfigError(
                 f"{self.kind} '{name}' is registered twice: by {_source(old)} and by {_source(obj)}"
             )
+        if self.check is not None:
+            self.check(name, obj)
         self._items[name] = obj
 
     def get(self, name: str) -> T:
@@ -86,8 +93,13 @@ class Registry(Generic[T]):
                     stacklevel=2,
                 )
                 continue
-            if self._items.get(ep.name) is not obj:
+            if self._items.get(ep.name) is obj:
+                continue
+            try:
                 self.add(ep.name, obj)
+            except ContractError as exc:
+                warnings.warn(f"flowkit: skipped {self.group} entry point '{ep.name}' ({ep.value}): {exc}",
+                              RuntimeWarning, stacklevel=2)
 
     def build(self, spec: dict[str, Any], **injected: Any) -> Any:
         """Construct ``spec['name']`` with the spec's other keys as checked keyword arguments.
@@ -103,7 +115,7 @@ class Registry(Generic[T]):
         factory = self.get(name)
         params = inspect.signature(factory).parameters
         named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        user = {k for k, p in params.items() if p.kind in named and k not in INJECTABLE}
+        user = {k for k, p in params.items() if p.kind in named and k not in self.injectable}
         for key in spec:
             if key not in user:
                 raise ConfigError(

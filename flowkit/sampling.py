@@ -1,4 +1,6 @@
-"""ODE sampling through torchdiffeq, with the NFE actually spent.
+"""Integrating a velocity field through torchdiffeq, with the NFE actually spent: the low-level helper of
+straightness, likelihood and anything else that needs a plain ODE solve of v(x, t). (Sampling a trained
+model goes through ``flowkit.samplers``, which also reads non-velocity networks.)
 
 ``solve(velocity_fn, x0, method=..., steps=... | rtol=..., atol=...)`` integrates dx/dt = v(x, t)
 from t=0 (source) to t=1 (data). Adaptive methods take rtol/atol; fixed-step methods take a number
@@ -21,20 +23,6 @@ FIXED = ("euler", "midpoint", "heun3", "rk4")
 SOLVERS = ADAPTIVE + FIXED
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]
-
-
-def parse_solver(spec: str) -> tuple[str, int | None]:
-    """'rk4:8' -> ('rk4', 8); 'dopri5' -> ('dopri5', None)."""
-    name, _, steps = spec.partition(":")
-    if name not in SOLVERS:
-        raise ConfigError(f"unknown solver '{name}'; valid: {', '.join(SOLVERS)}")
-    if name in FIXED:
-        if not steps.isdigit() or int(steps) < 1:
-            raise ConfigError(f"solver '{spec}': a fixed-step solver needs a step count, e.g. '{name}:4'")
-        return name, int(steps)
-    if steps:
-        raise ConfigError(f"solver '{spec}': '{name}' is adaptive and takes no step count (set rtol/atol)")
-    return name, None
 
 
 def solver_grid(method: str, steps: int | None, rtol: float, atol: float, x0: Tensor,
@@ -87,35 +75,3 @@ def solve(
     """Integrate from t=0 to t=1; returns (x1, nfe)."""
     states, _, nfe = solve_trajectory(velocity_fn, x0, method, steps, rtol, atol, points=2)
     return states[-1], nfe
-
-
-@torch.no_grad()
-def renoise_sample(denoise: Callable[[Tensor, Tensor], Tensor], path, x0: Tensor, steps: int,
-                   pair: Callable[[Tensor, Tensor], Tensor] | None = None) -> Tensor:
-    """Multistep sampling of a few-step generator (Song et al. 2023, Alg. 1): x = denoise(x0, 0), then for
-    tau = 1/steps, ..., (steps-1)/steps re-noise along the path, x_tau = alpha(tau) x + sigma(tau) z, and
-    x = denoise(x_tau, tau). ``steps`` NFE. ``denoise(x_t, t)`` predicts the data point x1. Each z is a
-    fixed permutation of ``x0`` (the source draws are i.i.d., so any source distribution works).
-
-    ``pair(x, z)`` reorders z to pair with the current samples x: a network trained on coupled pairs (e.g.
-    minibatch OT) has only seen interpolants of coupled pairs, and an independent z puts x_tau off that
-    distribution (``flowkit.couplings.pair_in_blocks``). Default: independent z."""
-    n = x0.shape[0]
-    x = denoise(x0, torch.zeros(n, device=x0.device, dtype=x0.dtype))
-    for k in range(1, steps):
-        tau = torch.full((n,), k / steps, device=x0.device, dtype=x0.dtype)
-        noise = x0[torch.randperm(n, generator=torch.Generator().manual_seed(k)).to(x0.device)]
-        if pair is not None:
-            noise = pair(x, noise)
-        x = denoise(path.sample(noise, x, tau), tau)
-    return x
-
-
-def renoise_solve(denoise: Callable[[Tensor, Tensor], Tensor], path, x0: Tensor, method: str, steps: int,
-                  what: str, pair: Callable[[Tensor, Tensor], Tensor] | None = None) -> tuple[Tensor, int]:
-    """The ``sample`` of a few-step generator (``what`` names it): ``euler:N`` is N-step ``renoise_sample``
-    (N NFE); any other solver integrates an ODE, which such a network does not define (ConfigError)."""
-    if method != "euler":
-        raise ConfigError(f"solver '{method}' integrates an ODE, which {what} does not define; "
-                          "use euler:N for N-step sampling")
-    return renoise_sample(denoise, path, x0, steps, pair), steps

@@ -1,4 +1,4 @@
-"""Frozen teachers for distillation and reflow: loaded once from a checkpoint, checked against the data."""
+"""Frozen teachers: a trained run loaded once from its checkpoint, checked against the data."""
 
 from __future__ import annotations
 
@@ -8,19 +8,9 @@ from typing import Any
 
 from torch import nn
 
-from flowkit.checkpoint import load_model, read_checkpoint, resolve_checkpoint
+from flowkit.build import Parts, load_run
+from flowkit.checkpoint import read_matching
 from flowkit.errors import ConfigError
-
-
-def read_matching(path: str | Path, data_shape: tuple[int, ...]) -> tuple[Path, dict[str, Any]]:
-    """(file, checkpoint) of a run trained on data of ``data_shape``; another shape is a ConfigError."""
-    file = resolve_checkpoint(path)
-    ckpt = read_checkpoint(file)
-    shape = tuple(ckpt["flowkit"]["data_shape"])
-    if shape != tuple(data_shape):
-        raise ConfigError(f"teacher '{path}' was trained on data of shape {shape}, but this run's data has shape "
-                          f"{tuple(data_shape)}")
-    return file, ckpt
 
 
 def check_shape(path: str | Path, data_shape: tuple[int, ...]) -> Path:
@@ -28,11 +18,11 @@ def check_shape(path: str | Path, data_shape: tuple[int, ...]) -> Path:
     return read_matching(path, data_shape)[0]
 
 
-def load_teacher(path: str | Path) -> tuple[nn.Module, Any, dict[str, Any]]:
-    """(frozen EMA network, its method, its config). The network is a plain attribute of whoever holds it,
+def load_teacher(path: str | Path) -> tuple[nn.Module, Parts, dict[str, Any]]:
+    """(frozen EMA network, the run's parts, its config). The network is a plain attribute of whoever holds it,
     never a registered submodule: Lightning's EMA would otherwise copy and average it."""
-    cfg, parts = load_model(path)
-    return copy.deepcopy(parts.model).eval().requires_grad_(False), parts.method, cfg
+    cfg, parts = load_run(path)
+    return copy.deepcopy(parts.model).eval().requires_grad_(False), parts, cfg
 
 
 def follow_teacher(config: dict[str, Any], old_teacher: str, new_teacher: str | Path) -> dict[str, Any]:
@@ -57,3 +47,10 @@ class Teacher:
         if self._net is None:
             self._net = load_teacher(self.file)[0]
         return self._net.to(device)
+
+    def __deepcopy__(self, memo: dict) -> Teacher:
+        """Copies (Lightning's EMA copies the module that holds the method) share the frozen network."""
+        clone = copy.copy(self)
+        memo[id(self)] = clone
+        return clone
+

@@ -19,16 +19,17 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from flowkit.build import build_parts
+from flowkit.build import Parts, build_parts
 from flowkit.checkpoint import read_checkpoint, resolve_checkpoint
+from flowkit.conditioning import conditioning, labels_for
 from flowkit.config import apply_overrides, load_recipe, saved_config, to_dict, validate
 from flowkit.couplings import COUPLINGS
 from flowkit.data import PairDataModule
-from flowkit.methods import METHODS
 from flowkit.errors import ConfigError, TrainingError
-from flowkit.conditioning import conditioned, labels_for
-from flowkit.evaluate import check_eval_solvers, label_accuracy, sampler_table, solver_options
+from flowkit.evaluate import label_accuracy, sampler_table
+from flowkit.methods import METHODS
 from flowkit.plots import save_samples
+from flowkit.samplers import check_samplers
 from flowkit.trainer import FlowModule, make_trainer
 
 
@@ -102,11 +103,10 @@ def train(cfg: DictConfig, resume: Path | None = None) -> RunResult:
 
 
 def next_round(config: dict[str, Any], run_dir: Path) -> dict[str, Any] | None:
-    """The config update for one more round, from the coupling's or the method's ``next_round``
-    (reflow's k-rectified flow, progressive distillation's halving), or None when done."""
+    """The config update for one more round, from the coupling's or the method's ``next_round`` hook (e.g. a
+    coupling whose teacher is the run just trained, a method that halves its steps), or None when done."""
     for registry, key in ((COUPLINGS, "coupling"), (METHODS, "method")):
-        hook = getattr(registry.get(config[key]["name"]), "next_round", None)
-        following = hook(config, run_dir) if hook else None
+        following = registry.get(config[key]["name"]).next_round(config, run_dir)
         if following is not None:
             return following
     return None
@@ -117,9 +117,9 @@ def train_once(cfg: DictConfig, resume: Path | None = None) -> RunResult:
     config = to_dict(cfg)
     L.seed_everything(config["seed"], verbose=False)  # before building: the model's init is seeded
     parts = build_parts(config)  # every name and option is checked here, before anything is written
-    check_eval_solvers(parts.method, config["eval"])
+    check_samplers(parts.method, parts.method_name, [config["eval"]["solver"], *config["eval"]["compare"]])
     workers = config["data"]["workers"]
-    in_loader = workers > 0 and getattr(parts.coupling, "data_only", False)  # pairs solved by the loader processes
+    in_loader = workers > 0 and parts.coupling.data_only  # pairs solved by the loader processes
     module = FlowModule(parts.model, parts.method, None if in_loader else parts.coupling, config,
                         parts.target.shape, parts.classes)
     datamodule = PairDataModule(parts.source, parts.target, config["data"]["batch_size"], config["seed"],
@@ -163,28 +163,21 @@ def last_good(run_dir: Path, module: FlowModule) -> str:
     return f"{kept} (step {module.last_saved_step})"
 
 
-def summarize(module: FlowModule, parts, config: dict[str, Any], run_dir: Path, seconds: float) -> dict[str, Any]:
-    """Samples with the EMA weights (Lightning copied them into the module at the end of fit)."""
-    net = module.model.eval()
-    device = next(net.parameters()).device
+def summarize(module: FlowModule, parts: Parts, config: dict[str, Any], run_dir: Path, seconds: float) -> dict[str, Any]:
+    """The target's metric for each eval sampler against its floor, and a figure, with the EMA weights (Lightning
+    copied them into the module at the end of fit)."""
+    module.model.eval()
+    device = next(module.model.parameters()).device
     ecfg = config["eval"]
     summary: dict[str, Any] = {"run_dir": str(run_dir), "steps": module.global_step, "train_seconds": seconds,
                                "skipped_batches": module.skipped}
     # a class-conditional model samples uniformly random classes, unguided (w = 1)
     labels = labels_for(ecfg["n"] * ecfg["repeats"], parts.classes, -1,
                         torch.Generator().manual_seed(ecfg["seed"] + 2)) if parts.classes else None
-    model = conditioned(net, parts.classes, labels, None)
-    if tuple(parts.target.shape) == (2,):
-        table, samples = sampler_table(parts.method, model, parts.source, parts.target, ecfg, device)
-        summary.update(table)
-        reference = parts.target.sample(ecfg["n"], torch.Generator().manual_seed(ecfg["seed"] + 1))
-    else:
-        x0 = parts.source.sample(min(ecfg["n"], 64), torch.Generator().manual_seed(ecfg["seed"])).to(device)
-        samples, nfe = parts.method.sample(model, x0, **solver_options(ecfg["solver"], ecfg["rtol"], ecfg["atol"]))
-        summary["rows"] = [{"solver": ecfg["solver"], "nfe": nfe}]
-        reference = None
+    table, samples, reference = sampler_table(parts, ecfg, device, conditioning(parts.classes, labels, None))
+    summary.update(table)
     if labels is not None and samples is not None:
-        summary["label_accuracy"] = label_accuracy(config, samples.cpu(), labels[: samples.shape[0]])
+        summary["label_accuracy"] = label_accuracy(parts.target, samples, labels)
     if samples is not None:
         save_samples(run_dir / "samples.png", samples, reference, f"{config['name']} ({ecfg['solver']})")
         summary["samples_png"] = str(run_dir / "samples.png")

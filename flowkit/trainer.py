@@ -3,8 +3,9 @@
 EMA of the weights is a Lightning ``WeightAveraging`` (``EMA`` below): the checkpoint's ``state_dict`` holds the
 EMA weights (what sampling uses) and ``current_model_state`` the raw ones. Checkpoints are written
 to a temporary file and renamed, so a kill during a save leaves the previous ``last.ckpt`` whole.
-Non-finite losses and gradients are watched without a host sync per step (``flowkit.finite``). A
-method with a critic (adversarial distillation) is optimised manually, two players, two AdamW.
+Non-finite losses and gradients are watched without a host sync per step (``flowkit.finite``). The
+module knows methods only through their contract (``flowkit.methods.Method``): its loss, its further
+networks and their optimisation (``Steps``), its after-step hook and its state.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import torch
@@ -22,16 +23,19 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
-from flowkit.checkpoint import write_atomically
+from flowkit.checkpoint import CHECKPOINT_FORMAT, write_atomically
 from flowkit.conditioning import drop_labels
 from flowkit.data import step_seed
 from flowkit.finite import FiniteWatch, total_norm
+from flowkit.methods import Method
 
-CHECKPOINT_FORMAT = 1
 
 
 class FlowModule(L.LightningModule):
-    def __init__(self, model: nn.Module, method: Any, coupling: Any, config: dict[str, Any],
+    """Model, method, coupling and optimisers. A method that trains further networks (``Method.networks``)
+    optimises each step itself (``Method.training_step`` with ``Steps``); any other is one loss, one AdamW."""
+
+    def __init__(self, model: nn.Module, method: Method, coupling: Any, config: dict[str, Any],
                  data_shape: tuple[int, ...], classes: int = 0) -> None:
         super().__init__()
         self.classes = classes  # > 0: class-conditional; label ``classes`` is the null class
@@ -42,15 +46,20 @@ class FlowModule(L.LightningModule):
         self.data_shape = tuple(data_shape)
         self.last_saved_step: int | None = None
         self.skipped = 0  # batches dropped for a non-finite loss or gradient (trainer.on_nonfinite=skip)
-        self.watch = FiniteWatch()  # trainer.on_nonfinite=stop: recorded on the device, read every check_every
-        critic = getattr(method, "critic", None)
-        if critic is not None:  # a two-player method: the critic is trained here too, and checkpointed
-            self.critic = critic
-            self.automatic_optimization = False
+        networks = method.networks()
+        self.networks = nn.ModuleDict({name: net for name, (net, _) in networks.items()})  # moved and checkpointed
+        self.network_optim = {name: options for name, (_, options) in networks.items()}
+        self.names = ["model", *networks]  # optimiser i trains network names[i]
+        self.automatic_optimization = not networks
+        self.watch = FiniteWatch(finite_kinds(self.names))  # on_nonfinite=stop: recorded on the device, read every check_every
         self.loss_of = compiled(method.loss, config["trainer"]["compile"])
+        self._optimizer_names: dict[int, int] = {}
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.model(x, t)
+
+    def on_fit_start(self) -> None:
+        self.method.setup(self.model)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Time draws and coupling draws are a function of (seed, step): a resumed run redraws them. Only the
@@ -75,61 +84,36 @@ class FlowModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         batch = self.coupled(batch)
         if not self.automatic_optimization:
-            return self.two_player_step(batch)
+            self.method.training_step(Steps(self), batch)
+            return None
         return self.reduced(self.loss_of(self.model, batch))
 
-    def reduced(self, terms: dict[str, torch.Tensor], prefix: str = "train/") -> torch.Tensor | None:
-        """The mean loss, with every term logged. With on_nonfinite=skip, None (no step) when the loss is
-        not finite; with stop, a non-finite loss is recorded without a host sync (``FiniteWatch``)."""
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.method.after_step(self.model, self.global_step)  # global_step now counts this step
+
+    def reduced(self, terms: dict[str, torch.Tensor], index: int = 0) -> torch.Tensor | None:
+        """The mean loss, with every term logged under the network's name. With on_nonfinite=skip, None
+        (no step) when the loss is not finite; with stop, a non-finite loss is recorded without a host
+        sync (``FiniteWatch``)."""
         loss = terms["loss"].mean()
-        critic = prefix == "critic/"
         if self.config["trainer"]["on_nonfinite"] == "skip":
             if not torch.isfinite(loss):
                 self._skip()
                 return None  # Lightning skips backward and the optimizer step
         else:
-            self.watch.note(loss, self.global_step, 2 if critic else 0)
+            self.watch.note(loss, self.global_step, 2 * index)
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # the steps Lightning writes: logging a
-            for name, value in terms.items():  # value costs ~0.7 ms a step (a metric object moved to the device)
-                self.log(f"{prefix}{name}", value.mean(), prog_bar=name == "loss")
+            prefix = "train/" if index == 0 else f"{self.names[index]}/"  # value costs ~0.7 ms a step
+            for name, value in terms.items():
+                self.log(f"{prefix}{name}", value.mean(), prog_bar=name == "loss" and index == 0)
         return loss
-
-    def two_player_step(self, batch: dict[str, Any]) -> None:
-        """Manual optimisation of a method with a critic: one critic step on the current model, then one
-        model step against the updated critic. ``global_step`` counts model steps only (the critic's
-        optimizer steps through the strategy, uncounted), so max_steps, checkpoints and seeds keep
-        their meaning. A method whose ``critic_loss`` is None this step (e.g. adversarial weight 0)
-        trains the model alone."""
-        (opt_model, opt_critic), (sched_model, sched_critic) = self.optimizers(), self.lr_schedulers()
-        for optimizer, scheduler, terms_of, prefix in ((opt_critic, sched_critic, self.method.critic_loss, "critic/"),
-                                                       (opt_model, sched_model, self.loss_of, "train/")):
-            optimizer.zero_grad(set_to_none=True)
-            self.toggle_optimizer(optimizer)  # the other network's parameters stop asking for gradients
-            terms = terms_of(self.model, batch)
-            if terms is not None:
-                def closure(terms=terms, optimizer=optimizer, prefix=prefix) -> torch.Tensor | None:
-                    loss = self.reduced(terms, prefix)
-                    if loss is not None:
-                        self.manual_backward(loss)
-                        clip = self.config["trainer"]["gradient_clip_val"]
-                        if clip is not None:
-                            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
-                    return loss
-
-                if optimizer is opt_model:
-                    optimizer.step(closure=closure)
-                else:
-                    self.trainer.strategy.optimizer_step(optimizer.optimizer, closure, model=self)
-                scheduler.step()
-            self.untoggle_optimizer(optimizer)
-        return None
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         params = [p for group in optimizer.param_groups for p in group["params"]]
         norm = total_norm(params)
         if self.config["trainer"]["on_nonfinite"] != "skip":
-            critic = not self.automatic_optimization and params[0] is next(self.critic.parameters())
-            self.watch.note(norm, self.global_step, 3 if critic else 1)
+            self.watch.note(norm, self.global_step, 2 * self._optimizer_names.get(id(optimizer), 0) + 1)
         elif not torch.isfinite(norm):
             self._skip()
             optimizer.zero_grad(set_to_none=True)  # AdamW leaves parameters without a gradient untouched
@@ -149,8 +133,8 @@ class FlowModule(L.LightningModule):
         self.log("train/skipped", float(self.skipped), reduce_fx="max")
 
     def configure_optimizers(self) -> dict[str, Any] | list[dict[str, Any]]:
-        """AdamW with warmup and a constant or cosine schedule; a critic gets its own AdamW (the method's
-        ``critic_optim``: lr, betas, weight_decay) on its own scheduler of the same shape."""
+        """AdamW with warmup and a constant or cosine schedule; each further network of the method gets its own
+        AdamW (its options: lr, betas, weight_decay) on its own scheduler of the same shape."""
         o = self.config["optim"]
         total, warmup, schedule = self.config["trainer"]["max_steps"], o["warmup_steps"], o["schedule"]
 
@@ -161,26 +145,84 @@ class FlowModule(L.LightningModule):
                 return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
             return 1.0
 
-        def scheduled(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        def scheduled(optimizer: torch.optim.Optimizer, index: int) -> dict[str, Any]:
+            self._optimizer_names[id(optimizer)] = index
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-        model = scheduled(adamw(self.model, lr=o["lr"], betas=(o["beta1"], o["beta2"]), weight_decay=o["weight_decay"]))
+        model = scheduled(adamw(self.model, lr=o["lr"], betas=(o["beta1"], o["beta2"]), weight_decay=o["weight_decay"]), 0)
         if self.automatic_optimization:
             return model
-        return [model, scheduled(adamw(self.critic, **self.method.critic_optim))]
+        return [model, *(scheduled(adamw(self.networks[name], **self.network_optim[name]), i)
+                         for i, name in enumerate(self.names[1:], start=1))]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.watch.check()  # raising here writes nothing: the last checkpoint stays the last good one
-        checkpoint["flowkit"] = {"format": CHECKPOINT_FORMAT, "config": self.config, "data_shape": list(self.data_shape)}
-        if hasattr(self.method, "state_dict"):  # a method with training state of its own (a target network)
-            checkpoint["flowkit"]["method_state"] = self.method.state_dict()
+        checkpoint["flowkit"] = {"format": CHECKPOINT_FORMAT, "config": self.config, "data_shape": list(self.data_shape),
+                                 "method_state": self.method.state_dict()}
         self.last_saved_step = self.global_step
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("flowkit", {}).get("method_state")
-        if state is not None:
+        if state:
             self.method.load_state_dict(state)
+
+
+class Steps:
+    """What a method's own ``training_step`` drives: ``step(name, compute)`` runs one optimiser step of the
+    network ``name`` ("model", or one of ``Method.networks``) on the loss terms ``compute()`` returns
+    (None: no step). Only that network's parameters take gradients meanwhile; the step is reduced, logged,
+    watched for non-finite values and clipped as any other, and stepped with its own schedule. Only the
+    model's steps count as training steps (max_steps, checkpoints and seeds keep their meaning), and after
+    each the method's ``after_step`` runs."""
+
+    def __init__(self, module: FlowModule) -> None:
+        self.module = module
+        self.model = module.model
+        self.networks = dict(module.networks.items())
+        self.loss = module.loss_of  # the method's loss, compiled when trainer.compile asks
+
+    def step(self, name: str, compute: Callable[[], dict[str, torch.Tensor] | None]) -> torch.Tensor | None:
+        m = self.module
+        if name not in m.names:
+            raise ValueError(f"no network '{name}' to step; valid: {', '.join(m.names)}")
+        index = m.names.index(name)
+        optimizers, schedulers = m.optimizers(), m.lr_schedulers()
+        optimizer, scheduler = optimizers[index], schedulers[index]
+        optimizer.zero_grad(set_to_none=True)
+        m.toggle_optimizer(optimizer)  # the other networks' parameters stop asking for gradients
+        loss = None
+        try:
+            terms = compute()
+            if terms is not None:
+                def closure() -> torch.Tensor | None:
+                    nonlocal loss
+                    loss = m.reduced(terms, index)
+                    if loss is not None:
+                        m.manual_backward(loss)
+                        clip = m.config["trainer"]["gradient_clip_val"]
+                        if clip is not None:
+                            m.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+                    return loss
+
+                if index == 0:
+                    optimizer.step(closure=closure)
+                    m.method.after_step(m.model, m.global_step)
+                else:  # through the strategy: not counted as a training step
+                    m.trainer.strategy.optimizer_step(optimizer.optimizer, closure, model=m)
+                scheduler.step()
+        finally:
+            m.untoggle_optimizer(optimizer)
+        return loss
+
+
+def finite_kinds(names: list[str]) -> list[str]:
+    """FiniteWatch messages: per network, its loss (kind 2i) and its gradient (kind 2i + 1)."""
+    kinds = []
+    for name in names:
+        owner = "" if name == "model" else f"{name} "
+        kinds += [f"the {owner}loss is {{value}}", f"a {owner}gradient is not finite"]
+    return kinds
 
 
 class EMA(WeightAveraging):
@@ -220,7 +262,7 @@ def _devices(value: str) -> int | str:
 
 
 def make_trainer(cfg: dict[str, Any], run_dir: Path, manual: bool = False) -> L.Trainer:
-    """``manual``: the module optimises manually (a two-player method) and clips gradients itself."""
+    """``manual``: the method optimises its steps itself (``Steps``), which clip gradients themselves."""
     t = cfg["trainer"]
     if manual:  # Lightning's advice to save weights before the step: our checkpoints are after it, by design
         warnings.filterwarnings("ignore", message=".*manual optimization and every_n_train_steps.*")

@@ -96,9 +96,29 @@ def test_bad_checkpoints_and_solvers_are_one_line_errors(runs, tmp_path):
         if "evil" in arg:
             assert "print; refused" in proc.stderr
     assert not (tmp_path / "x.pt").exists()
-    with pytest.raises(ConfigError, match="unknown solver 'rk5'; valid: dopri5, dopri8"):
+    with pytest.raises(ConfigError, match="unknown sampler 'rk5'; valid: adaptive_heun, .* \\(did you mean 'rk4'\\?\\)"):
         commands.compare([f"ckpt={runs[0]}", "solvers=euler:1,rk5"])
     with pytest.raises(ConfigError, match="unsupported suffix '.csv'"):
         commands.sample([f"ckpt={runs[0]}", "out=x.csv"])
     with pytest.raises(ConfigError, match="device='tpu' is not one of"):
         commands.sample([f"ckpt={runs[0]}", "device=tpu"])
+
+
+def test_a_user_array_of_digit_shape_gets_the_generic_metrics_never_the_digits_classifier(tmp_path, monkeypatch):
+    from flowkit import digits_features
+    from flowkit.datasets import Digits
+
+    np.save(tmp_path / "mine.npy", Digits("all").data.numpy()[:400])  # shape (400, 1, 8, 8), like digits
+    run = train(apply_overrides(load_recipe("digits_rectified"), [
+        "trainer.max_steps=5", f"run_root={tmp_path / 'runs'}", "trainer.enable_progress_bar=false",
+        "model.channels=8", "eval.solver=euler:2", "eval.n=50", f"data.path={tmp_path / 'mine.npy'}"]))
+    assert run.summary["metric"] == "W2"
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a user array was scored with the digits classifier")
+
+    monkeypatch.setattr(digits_features, "digits_classifier", refuse)
+    result = commands.evaluate([f"ckpt={run.run_dir}", "n=60", "repeats=1", "solver=euler:2", "nll_n=8",
+                                "rtol=1e-3", "atol=1e-3"])
+    assert result["metric"] == "W2" and math.isfinite(result["w2"]) and math.isfinite(result["mmd2"])
+    assert "fd" not in result and "classifier_accuracy" not in result and "bits_per_dim" not in result

@@ -6,7 +6,8 @@ import torch
 from torch._inductor import config as inductor_config
 
 from flowkit.build import build_parts
-from flowkit.checkpoint import load_model, read_checkpoint
+from flowkit.build import load_run
+from flowkit.checkpoint import read_checkpoint
 from flowkit.config import apply_overrides, load_recipe, to_dict
 from flowkit.errors import ConfigError
 from flowkit.metrics import w2
@@ -46,9 +47,8 @@ def test_a_compiled_run_trains_as_the_eager_one_and_checkpoints_the_plain_networ
         result = train(cfg)
         keys = read_checkpoint(result.run_dir)["state_dict"].keys()
         assert not any("_orig_mod" in k for k in keys)  # the network was not wrapped: checkpoints load anywhere
-        _, parts = load_model(result.run_dir)
-        x, _ = parts.method.sample(parts.model, parts.source.sample(1000, torch.Generator().manual_seed(0)),
-                                   method="dopri5")
+        _, parts = load_run(result.run_dir)
+        x, _ = parts.sample(parts.source.sample(1000, torch.Generator().manual_seed(0)), "dopri5")
         return w2(x, parts.target.sample(1000, torch.Generator().manual_seed(1)))
 
     eager, fast = trained_w2("none"), trained_w2("default")

@@ -5,13 +5,15 @@ import pytest
 import torch
 
 from flowkit.build import build_parts
-from flowkit.conditioning import Guided, drop_labels, labels_for
+from flowkit.conditioning import Cond, drop_labels, labels_for
 from flowkit.config import apply_overrides, load_recipe, validate
 from flowkit.couplings import COUPLINGS
-from flowkit.data import DATASETS, digits
+from flowkit.datasets import DATASETS, Digits
 from flowkit.errors import ConfigError
 from flowkit.methods import CFM, register_method
-from flowkit.models import MODELS
+from flowkit.models import MODELS, compose
+from flowkit.paths import PATHS
+from flowkit.samplers import Predictor
 from flowkit.train import train
 from tests.helpers import run_cli, tiny
 
@@ -41,7 +43,7 @@ def test_digits_labels_are_scikit_learns_targets():
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    d = digits("all")
+    d = Digits("all")
     images = torch.from_numpy(bunch.images).float().div(16).mul(2).sub(1)
     for row in (0, 100, 1796):
         (match,) = [i for i in range(len(images)) if torch.equal(images[i], d.data[row, 0])][:1]
@@ -94,17 +96,19 @@ def test_class_conditional_ot_never_pairs_across_classes(name):
 
 def test_guidance_zero_is_the_unconditional_model_one_the_conditional():
     torch.manual_seed(0)
-    net = MODELS.build({"name": "mlp", "width": 32, "num_classes": 4}, data_shape=(2,))
+    net = compose(MODELS.build({"name": "mlp", "width": 32}, data_shape=(2,)), classes=4)
     calls = []
     net.register_forward_hook(lambda *args: calls.append(1))
     x, t, y = torch.randn(16, 2), torch.rand(16), torch.randint(4, (16,))
+    model = Predictor(net, "velocity", PATHS.build({"name": "rectified"}))
     with torch.no_grad():
         conditional, unconditional = net(x, t, cond=y), net(x, t)
-        torch.testing.assert_close(Guided(net, y, 0.0, 4)(x, t), unconditional)
-        torch.testing.assert_close(Guided(net, y, 1.0, 4)(x, t), conditional)
+        torch.testing.assert_close(model(x, t, Cond(y, 0.0, 4)), unconditional)
+        torch.testing.assert_close(model(x, t, Cond(y, None, 4)), conditional)
         calls.clear()
-        guided = Guided(net, y, 2.5, 4)(x, t)
-    assert len(calls) == 1  # both branches in one batched call
+        guided = model(x, t, Cond(y, 2.5, 4))
+    assert len(calls) == 1  # both branches in one batched call, one NFE
+    assert model.nfe == 3
     torch.testing.assert_close(guided, unconditional + 2.5 * (conditional - unconditional))
     torch.testing.assert_close(net(x, t, cond=torch.full_like(y, 4)), unconditional)  # None is the null class
 
@@ -116,8 +120,8 @@ def test_labels_for_checks_the_class():
 
 
 @pytest.mark.parametrize("tokens,match", [
-    (["cond.labels=true", "data.target=2spirals"], "has no labels; labelled targets: 8gaussians"),
-    (["cond.labels=true", "model.num_classes=3"], "model.num_classes=3 but the target has 8 classes"),
+    (["cond.labels=true", "data.target=2spirals"], "has no labels; `flowkit list` shows which datasets have classes"),
+    (["cond.labels=true", "model.num_classes=3"], "model 'mlp' has no option 'num_classes'"),
 ])
 def test_bad_conditioning_is_a_config_error(tokens, match):
     with pytest.raises(ConfigError, match=match):
@@ -167,7 +171,7 @@ def test_guided_distillation_targets_the_guided_teacher_and_feeds_w_to_the_stude
     method = METHODS.build({"name": "progressive", "teacher": str(conditional_run.run_dir), "student_steps": 4,
                             "guided": True, "guidance_min": 1.0, "guidance_max": 3.0},
                            path=PATHS.build({"name": "rectified"}), data_shape=(2,))
-    assert method.model_options == {"guidance_input": True} and method.needs_labels
+    assert method.inputs == ("guidance",) and method.needs_labels
     y = torch.randint(8, (64,))
     velocity, inputs = method.teacher_velocity({"x0": torch.zeros(64, 2), "x1": torch.zeros(64, 2), "y": y},
                                                torch.device("cpu"))
@@ -197,14 +201,14 @@ def test_guided_distillation_needs_labels(conditional_run):
                                                                  "method.guided=true", "model.width=128"]))
 
 
-def test_digit_label_accuracy_uses_the_fixed_classifier_even_under_no_grad():
+def test_digit_label_accuracy_uses_the_datasets_own_classifier_even_under_no_grad():
     from flowkit.digits_features import digits_classifier
     from flowkit.evaluate import label_accuracy
 
-    digits_classifier.cache_clear()  # the first (training) call must work inside no_grad too
-    held_out = digits("test")
+    digits_classifier.cache_clear()  # the first (loading) call must work inside no_grad too
+    held_out = Digits("test")
     with torch.no_grad():
-        accuracy = label_accuracy({"data": {"target": "digits", "path": None}}, held_out.data, held_out.labels)
+        accuracy = label_accuracy(held_out, held_out.data, held_out.labels)
     assert accuracy > 0.93
 
 

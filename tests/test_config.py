@@ -74,3 +74,40 @@ def test_recipe_file_path_and_unknown_key_in_recipe(tmp_path):
     bad.write_text("trainer: {max_stepz: 7}\n")
     with pytest.raises(ConfigError, match=r"unknown key 'trainer.max_stepz'"):
         load_recipe(str(bad))
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    """A tiny trained run per data kind, to stand as the teacher of the distillation recipes."""
+    from flowkit.train import train
+
+    root = tmp_path_factory.mktemp("recipe-teachers")
+    quiet = ["trainer.max_steps=3", "trainer.enable_progress_bar=false", "eval.n=20", "eval.repeats=1",
+             "eval.compare=[]", "eval.solver=euler:2"]
+    return {"2d": train(apply_overrides(load_recipe("rectified"), [*quiet, f"run_root={root}", "model.width=16"])).run_dir,
+            "digits": train(apply_overrides(load_recipe("digits_rectified"),
+                                            [*quiet, f"run_root={root}", "model.channels=8"])).run_dir}
+
+
+@pytest.mark.parametrize("name", recipe_names())
+def test_every_recipe_trains_and_evaluates_with_its_own_samplers(name, teachers, tmp_path):
+    """Each recipe, shrunk (3 steps, a small network), trains and samples with the eval samplers it names."""
+    from flowkit.train import train
+
+    cfg = load_recipe(name)
+    digits = cfg.data.target == "digits"
+    teacher = str(teachers["digits" if digits else "2d"])
+    tokens = ["trainer.max_steps=3", "trainer.enable_progress_bar=false", "eval.n=20", "eval.repeats=1",
+              f"run_root={tmp_path}", "model.channels=8" if digits else "model.width=16"]
+    if "teacher" in cfg.method:
+        tokens.append(f"method.teacher={teacher}")
+    if "teacher" in cfg.coupling:
+        tokens += [f"coupling.teacher={teacher}", "coupling.pairs=64", "coupling.solver=euler:2"]
+    if "student_steps" in cfg.method and cfg.method.name == "progressive":
+        tokens.append("method.student_steps=2")
+    if "critic_width" in cfg.method:
+        tokens.append("method.critic_width=8")
+    result = train(apply_overrides(cfg, tokens))
+    solvers = [cfg.eval.solver, *cfg.eval.compare]
+    assert [row["solver"] for row in result.rounds[0].summary["rows"]] == solvers
+    assert all(row["nfe"] >= 1 for r in result.rounds for row in r.summary["rows"])

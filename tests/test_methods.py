@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from flowkit.methods import METHODS, per_sample_mse
+from flowkit.methods import METHODS, per_sample_mse, register_method
 from flowkit.paths import PATHS
 from flowkit.timesteps import TIME_SAMPLERS
 
@@ -55,3 +55,85 @@ def test_cfm_gradient_vanishes_at_the_marginal_velocity():
     method.loss(model, batch)["loss"].mean().backward()
     assert model.shift.grad.abs().max() < 0.02  # Monte Carlo noise; a shift of 0.1 gives a gradient of ~0.1
     assert per_sample_mse(torch.ones(3, 2), torch.zeros(3, 2)).tolist() == [1.0, 1.0, 1.0]
+
+
+# -- the method contract: checked when a method is registered --------------------------------------------------
+
+def contract_error(cls):
+    from flowkit.errors import ContractError
+    from flowkit.methods import check_method
+
+    with pytest.raises(ContractError) as info:
+        check_method("mine", cls)
+    return str(info.value)
+
+
+def test_an_unknown_or_misspelt_capability_is_refused_naming_the_valid_ones():
+    from flowkit.methods import Method
+
+    class Misspelt(Method):
+        sampler = ("renoise",)  # the capability is "samplers"
+
+    message = contract_error(Misspelt)
+    assert message == ("method 'mine' declares unknown capability 'sampler'; valid: inputs, needs_labels, ode, "
+                       "samplers (did you mean 'samplers'?)")
+
+    class Made(Method):
+        model_options = {"times": 2}  # an old-style probe attribute
+
+    assert "unknown capability 'model_options'" in contract_error(Made)
+
+
+def test_a_misspelt_hook_a_bad_value_and_a_non_method_are_refused():
+    from flowkit.methods import Method
+
+    class Hook(Method):
+        def after_stp(self, model, step):
+            pass
+
+    assert "defines 'after_stp', which is not a hook (did you mean 'after_step'?)" in contract_error(Hook)
+
+    class BadInputs(Method):
+        inputs = ("labels",)  # labels come from the run (cond.labels), not from the method
+
+    assert "inputs=('labels',); expected a tuple of: t_end, guidance" in contract_error(BadInputs)
+
+    class Unsampleable(Method):
+        ode = False
+
+    assert "ode=False and no samplers" in contract_error(Unsampleable)
+
+    class Lonely(Method):
+        def networks(self):
+            return {"other": (torch.nn.Linear(1, 1), {})}
+
+    assert "defines no training_step" in contract_error(Lonely)
+    assert "does not derive from flowkit.methods.Method" in contract_error(type("Plain", (), {}))
+
+
+def test_registering_through_the_decorator_runs_the_check():
+    from flowkit.errors import ContractError
+    from flowkit.methods import Method
+
+    with pytest.raises(ContractError, match="unknown capability 'odee'"):
+        @register_method("test_contract_bad")
+        class Bad(Method):
+            odee = False
+    assert "test_contract_bad" not in METHODS
+
+
+def test_helpers_and_properties_that_declare_capabilities_are_fine():
+    from flowkit.methods import Method, check_capabilities, check_method
+
+    class Fine(Method):
+        _private = 3
+
+        @property
+        def inputs(self):
+            return ("guidance",) if self._private else ()
+
+        def average(self, x):
+            return x
+
+    check_method("fine", Fine)
+    check_capabilities("fine", Fine())

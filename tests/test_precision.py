@@ -15,7 +15,7 @@ def test_a_bf16_mixed_run_trains_as_the_float32_one_and_checkpoints_float32_weig
         cfg = apply_overrides(load_recipe("rectified"), tiny(tmp_path / precision, f"trainer.precision={precision}",
                                                               "optim.ema_decay=0.99", "eval.n=1000", steps=400))
         result = train(cfg)
-        w2 = {row["solver"]: row["w2"] for row in result.summary["rows"]}["dopri5"]
+        w2 = {row["solver"]: row["value"] for row in result.summary["rows"]}["dopri5"]
         return w2, read_checkpoint(result.run_dir)["state_dict"]
 
     (w2_full, full), (w2_bf16, bf16) = run("32-true"), run("bf16-mixed")

@@ -93,3 +93,18 @@ def test_two_plugins_registering_one_name_is_an_error_naming_both(tmp_path, monk
     (second / "entry_points.txt").write_text(f"[{reg.group}]\ntwin = twin_b:Thing\n")
     with pytest.raises(ConfigError, match=r"thing 'twin' is registered twice: by twin_[ab]:Thing and by twin_[ab]:Thing"):
         reg.names()
+
+
+def test_an_entry_point_that_breaks_its_kinds_contract_warns_and_is_skipped(tmp_path, monkeypatch):
+    from flowkit.methods import check_method
+
+    reg = make_registry(
+        tmp_path, monkeypatch, "bad = badmethod:Bad\ngood = goodmethod:Good\n",
+        {"badmethod": "from flowkit.methods import Method\nclass Bad(Method):\n    odee = False\n",
+         "goodmethod": "from flowkit.methods import CFM\nclass Good(CFM):\n    pass\n"},
+    )
+    reg.check = check_method
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert reg.names() == ["good"]
+    assert len(caught) == 1 and "unknown capability 'odee'" in str(caught[0].message)

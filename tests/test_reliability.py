@@ -69,7 +69,7 @@ def test_kill_9_mid_run_then_resume_ends_bit_identical_to_an_uninterrupted_run(t
     assert step_a == step_b == 600
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # model, EMA, target: bit for bit
     assert any(k.startswith("target.") for k in a) == (run is KILL_CT)
-    assert any(k.startswith("raw.critic.") for k in a) == (run[0] == KILL_ADV[0])
+    assert any(k.startswith("raw.networks.critic.") for k in a) == (run[0] == KILL_ADV[0])
     assert {k.split(".")[0] for k in a if k.startswith(("opt", "sched"))} == (
         {"opt0", "opt1", "sched0", "sched1"} if run[0] == KILL_ADV[0] else {"opt0", "sched0"})
 
@@ -131,7 +131,7 @@ def test_skip_option_drops_bad_batches_counts_them_and_finishes(tmp_path):
 def test_same_recipe_and_seed_are_bit_identical_on_cpu(tmp_path):
     def run(name, seed):
         result = train(apply_overrides(load_recipe("ot_cfm"), tiny(tmp_path / name, f"seed={seed}", steps=25)))
-        return weights(result.run_dir)[1], result.summary["rows"][0]["w2"]
+        return weights(result.run_dir)[1], result.summary["rows"][0]["value"]
 
     (a, w_a), (b, w_b), (c, _) = run("a", 0), run("b", 0), run("c", 1)
     assert all(torch.equal(a[k], b[k]) for k in a) and w_a == w_b

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from flowkit.errors import ConfigError
-from flowkit.sampling import ADAPTIVE, parse_solver, solve, solve_trajectory
+from flowkit.samplers import parse_sampler
+from flowkit.sampling import ADAPTIVE, solve, solve_trajectory
 
 A = -1.3
 ORDERS = {"euler": 1, "midpoint": 2, "heun3": 3, "rk4": 4}
@@ -60,8 +61,8 @@ def test_trajectory_returns_states_on_the_grid():
     torch.testing.assert_close(states[:, 0, 0], torch.exp(A * times), rtol=1e-7, atol=1e-7)
 
 
-@pytest.mark.parametrize("spec,message", [("rk5", "unknown solver 'rk5'; valid: dopri5"), ("euler", "needs a step count"),
+@pytest.mark.parametrize("spec,message", [("rk5", "unknown sampler 'rk5'; valid: adaptive_heun, bosh3"), ("euler", "needs a step count"),
                                           ("euler:0", "needs a step count"), ("dopri5:4", "takes no step count")])
 def test_bad_solver_specs(spec, message):
     with pytest.raises(ConfigError, match=message):
-        parse_solver(spec)
+        parse_sampler(spec)

@@ -20,12 +20,13 @@ from tests.helpers import tiny
 
 def test_short_training_lowers_w2_below_a_bound(tmp_path):
     cfg = apply_overrides(load_recipe("rectified"), tiny(tmp_path, "optim.ema_decay=0.99", "model.width=128",
-                                                         "eval.n=2000", "eval.repeats=2", steps=1000))
+                                                         "eval.n=2000", "eval.repeats=2", "eval.compare=[euler:1]",
+                                                         steps=1000))
     result = train(cfg)
     rows = {row["solver"]: row for row in result.summary["rows"]}
     # untrained: ~3.6; 1000 steps reached 0.54 here (floor ~0.45 at n=2000)
-    assert rows["dopri5"]["w2"] < 0.8
-    assert rows["dopri5"]["w2"] < rows["euler:1"]["w2"]
+    assert rows["dopri5"]["value"] < 0.8
+    assert rows["dopri5"]["value"] < rows["euler:1"]["value"]
     assert (result.run_dir / "last.ckpt").exists() and (result.run_dir / "samples.png").exists()
     assert read_checkpoint(result.run_dir)["global_step"] == 1000
 
@@ -90,29 +91,29 @@ def test_resume_continues_to_the_new_step_count_in_the_same_run(tmp_path):
     assert len(list((tmp_path / "runs").iterdir())) == 1
 
 
-@register_path("test_smoothstep")
-class Smoothstep(AffinePath):
-    """alpha = 3t^2 - 2t^3, sigma = 1 - alpha: a user's own path, registered from this module."""
+@register_path("test_quadratic")
+class Quadratic(AffinePath):
+    """alpha = t^2, sigma = 1 - t^2: a user's own path, registered from this module."""
 
     def alpha(self, t):
-        return 3 * t**2 - 2 * t**3
+        return t * t
 
     def sigma(self, t):
-        return 1 - self.alpha(t)
+        return 1 - t * t
 
     def d_alpha(self, t):
-        return 6 * t - 6 * t**2
+        return 2 * t
 
     def d_sigma(self, t):
-        return -self.d_alpha(t)
+        return -2 * t
 
 
 def test_path_registered_in_a_user_module_trains_through_the_cli(tmp_path):
-    result = CliRunner().invoke(app, ["train", "path=test_smoothstep", *tiny(tmp_path)])
+    result = CliRunner().invoke(app, ["train", "path=test_quadratic", *tiny(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "W2 (dopri5)" in result.output
     run = next((tmp_path / "runs").iterdir())
-    assert read_checkpoint(run)["flowkit"]["config"]["path"] == {"name": "test_smoothstep"}
+    assert read_checkpoint(run)["flowkit"]["config"]["path"] == {"name": "test_quadratic"}
 
 
 @register_coupling("test_ot_recording_pid")
@@ -136,7 +137,7 @@ def test_loader_workers_solve_minibatch_ot_off_the_training_process_and_train_as
                                                           f"coupling={{name: test_ot_recording_pid, log: '{log}'}}",
                                                           "optim.ema_decay=0.99", "eval.n=1000", steps=300))
         summary = train(cfg).summary
-        return {row["solver"]: row["w2"] for row in summary["rows"]}["dopri5"], set(log.read_text().split())
+        return {row["solver"]: row["value"] for row in summary["rows"]}["dopri5"], set(log.read_text().split())
 
     w2_inline, pids_inline = trained(0)
     w2_loader, pids_loader = trained(2)

@@ -8,7 +8,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from flowkit.models.embeddings import TimeConditioning
+from flowkit.models.embeddings import TimeMLP
 from flowkit.models.registry import register_model
 
 
@@ -16,30 +16,27 @@ from flowkit.models.registry import register_model
 class MLP(nn.Module):
     """v(x, t) = MLP([flatten(x), emb(t)]): ``depth`` hidden layers of ``width`` with SiLU.
 
-    ``times=2`` adds an end time, ``model(x, t, t_end)``; ``num_classes`` a class label,
-    ``model(x, t, cond=y)``; ``guidance_input`` a guidance weight, ``model(x, t, cond=y, w=w)``
-    (see ``TimeConditioning``).
+    emb(t) is a sinusoidal embedding of ``time_dim`` features through a two-layer MLP; ``emb``, a vector of
+    ``emb_dim = time_dim`` composed by flowkit (labels, an end time, a guidance weight), adds to it.
     """
 
     def __init__(self, data_shape: tuple[int, ...], width: int = 256, depth: int = 3, time_dim: int = 64,
-                 times: int = 1, time_scale: float = 1000.0, num_classes: int = 0,
-                 guidance_input: bool = False) -> None:
+                 time_scale: float = 1000.0) -> None:
         super().__init__()
         if width < 1 or depth < 1:
             raise ValueError(f"width={width}, depth={depth} are out of range; expected both >= 1")
         self.data_shape = tuple(data_shape)
+        self.emb_dim, self.time_dim, self.time_scale = time_dim, time_dim, time_scale
         dim = math.prod(self.data_shape)
-        self.num_classes = num_classes  # > 0: class-conditional, label num_classes is the null class
-        self.guidance_input = guidance_input  # takes w (guided distillation); see conditioning.guided
-        self.time = TimeConditioning(time_dim, time_dim, times, time_scale, num_classes, guidance_input)
+        self.time = TimeMLP(time_dim, time_dim, time_scale)
         layers: list[nn.Module] = [nn.Linear(dim + time_dim, width), nn.SiLU()]
         for _ in range(depth - 1):
             layers += [nn.Linear(width, width), nn.SiLU()]
         layers.append(nn.Linear(width, dim))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: Tensor, t: Tensor, t_end: Tensor | None = None, cond: Tensor | None = None,
-                w: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, emb: Tensor | None = None) -> Tensor:
         h = rearrange(x, "b ... -> b (...)")
-        h = self.net(torch.cat([h, self.time(t, t_end, cond, w).to(h.dtype)], dim=1))
+        c = self.time(t) if emb is None else self.time(t) + emb
+        h = self.net(torch.cat([h, c.to(h.dtype)], dim=1))
         return h.reshape(x.shape)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from flowkit.models.network import network_inputs
 from flowkit.paths import PREDICTIONS, AffinePath
 
 
@@ -22,6 +23,8 @@ class AsVelocity(nn.Module):
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction='{prediction}' is not one of: {', '.join(PREDICTIONS)}")
         self.net, self.path, self.prediction, self.eps = net, path, prediction, eps
+        self.inputs = network_inputs(net)  # what the wrapped network takes, seen through the wrapper
+        self.num_classes = getattr(net, "num_classes", 0)
 
     def forward(self, x: Tensor, t: Tensor, **conditioning: Tensor | None) -> Tensor:
         out = self.net(x, t, **conditioning)

@@ -1,5 +1,7 @@
-"""The ``MODELS`` registry (entry-point group ``flowkit.models``). A model is an ``nn.Module``
-built with the data shape (injected) and its own width/depth options, called as ``model(x, t)``."""
+"""The ``MODELS`` registry (entry-point group ``flowkit.models``). A model (a backbone) is an ``nn.Module``
+built with the data shape (injected) and its own width/depth options, called as ``model(x, t, emb=None)``;
+to take more inputs than (x, t) it declares ``emb_dim``, ``time_dim`` and ``time_scale``
+(``flowkit.models.network``)."""
 
 from flowkit.registry import Registry
 

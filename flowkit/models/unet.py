@@ -10,7 +10,7 @@ from einops import rearrange
 import torch
 from torch import Tensor, nn
 
-from flowkit.models.embeddings import TimeConditioning
+from flowkit.models.embeddings import TimeMLP
 from flowkit.models.registry import register_model
 
 
@@ -55,14 +55,13 @@ class Upsample(nn.Module):
 class UNet(nn.Module):
     """v(x, t) for x of shape (batch, C, H, W); H and W must divide by 2^(len(mults) - 1).
 
-    ``times=2`` adds an end time, ``model(x, t, t_end)``; ``num_classes`` a class label,
-    ``model(x, t, cond=y)``; ``guidance_input`` a guidance weight, ``model(x, t, cond=y, w=w)``
-    (see ``TimeConditioning``).
+    The conditioning vector of every block is a sinusoidal embedding of ``time_dim`` features through a
+    two-layer MLP to ``emb_dim = 4 * channels``; ``emb`` (composed by flowkit) adds to it.
     """
 
     def __init__(
         self, data_shape: tuple[int, ...], channels: int = 64, mults: tuple[int, ...] = (1, 2, 2), time_dim: int = 128,
-        times: int = 1, time_scale: float = 1000.0, num_classes: int = 0, guidance_input: bool = False,
+        time_scale: float = 1000.0,
     ) -> None:
         super().__init__()
         if len(data_shape) != 3:
@@ -72,9 +71,8 @@ class UNet(nn.Module):
         if h % factor or w % factor:
             raise ValueError(f"image size {h}x{w} does not divide by {factor} (mults={tuple(mults)})")
         emb_dim = 4 * channels
-        self.num_classes = num_classes  # > 0: class-conditional, label num_classes is the null class
-        self.guidance_input = guidance_input  # takes w (guided distillation); see conditioning.guided
-        self.time = TimeConditioning(time_dim, emb_dim, times, time_scale, num_classes, guidance_input)
+        self.emb_dim, self.time_dim, self.time_scale = emb_dim, time_dim, time_scale
+        self.time = TimeMLP(time_dim, emb_dim, time_scale)
         self.stem = nn.Conv2d(c, channels, 3, padding=1)
         widths = [channels * m for m in mults]
         self.down = nn.ModuleList()
@@ -95,9 +93,8 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
-    def forward(self, x: Tensor, t: Tensor, t_end: Tensor | None = None, cond: Tensor | None = None,
-                w: Tensor | None = None) -> Tensor:
-        emb = self.time(t, t_end, cond, w).to(x.dtype)
+    def forward(self, x: Tensor, t: Tensor, emb: Tensor | None = None) -> Tensor:
+        emb = (self.time(t) if emb is None else self.time(t) + emb).to(x.dtype)
         h = self.stem(x)
         skips = []
         for block, down in zip(self.down, self.downsample):

@@ -15,28 +15,31 @@ c(t) = alpha(t) is ADD's "exponential" weighting (their alpha_t is the data coef
 targets re-noised close to the source count little. || . ||^2 sums over dimensions, as in ADD (lambda =
 ``distill_weight`` = 2.5 there). ADD's critic runs on a frozen pretrained feature network; here, where
 nothing is downloaded, it is a small network trained from scratch (``critic.py``), class-conditional by
-projection when the run is. The trainer optimises both players (manual optimisation, one critic step
-then one model step per batch), each with its own AdamW and schedule; with ``adversarial_weight=0`` the
-critic is not trained and the run is distillation alone.
+projection when the run is. The method optimises both players itself (``training_step``: one critic
+step, then one model step per batch), each with its own AdamW on the run's schedule; with
+``adversarial_weight=0`` the critic is not trained and the run is distillation alone.
 
-Sampling ``euler:N``: x = G(x0, 0), then re-noise to tau = 1/N, ..., (N-1)/N and predict again (N NFE;
-``flowkit.sampling.renoise_sample``). G is not a velocity field any more: no ODE solvers for it.
+Sampling is flowkit's ``renoise:N``: x = G(x0, 0), then re-noise to tau = 1/N, ..., (N-1)/N and predict
+again (N NFE). G is not a velocity field any more: no ODE samplers for it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from flowkit.conditioning import cond_of
 from flowkit.errors import ConfigError
+from flowkit.methods import Method
 from flowkit.paths import AffinePath
-from flowkit.sampling import renoise_solve
 from flowkit.teacher import Teacher
 from plugins.adversarial.critic import make_critic
 from plugins.adversarial.losses import hinge_critic, hinge_model, r1_penalty
+
+if TYPE_CHECKING:
+    from flowkit.trainer import Steps
 
 
 def data_prediction(net: nn.Module, path: AffinePath, x: Tensor, t: Tensor, **cond: Tensor) -> Tensor:
@@ -44,17 +47,17 @@ def data_prediction(net: nn.Module, path: AffinePath, x: Tensor, t: Tensor, **co
     return path.endpoints(net(x, t, **cond), x, t, "velocity")[1]
 
 
-class AdversarialDistillation:
+class AdversarialDistillation(Method):
     ode = False  # a few-step data predictor, not a velocity field
+    samplers = ("renoise",)
 
     def __init__(self, path: AffinePath, time_sampler, data_shape: tuple[int, ...] = (), classes: int = 0,
                  teacher: str = "", student_steps: int = 1, adversarial_weight: float = 1.0,
                  distill_weight: float = 2.5, r1_gamma: float = 0.1, critic_width: int = 256,
                  critic_depth: int = 3, critic_lr: float = 1e-4, critic_beta1: float = 0.0,
-                 critic_beta2: float = 0.99, sample_steps: int = 0) -> None:
-        if student_steps < 1 or sample_steps < 0:
-            raise ConfigError(f"method 'adversarial': student_steps={student_steps}, sample_steps={sample_steps}; "
-                              "expected student_steps >= 1 and sample_steps >= 0 (0: student_steps)")
+                 critic_beta2: float = 0.99) -> None:
+        if student_steps < 1:
+            raise ConfigError(f"method 'adversarial': student_steps={student_steps}; expected >= 1")
         if adversarial_weight < 0 or distill_weight < 0 or r1_gamma < 0 or adversarial_weight + distill_weight == 0:
             raise ConfigError(f"method 'adversarial': adversarial_weight={adversarial_weight}, distill_weight="
                               f"{distill_weight}, r1_gamma={r1_gamma}; expected all >= 0 and a positive weight")
@@ -63,7 +66,7 @@ class AdversarialDistillation:
                               f"critic_beta2={critic_beta2}; expected lr > 0 and betas in [0, 1)")
         self.path, self.time_sampler = path, time_sampler
         self.teacher = Teacher("method 'adversarial'", teacher, data_shape)
-        self.student_steps, self.sample_steps = student_steps, sample_steps or student_steps
+        self.student_steps = student_steps
         self.adversarial_weight, self.distill_weight, self.r1_gamma = adversarial_weight, distill_weight, r1_gamma
         try:
             self.critic = make_critic(tuple(data_shape), classes, critic_width, critic_depth)
@@ -110,8 +113,10 @@ class AdversarialDistillation:
         return {"loss": hinge + r1, "hinge": hinge, "r1": r1, "real": real_logits.detach(),
                 "fake": fake_logits.detach()}
 
-    def sample(self, model: nn.Module, x0: Tensor, method: str = "euler", steps: int | None = None,
-               **solver: object) -> tuple[Tensor, int]:
-        """``euler:N``: N-step sampling, predict-and-re-noise (N NFE)."""
-        return renoise_solve(lambda x, t: data_prediction(model, self.path, x, t), self.path, x0, method,
-                             steps or self.sample_steps, "an adversarially distilled student")
+    def networks(self) -> dict[str, tuple[nn.Module, dict[str, Any]]]:
+        return {"critic": (self.critic, self.critic_optim)}
+
+    def training_step(self, steps: Steps, batch: dict[str, Any]) -> None:
+        """One critic step on the current student, then one student step against the updated critic."""
+        steps.step("critic", lambda: self.critic_loss(steps.model, batch))
+        steps.step("model", lambda: steps.loss(steps.model, batch))

@@ -18,46 +18,42 @@ one-step Euler jump to t=1. With the grid t_0 = 0 < ... < t_{N-1} = 1 of the sch
     d = pseudo_huber:  sqrt(||a - b||^2 + c^2) - c,  c = 0.00054 sqrt(dim)  (iCT, Song & Dhariwal 2023),
                        or ``huber_c``: iCT's c is for images in [-1, 1]; other data scales want their own
 
-Sampling (Song et al. 2023, Alg. 1), ``euler:N``: x = f(x0, 0); then for tau = 1/N, ..., (N-1)/N re-noise
-x_tau = alpha(tau) x + sigma(tau) z (z a fresh source draw) and x = f(x_tau, tau): N NFE. A consistency
-network defines no ODE, so adaptive solvers are refused. ``renoise=ot`` pairs z with the current samples by
-minibatch OT in blocks of ``renoise_block`` rows: CT on OT pairs (``coupling=ot``) has only seen interpolants
-of OT-coupled pairs, and with independent z its 2-step samples were worse than its 1-step ones (8gaussians
--> moons W2 1.38 vs 0.27); coupled, 2 and 4 steps improve on 1 (recipes/ct_ot.yaml).
+Sampling (Song et al. 2023, Alg. 1) is flowkit's ``renoise:N`` sampler on f as a data prediction: x = f(x0, 0);
+then for tau = 1/N, ..., (N-1)/N re-noise x_tau = alpha(tau) x + sigma(tau) z (z a fresh source draw) and
+x = f(x_tau, tau): N NFE. A consistency network defines no ODE, so ODE samplers are refused. ``renoise=ot``
+pairs z with the current samples by minibatch OT in blocks of ``renoise_block`` rows: CT on OT pairs
+(``coupling=ot``) has only seen interpolants of OT-coupled pairs, and with independent z its 2-step samples
+were worse than its 1-step ones (8gaussians -> moons W2 1.38 vs 0.27); coupled, 2 and 4 steps improve on 1
+(recipes/ct_ot.yaml).
+
+The target network theta- is made in ``setup`` (a copy of the network, once it is on its device) and
+updated in ``after_step``, after every optimiser step; the loss only reads it.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from functools import partial
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
 from flowkit.conditioning import cond_of
-from flowkit.couplings import COUPLINGS, pair_in_blocks
 from flowkit.errors import ConfigError
-from flowkit.methods import per_sample_mse
+from flowkit.methods import Method, per_sample_mse
 from flowkit.paths import AffinePath, expand_like
-from flowkit.sampling import renoise_sample, renoise_solve
+from flowkit.samplers.renoise import PAIRINGS
 from flowkit.teacher import Teacher
 from plugins.consistency.schedule import SCHEDULES, discretisation, target_decay
 
 DISTANCES = ("pseudo_huber", "l2")
-RENOISE = ("independent", "ot", "sinkhorn")  # how multistep sampling pairs fresh noise with its samples
 TEACHER_SOLVERS = ("heun", "euler")
 
 
 def consistency_function(model: nn.Module, x: Tensor, t: Tensor, **cond: Tensor) -> Tensor:
     """f(x, t) = x + (1 - t) F(x, t): equal to x at t = 1 whatever F returns."""
     return x + expand_like(1 - t, x) * model(x, t, **cond)
-
-
-def consistency_sample(model: nn.Module, path: AffinePath, x0: Tensor, steps: int) -> Tensor:
-    """Multistep consistency sampling at tau_k = k / steps (``flowkit.sampling.renoise_sample``)."""
-    return renoise_sample(lambda x, t: consistency_function(model, x, t), path, x0, steps)
 
 
 def teacher_step(velocity: nn.Module, x: Tensor, t: Tensor, t_next: Tensor, solver: str, **cond: Tensor) -> Tensor:
@@ -70,33 +66,32 @@ def teacher_step(velocity: nn.Module, x: Tensor, t: Tensor, t_next: Tensor, solv
     return x + dt * 0.5 * (v + velocity(x_euler, t_next, **cond))
 
 
-class _Consistency:
-    """What CD and CT share: the grid, the distance, the target network and the sampler."""
+class _Consistency(Method):
+    """What CD and CT share: the grid, the distance, the target network and how it samples."""
 
     ode = False  # solvers and likelihoods need a velocity; a consistency network is not one
+    samplers = ("renoise",)
+    _name = ""
 
     def __init__(self, path: AffinePath, time_sampler, total_steps: int, schedule: str, s0: int, s1: int,
-                 mu0: float, distance: str, sample_steps: int, huber_c: float = 0.0,
-                 renoise: str = "independent", renoise_block: int = 256) -> None:
-        name = self.name
+                 mu0: float, distance: str, huber_c: float = 0.0, renoise: str = "independent",
+                 renoise_block: int = 256) -> None:
+        name = self._name
         if schedule not in SCHEDULES:
             raise ConfigError(f"method '{name}': schedule='{schedule}' is not one of: {', '.join(SCHEDULES)}")
         if distance not in DISTANCES:
             raise ConfigError(f"method '{name}': distance='{distance}' is not one of: {', '.join(DISTANCES)}")
-        if renoise not in RENOISE:
-            raise ConfigError(f"method '{name}': renoise='{renoise}' is not one of: {', '.join(RENOISE)}")
+        if renoise not in PAIRINGS:
+            raise ConfigError(f"method '{name}': renoise='{renoise}' is not one of: {', '.join(PAIRINGS)}")
         if renoise_block < 1:
             raise ConfigError(f"method '{name}': renoise_block={renoise_block}; expected >= 1")
-        if not 1 <= s0 <= s1 or not 0.0 <= mu0 < 1.0 or sample_steps < 1 or huber_c < 0:
-            raise ConfigError(f"method '{name}': s0={s0}, s1={s1}, mu0={mu0}, sample_steps={sample_steps}, "
-                              f"huber_c={huber_c}; expected 1 <= s0 <= s1, 0 <= mu0 < 1, sample_steps >= 1 and "
-                              "huber_c >= 0")
+        if not 1 <= s0 <= s1 or not 0.0 <= mu0 < 1.0 or huber_c < 0:
+            raise ConfigError(f"method '{name}': s0={s0}, s1={s1}, mu0={mu0}, huber_c={huber_c}; expected "
+                              "1 <= s0 <= s1, 0 <= mu0 < 1 and huber_c >= 0")
         self.path, self.time_sampler, self.total_steps = path, time_sampler, total_steps
         self.schedule, self.s0, self.s1, self.mu0 = schedule, s0, s1, mu0
-        self.distance, self.sample_steps, self.huber_c = distance, sample_steps, huber_c
-        # pair(x, z) for renoise_sample: z paired with the samples x by the ``renoise`` coupling; None: independent
-        self.pair = None if renoise == "independent" else partial(pair_in_blocks, COUPLINGS.build({"name": renoise}),
-                                                                  block=renoise_block)
+        self.distance, self.huber_c = distance, huber_c
+        self.renoise = {"pair": renoise, "block": renoise_block}  # how ``renoise:N`` pairs fresh noise with samples
         self._target: nn.Module | None = None
         self._pending: dict[str, Tensor] | None = None
 
@@ -116,38 +111,45 @@ class _Consistency:
         c = self.huber_c or 0.00054 * math.sqrt(a[0].numel())
         return torch.sqrt((a - b).pow(2).flatten(1).sum(1) + c * c) - c
 
-    def target_network(self, model: nn.Module) -> nn.Module:
-        """theta-: the online network itself when mu0 = 0 (iCT), else its EMA copy."""
-        if self.mu0 == 0:
-            return model
-        if self._target is None:
+    def setup(self, model: nn.Module) -> None:
+        """theta-: the online network itself when mu0 = 0 (iCT), else an EMA copy made here (restored from a
+        checkpoint when the run resumes)."""
+        if self.mu0 > 0 and self._target is None:
             self._target = copy.deepcopy(model).requires_grad_(False)
             if self._pending is not None:
                 self._target.load_state_dict(self._pending)
+                self._pending = None
+
+    def target_network(self, model: nn.Module) -> nn.Module:
+        if self.mu0 == 0:
+            return model
+        if self._target is None:
+            raise RuntimeError(f"method '{self._name}': setup(model) makes the target network before the first loss")
         return self._target
 
-    def update_target(self, model: nn.Module, step: int) -> None:
-        """theta- <- mu(k) theta- + (1 - mu(k)) theta. ``loss`` applies it at the start of each step, i.e.
-        after the previous optimiser step: a checkpoint written between two steps then holds the pair
-        (theta, theta-) a resumed run continues from exactly."""
+    def after_step(self, model: nn.Module, step: int) -> None:
+        """theta- <- mu(k) theta- + (1 - mu(k)) theta, after optimiser step k - 1, with k = ``step`` the next step:
+        a checkpoint written between two steps holds the pair (theta, theta-) a resumed run continues from."""
         if self._target is None:
             return
         mu = target_decay(self.schedule, self.mu0, self.s0, self.grid_points(step))
         with torch.no_grad():
-            for p_target, p in zip(self._target.parameters(), model.parameters()):
-                p_target.lerp_(p, 1 - mu)
+            torch._foreach_lerp_(list(self._target.parameters()), list(model.parameters()), 1 - mu)
 
     def state_dict(self) -> dict[str, Any]:
         return {"target": self._target.state_dict()} if self._target is not None else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._pending, self._target = state.get("target"), None
+        target = state.get("target")
+        if target is not None and self._target is not None:
+            self._target.load_state_dict(target)
+        else:
+            self._pending = target
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
         x0, x1 = batch["x0"], batch["x1"]
         step = int(batch.get("step", 0))
         target_net = self.target_network(model)
-        self.update_target(model, step)  # a no-op on the first step: theta- is a fresh copy of theta
         t, t_next = self.neighbours(x1, step)
         x_t = self.path.sample(x0, x1, t)
         cond = cond_of(batch)
@@ -156,24 +158,25 @@ class _Consistency:
             target = consistency_function(target_net, neighbour, t_next, **cond)
         return {"loss": self.d(consistency_function(model, x_t, t, **cond), target)}
 
-    def sample(self, model: nn.Module, x0: Tensor, method: str = "euler", steps: int | None = None,
-               **solver: object) -> tuple[Tensor, int]:
-        """``euler:N``: N-step consistency sampling (N NFE)."""
-        return renoise_solve(lambda x, t: consistency_function(model, x, t), self.path, x0, method,
-                             steps or self.sample_steps, "a consistency model", self.pair)
+    def predictor(self, net: nn.Module) -> tuple[Callable[..., Tensor], str]:
+        """The consistency function f, a data (x1) prediction."""
+        return (lambda x, t, **inputs: consistency_function(net, x, t, **inputs)), "x1"
+
+    def sampler_options(self, sampler: str) -> dict[str, Any]:
+        return self.renoise if sampler == "renoise" else {}
 
 
 class ConsistencyTraining(_Consistency):
     """CT (Song et al. 2023, Alg. 3; iCT defaults of Song & Dhariwal 2023): no teacher; the neighbour is
     the same (x0, x1) pair one grid step further along the path."""
 
-    name = "ct"
+    _name = "ct"
 
     def __init__(self, path: AffinePath, time_sampler, total_steps: int, schedule: str = "ict", s0: int = 10,
-                 s1: int = 1280, mu0: float = 0.0, distance: str = "pseudo_huber", sample_steps: int = 1,
-                 huber_c: float = 0.0, renoise: str = "independent", renoise_block: int = 256) -> None:
-        super().__init__(path, time_sampler, total_steps, schedule, s0, s1, mu0, distance, sample_steps, huber_c,
-                         renoise, renoise_block)
+                 s1: int = 1280, mu0: float = 0.0, distance: str = "pseudo_huber", huber_c: float = 0.0,
+                 renoise: str = "independent", renoise_block: int = 256) -> None:
+        super().__init__(path, time_sampler, total_steps, schedule, s0, s1, mu0, distance, huber_c, renoise,
+                         renoise_block)
 
     def neighbour(self, x0: Tensor, x1: Tensor, x_t: Tensor, t: Tensor, t_next: Tensor, **cond: Tensor) -> Tensor:
         return self.path.sample(x0, x1, t_next)
@@ -182,19 +185,19 @@ class ConsistencyTraining(_Consistency):
 class ConsistencyDistillation(_Consistency):
     """CD (Song et al. 2023, Alg. 2): the neighbour is one solver step of a frozen teacher flow."""
 
-    name = "cd"
+    _name = "cd"
 
     def __init__(self, path: AffinePath, time_sampler, total_steps: int, data_shape: tuple[int, ...] = (),
                  teacher: str = "", teacher_solver: str = "heun", schedule: str = "constant", s0: int = 2,
-                 s1: int = 32, mu0: float = 0.0, distance: str = "l2", sample_steps: int = 1,
-                 huber_c: float = 0.0, renoise: str = "independent", renoise_block: int = 256) -> None:
+                 s1: int = 32, mu0: float = 0.0, distance: str = "l2", huber_c: float = 0.0,
+                 renoise: str = "independent", renoise_block: int = 256) -> None:
         self.teacher = Teacher("method 'cd'", teacher, data_shape)
         if teacher_solver not in TEACHER_SOLVERS:
             raise ConfigError(f"method 'cd': teacher_solver='{teacher_solver}' is not one of: "
                               f"{', '.join(TEACHER_SOLVERS)}")
         self.teacher_solver = teacher_solver
-        super().__init__(path, time_sampler, total_steps, schedule, s0, s1, mu0, distance, sample_steps, huber_c,
-                         renoise, renoise_block)
+        super().__init__(path, time_sampler, total_steps, schedule, s0, s1, mu0, distance, huber_c, renoise,
+                         renoise_block)
 
     def neighbour(self, x0: Tensor, x1: Tensor, x_t: Tensor, t: Tensor, t_next: Tensor, **cond: Tensor) -> Tensor:
         return teacher_step(self.teacher.on(x_t.device), x_t, t, t_next, self.teacher_solver, **cond)

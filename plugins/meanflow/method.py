@@ -25,9 +25,9 @@ with ||.||^2 the mean over data dimensions (our per-sample convention). p = 1 is
 in 2-D it weights the mode of the (wide) conditional velocity over its mean, and p = 0 (plain L2) did
 better there (recipes/meanflow.yaml). d_r u passes through the network's time embedding: with the
 default sinusoidal scale of 1000 it is ~1000x larger than the flow's own change and training diverged
-at p = 0; the meanflow recipes use ``model.time_scale=1``. Sampling: ``euler:N`` takes N
-average-velocity jumps on a uniform grid (N NFE); any other solver integrates u(z, t, t), the
-instantaneous velocity.
+at p = 0; the meanflow recipes use ``model.time_scale=1``. Sampling: the sampler ``meanflow:N`` takes N
+average-velocity jumps on the grid (N NFE; registered by this plugin); any ODE sampler integrates
+u(z, t, t), the instantaneous velocity.
 """
 
 from __future__ import annotations
@@ -35,39 +35,40 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from flowkit.conditioning import cond_of
+from flowkit.conditioning import Cond, cond_of
 from flowkit.errors import ConfigError
-from flowkit.methods import per_sample_mse
+from flowkit.methods import Method, per_sample_mse
 from flowkit.paths import AffinePath, expand_like
-from flowkit.sampling import solve
+from flowkit.samplers import Predictor, Sampler
 
 
-@torch.no_grad()
-def meanflow_sample(model: nn.Module, x0: Tensor, steps: int) -> Tensor:
-    """``steps`` jumps z_t = z_r + (t - r) u(z_r, r, t) on a uniform grid from t=0 to t=1."""
-    x = x0
-    grid = torch.linspace(0.0, 1.0, steps + 1, device=x0.device, dtype=x0.dtype)
-    for r, t in zip(grid[:-1], grid[1:]):
-        r_b, t_b = r.expand(x.shape[0]), t.expand(x.shape[0])
-        x = x + (t - r) * model(x, r_b, t_b)
-    return x
+class MeanFlowJumps(Sampler):
+    """Average-velocity jumps z_t = z_r + (t - r) u(z_r, r, t) between grid times (Geng et al. 2025), 1 NFE each."""
+
+    ode = False  # needs a network of two times: methods name it in their samplers
+
+    def __call__(self, model: Predictor, x0: Tensor, ts: Tensor, *, cond: Cond | None = None) -> tuple[Tensor, int]:
+        x = x0
+        for r, t in zip(ts[:-1], ts[1:]):
+            r_b, t_b = r.expand(x.shape[0]), t.expand(x.shape[0])
+            x = x + (t - r) * model(x, r_b, cond, t_end=t_b)
+        return x, model.nfe
 
 
-class MeanFlow:
+class MeanFlow(Method):
     """Geng et al. 2025, Alg. 1, in our time convention (module docstring)."""
 
-    model_options = {"times": 2}
+    inputs = ("t_end",)
+    samplers = ("meanflow",)
 
     def __init__(self, path: AffinePath, time_sampler, equal_fraction: float = 0.75, p: float = 1.0,
-                 c: float = 1e-3, sample_steps: int = 1) -> None:
+                 c: float = 1e-3) -> None:
         if not 0.0 <= equal_fraction <= 1.0:
             raise ConfigError(f"method 'meanflow': equal_fraction={equal_fraction} is out of range; expected 0..1")
         if p < 0 or c <= 0:
             raise ConfigError(f"method 'meanflow': p={p}, c={c}; expected p >= 0 and c > 0")
-        if sample_steps < 1:
-            raise ConfigError(f"method 'meanflow': sample_steps={sample_steps}; expected >= 1")
         self.path, self.time_sampler = path, time_sampler
-        self.equal_fraction, self.p, self.c, self.sample_steps = equal_fraction, p, c, sample_steps
+        self.equal_fraction, self.p, self.c = equal_fraction, p, c
 
     def times(self, n: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """(r, t) with r <= t, both from the time sampler; t = r for ``equal_fraction`` of the batch."""
@@ -92,11 +93,3 @@ class MeanFlow:
         squared = per_sample_mse(u, u_target)
         weight = (squared.detach() + self.c) ** -self.p
         return {"loss": weight * squared, "mse": squared.detach()}
-
-    def sample(self, model: nn.Module, x0: Tensor, method: str = "euler", steps: int | None = None,
-               **solver: object) -> tuple[Tensor, int]:
-        """``euler:N``: N average-velocity jumps (N NFE); any other solver integrates u(z, t, t)."""
-        if method == "euler":
-            n = steps or self.sample_steps
-            return meanflow_sample(model, x0, n), n
-        return solve(model, x0, method=method, steps=steps, **solver)

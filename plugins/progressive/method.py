@@ -9,8 +9,8 @@ A student with N steps learns to match two DDIM steps of its teacher (2N steps) 
     L = max(SNR(t), 1) || x1_student - x1~ ||^2,  SNR = alpha^2 / sigma^2          (weighting=truncated_snr)
 
 Then the student becomes the teacher and N halves (``next_round``), each stage in its own run
-directory. A stage's student samples with ``euler:N``, which for this method means N DDIM steps of
-the path (identical to Euler on the rectified path).
+directory. A stage's student is a velocity field trained for flowkit's ``ddim:N`` sampler: N DDIM steps
+of the path (identical to Euler on the rectified path).
 """
 
 from __future__ import annotations
@@ -22,20 +22,20 @@ from torch import Tensor, nn
 
 from flowkit.conditioning import cond_of, guided
 from flowkit.errors import ConfigError
-from flowkit.methods import per_sample_mse
-from flowkit.paths import AffinePath, expand_like
-from flowkit.sampling import solve
+from flowkit.methods import Method, per_sample_mse
+from flowkit.paths import AffinePath
+from flowkit.samplers.ddim import ddim_step
 from flowkit.teacher import Teacher, follow_teacher
-from plugins.progressive.ddim import ddim_sample, ddim_step, endpoints_through
+from plugins.progressive.ddim import endpoints_through
 
 WEIGHTINGS = ("velocity", "truncated_snr")
 
 
-class ProgressiveDistillation:
+class ProgressiveDistillation(Method):
     """Salimans & Ho 2022: a student halves its teacher's DDIM steps.
 
     ``guided=true`` is guided distillation (Meng et al. 2023, "On Distillation of Guided Diffusion
-    Models"): the student takes the guidance weight w as an input (``model.guidance_input``) and learns
+    Models"): the student takes the guidance weight w as an input (declared: ``inputs``) and learns
     the classifier-free-guided teacher, w ~ U[guidance_min, guidance_max] per sample. Meng et al. first
     distil the guided teacher at its own step count, then halve; here the first stage does both at once
     (its targets are two guided teacher steps), and later stages halve a w-conditioned teacher. Sampling
@@ -56,8 +56,14 @@ class ProgressiveDistillation:
             raise ConfigError(f"method 'progressive': guidance_min={guidance_min}, guidance_max={guidance_max}; "
                               "expected 0 <= guidance_min <= guidance_max")
         self.guided, self.guidance_range = guided, (guidance_min, guidance_max)
-        self.model_options = {"guidance_input": True} if guided else {}
-        self.needs_labels = guided
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return ("guidance",) if self.guided else ()
+
+    @property
+    def needs_labels(self) -> bool:
+        return self.guided
 
     def teacher(self, device: torch.device) -> nn.Module:
         return self._teacher.on(device)
@@ -98,19 +104,12 @@ class ProgressiveDistillation:
         _, x1_student = self.path.endpoints(v, x_t, t, "velocity")
         return {"loss": weight * per_sample_mse(x1_student, x1_target)}
 
-    def sample(self, model: nn.Module, x0: Tensor, method: str = "euler", steps: int | None = None,
-               **solver: object) -> tuple[Tensor, int]:
-        """``euler:N`` runs N DDIM steps of the path (N NFE); any other solver integrates the velocity."""
-        if method == "euler":
-            return ddim_sample(model, self.path, x0, steps or self.student_steps), steps or self.student_steps
-        return solve(model, x0, method=method, steps=steps, **solver)
-
-    @staticmethod
-    def next_round(config: dict, run_dir) -> dict | None:
+    @classmethod
+    def next_round(cls, config: dict, run_dir) -> dict | None:
         """The next stage: this student becomes the teacher and its step count halves."""
         spec = config["method"]
         if spec.get("student_steps", 32) <= spec.get("final_steps", 1):
             return None
         return {"method": {"teacher": str(run_dir), "student_steps": spec["student_steps"] // 2},
-                "eval": {"solver": f"euler:{spec['student_steps'] // 2}"},
+                "eval": {"solver": f"ddim:{spec['student_steps'] // 2}"},
                 **follow_teacher(config, spec["teacher"], run_dir)}

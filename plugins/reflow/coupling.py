@@ -14,13 +14,15 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from flowkit.conditioning import Cond
+from flowkit.couplings import Coupling
 from flowkit.errors import ConfigError
-from flowkit.evaluate import solver_options
+from flowkit.samplers import parse_sampler, sample_with
 from flowkit.teacher import check_shape, follow_teacher, load_teacher
 from plugins.reflow.pairs import generate_pairs, load_pairs, save_pairs
 
 
-class ReflowCoupling:
+class ReflowCoupling(Coupling):
     """(x0, x1) -> rows of the fixed pairs (Z0, Phi(Z0)) of a teacher flow (Liu et al. 2022)."""
 
     def __init__(self, teacher: str = "", data_shape: tuple[int, ...] = (), pairs: int = 50_000,
@@ -33,7 +35,8 @@ class ReflowCoupling:
         if pairs < 1 or batch_size < 1:
             raise ConfigError(f"coupling 'reflow': pairs={pairs}, batch_size={batch_size}; expected both >= 1")
         self.teacher = check_shape(teacher, data_shape)  # fails before any run directory is made
-        self.solver = solver_options(solver, rtol, atol)
+        parse_sampler(solver)
+        self.solver, self.tolerances = solver, {"rtol": rtol, "atol": atol}
         self.meta = {"teacher": str(self.teacher.resolve()), "pairs": pairs, "solver": solver, "rtol": rtol,
                      "atol": atol, "seed": seed}
         self.n, self.batch_size, self.seed = pairs, batch_size, seed
@@ -42,8 +45,8 @@ class ReflowCoupling:
         self.x1: Tensor | None = None
         self.by_class: tuple[Tensor, Tensor] | None = None  # (first row, row count) of each class, if labelled
 
-    @staticmethod
-    def next_round(config: dict, run_dir: Path) -> dict | None:
+    @classmethod
+    def next_round(cls, config: dict, run_dir: Path) -> dict | None:
         """k-rectified flow: with ``rounds=k`` left, the flow just trained is the next round's teacher
         (and its initial weights). Each round draws its own pairs; a cache is per round."""
         spec = config["coupling"]
@@ -73,27 +76,22 @@ class ReflowCoupling:
         return self.x0, self.x1
 
     def generate(self, device: torch.device, labelled: bool) -> tuple[Tensor, Tensor, Tensor | None]:
-        from flowkit.build import conditioning_classes
-        from flowkit.conditioning import Guided
-        from flowkit.data import build_pair
-
-        model, method, cfg = load_teacher(self.teacher)
-        source, target = build_pair(cfg["data"]["source"], cfg["data"]["target"], cfg["data"]["path"])
-        generator = torch.Generator().manual_seed(self.seed)
-        x0 = source.sample(self.n, generator)
+        model, teacher, _ = load_teacher(self.teacher)
         model = model.to(device)
-        if not labelled:
-            x0, x1 = generate_pairs(lambda x, **kw: method.sample(model, x, **kw), x0, self.batch_size, device,
-                                    **self.solver)
-            return x0, x1, None
-        classes = conditioning_classes(cfg, target)
-        if not classes:
+        if labelled and not teacher.classes:
             raise ConfigError(f"coupling 'reflow': class-conditional training needs a class-conditional teacher; "
                               f"'{self.teacher}' was trained without labels (cond.labels=false)")
-        y = target.sample_labelled(self.n, generator)[1]  # the data's class frequencies
-        sample = lambda x, labels, **kw: method.sample(Guided(model, labels, 1.0, classes), x, **kw)  # noqa: E731
-        x0, x1 = generate_pairs(sample, x0, self.batch_size, device, labels=y, **self.solver)
-        return x0, x1, y
+        generator = torch.Generator().manual_seed(self.seed)
+        x0 = teacher.source.sample(self.n, generator)
+
+        def sample(x: Tensor, labels: Tensor | None = None) -> Tensor:
+            cond = None if labels is None else Cond(labels.to(device), None, teacher.classes)
+            return sample_with(teacher.method, model, teacher.path, x, self.solver, cond=cond, **self.tolerances)[0]
+
+        if not labelled:
+            return (*generate_pairs(sample, x0, self.batch_size, device), None)
+        y = teacher.target.sample_labelled(self.n, generator)[1]  # the data's class frequencies
+        return (*generate_pairs(sample, x0, self.batch_size, device, labels=y), y)
 
     def __call__(self, x0: Tensor, x1: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Random pairs; with labels ``y``, row i draws a pair of class y_i, so the labels stay valid."""

@@ -14,17 +14,13 @@ import torch
 from torch import Tensor, nn
 
 from flowkit.conditioning import cond_of
-from flowkit.methods import per_sample_mse
-from flowkit.sampling import solve
+from flowkit.methods import Method, per_sample_mse
 
 
-class ReflowDistill:
+class ReflowDistill(Method):
     """Regress Phi(x0) from x0 with t = 0: the paper's distill stage of k-rectified flow."""
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         x0, x1 = batch["x0"], batch["x1"]
         t = torch.zeros(x0.shape[0], device=x0.device, dtype=x0.dtype)
         return {"loss": per_sample_mse(x0 + model(x0, t, **cond_of(batch)), x1)}
-
-    def sample(self, model: nn.Module, x0: Tensor, **solver: object) -> tuple[Tensor, int]:
-        return solve(model, x0, **solver)

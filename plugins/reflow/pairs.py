@@ -13,15 +13,14 @@ from flowkit.errors import ConfigError
 
 
 @torch.no_grad()
-def generate_pairs(sample: Callable[..., tuple[Tensor, int]], x0: Tensor, batch_size: int,
-                   device: torch.device, labels: Tensor | None = None, **solver: Any) -> tuple[Tensor, Tensor]:
-    """Push ``x0`` through ``sample`` (a method's sampler bound to its model) batch by batch on ``device``;
-    with ``labels``, ``sample(chunk, labels_chunk, ...)`` maps each row conditioned on its label."""
+def generate_pairs(sample: Callable[..., Tensor], x0: Tensor, batch_size: int, device: torch.device,
+                   labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Push ``x0`` through ``sample`` (the teacher's sampler) batch by batch on ``device``; with ``labels``,
+    ``sample(chunk, labels_chunk)`` maps each row conditioned on its label."""
     outputs = []
     for i, chunk in enumerate(x0.split(batch_size)):
         extra = () if labels is None else (labels[i * batch_size:(i + 1) * batch_size],)
-        x1, _ = sample(chunk.to(device), *extra, **solver)
-        outputs.append(x1)
+        outputs.append(sample(chunk.to(device), *extra))
     x1 = torch.cat(outputs)
     if not torch.isfinite(x1).all():
         raise ConfigError("the teacher produced non-finite samples; reflow pairs were not written")

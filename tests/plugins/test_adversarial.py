@@ -4,12 +4,14 @@ distillation target, weight 0 = distillation alone, and a short run beating dist
 import pytest
 import torch
 
-from flowkit.checkpoint import load_model, read_checkpoint
+from flowkit.build import load_run
+from flowkit.checkpoint import read_checkpoint
 from flowkit.config import apply_overrides, load_recipe
 from flowkit.errors import ConfigError
 from flowkit.methods import METHODS
 from flowkit.metrics import w2
 from flowkit.paths import PATHS
+from flowkit.samplers import sample_with
 from flowkit.timesteps import TIME_SAMPLERS
 from flowkit.train import train
 from plugins.adversarial.critic import make_critic
@@ -88,7 +90,7 @@ def test_the_distillation_target_is_the_teachers_prediction_from_the_renoised_sa
 
 def test_at_adversarial_weight_0_the_loss_is_distillation_alone_whatever_the_critic(teacher):
     method = build(teacher, adversarial_weight=0.0)
-    model = load_model(teacher)[1].model
+    model = load_run(teacher)[1].model
     batch = {"x0": torch.randn(64, 2), "x1": torch.randn(64, 2)}
     assert method.critic_loss(model, batch) is None  # no critic step
     grads = []
@@ -110,8 +112,8 @@ def test_options_are_checked(teacher):
         build(teacher, adversarial_weight=-1.0)
     with pytest.raises(ConfigError, match="student_steps=0"):
         build(teacher, student_steps=0)
-    with pytest.raises(ConfigError, match="dopri5.*euler:N"):
-        build(teacher).sample(lambda x, t: x, torch.zeros(4, 2), method="dopri5")
+    with pytest.raises(ConfigError, match="sampler 'dopri5' solves the velocity ODE.*its samplers: renoise"):
+        sample_with(build(teacher), lambda x, t: x, PATHS.build({"name": "rectified"}), torch.zeros(4, 2), "dopri5")
 
 
 def run(tmp_path, teacher, *extra, steps=600):
@@ -130,15 +132,15 @@ def test_training_at_weight_0_is_distillation_the_critic_neither_trains_nor_matt
 
 
 def test_a_short_run_beats_its_teacher_one_step_and_distillation_alone(teacher, tmp_path):
-    adversarial = load_model(run(tmp_path / "adv", teacher, "method.distill_weight=0.1"))[1]
-    distilled = load_model(run(tmp_path / "distill", teacher, "method.adversarial_weight=0"))[1]
-    _, flow = load_model(teacher)
+    adversarial = load_run(run(tmp_path / "adv", teacher, "method.distill_weight=0.1"))[1]
+    distilled = load_run(run(tmp_path / "distill", teacher, "method.adversarial_weight=0"))[1]
+    _, flow = load_run(teacher)
     x0 = torch.randn(2000, 2, generator=torch.Generator().manual_seed(0))
     ref = flow.target.sample(2000, torch.Generator().manual_seed(1))
-    one = w2(adversarial.method.sample(adversarial.model, x0, method="euler", steps=1)[0], ref)
-    alone = w2(distilled.method.sample(distilled.model, x0, method="euler", steps=1)[0], ref)
-    euler = w2(flow.method.sample(flow.model, x0, method="euler", steps=1)[0], ref)
-    ode = w2(flow.method.sample(flow.model, x0, method="dopri5")[0], ref)
+    one = w2(adversarial.sample(x0, "renoise:1")[0], ref)
+    alone = w2(distilled.sample(x0, "renoise:1")[0], ref)
+    euler = w2(flow.sample(x0, "euler:1")[0], ref)
+    ode = w2(flow.sample(x0, "dopri5")[0], ref)
     # measured: 0.67 against distillation alone 4.1, the teacher's Euler 2.9 and its dopri5 1.55 (300 steps):
     # the critic sees real data, so the student can outgrow a short-trained teacher
     assert one < 0.5 * alone and one < 0.5 * euler and one < ode, (one, alone, euler, ode)

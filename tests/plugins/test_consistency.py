@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from flowkit.checkpoint import load_model
+from flowkit.build import load_run
 from flowkit.config import apply_overrides, load_recipe
 from flowkit.errors import ConfigError
 from flowkit.methods import METHODS
@@ -14,9 +14,13 @@ from flowkit.models import MODELS
 from flowkit.paths import PATHS
 from flowkit.timesteps import TIME_SAMPLERS
 from flowkit.train import train
-from plugins.consistency.method import consistency_function, consistency_sample, teacher_step
+from flowkit.samplers import sample_with
+from plugins.consistency.method import consistency_function, teacher_step
 from plugins.consistency.schedule import discretisation, target_decay
 from tests.helpers import tiny
+
+
+RECTIFIED = PATHS.build({"name": "rectified"})
 
 
 def build(name, total_steps=100, **options):
@@ -55,22 +59,35 @@ def test_target_decay_matches_its_formula():
     assert target_decay("ict", 0.0, 10, 1281) == 0.0
 
 
-def test_the_target_network_is_an_ema_of_the_online_one():
+def test_the_target_network_is_an_ema_of_the_online_one_updated_after_each_step_not_in_the_loss():
     method = build("ct", schedule="constant", s0=2, s1=8, mu0=0.9, distance="l2")
     torch.manual_seed(0)
     model = MODELS.build({"name": "mlp", "width": 16}, data_shape=(2,))
+    with pytest.raises(RuntimeError, match="setup"):
+        method.target_network(model)  # made in setup, never as a side effect of the loss
+    method.setup(model)
     target = method.target_network(model)
     assert target is not model and all(not p.requires_grad for p in target.parameters())
     before = [p.clone() for p in target.parameters()]
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p))
-    method.update_target(model, 1)
+    batch = {"x0": torch.randn(8, 2), "x1": torch.randn(8, 2), "step": 3}
+    method.loss(model, batch)
+    assert all(torch.equal(a, b) for a, b in zip(before, target.parameters()))  # the loss has no side effects
+    method.after_step(model, 1)
     for old, new, online in zip(before, target.parameters(), model.parameters()):
         torch.testing.assert_close(new, 0.9 * old + 0.1 * online)
-    restored = build("ct", schedule="constant", s0=2, s1=8, mu0=0.9)
-    restored.load_state_dict(method.state_dict())
-    assert all(torch.equal(a, b) for a, b in zip(restored.target_network(model).parameters(), target.parameters()))
+    for resumed_first in (True, False):  # Lightning restores state before or after setup, by strategy
+        restored = build("ct", schedule="constant", s0=2, s1=8, mu0=0.9)
+        fresh = MODELS.build({"name": "mlp", "width": 16}, data_shape=(2,))
+        if resumed_first:
+            restored.load_state_dict(method.state_dict())
+            restored.setup(fresh)
+        else:
+            restored.setup(fresh)
+            restored.load_state_dict(method.state_dict())
+        assert all(torch.equal(a, b) for a, b in zip(restored.target_network(fresh).parameters(), target.parameters()))
 
 
 def test_with_mu0_zero_the_target_is_the_online_network_under_stop_gradient():
@@ -121,9 +138,10 @@ def test_the_cd_target_is_one_teacher_solver_step(teacher, solver):
 
 
 def test_a_consistency_model_refuses_ode_solvers_before_training(tmp_path):
-    with pytest.raises(ConfigError, match="dopri5.*euler:N"):
-        build("ct").sample(lambda x, t: x, torch.zeros(4, 2), method="dopri5")
-    with pytest.raises(ConfigError, match="eval solver.*dopri5"):
+    with pytest.raises(ConfigError, match="sampler 'dopri5' solves the velocity ODE, which method 'ct' does not "
+                                          "define; its samplers: renoise"):
+        sample_with(build("ct"), lambda x, t: x, RECTIFIED, torch.zeros(4, 2), "dopri5", method_name="ct")
+    with pytest.raises(ConfigError, match="sampler 'dopri5' .* method 'ct' .*its samplers: renoise"):
         train(apply_overrides(load_recipe("ct"), tiny(tmp_path, "eval.compare=[dopri5]")))
     assert not (tmp_path / "runs").exists()
 
@@ -133,7 +151,9 @@ def test_multistep_sampling_of_an_exact_consistency_function_returns_the_data():
     net = lambda x, t: (mu - x) / (1 - t[:, None]).clamp_min(1e-12)  # noqa: E731  (f = mu everywhere)
     x0 = torch.randn(32, 2)
     for steps in (1, 2, 5):
-        torch.testing.assert_close(consistency_sample(net, PATHS.build({"name": "cosine"}), x0, steps), mu.expand(32, 2))
+        x, nfe = sample_with(build("ct"), net, PATHS.build({"name": "cosine"}), x0, f"renoise:{steps}")
+        torch.testing.assert_close(x, mu.expand(32, 2))
+        assert nfe == steps
 
 
 def test_ot_renoising_keeps_an_ot_trained_consistency_function_on_its_training_distribution():
@@ -147,13 +167,13 @@ def test_ot_renoising_keeps_an_ot_trained_consistency_function_on_its_training_d
     for block in (2000, 250):
         method = build("ct", renoise="ot", renoise_block=block)
         for steps in (2, 4):
-            x, nfe = method.sample(net, x0, method="euler", steps=steps)
+            x, nfe = sample_with(method, net, RECTIFIED, x0, f"renoise:{steps}")
             assert nfe == steps
             # OT-paired noise re-noises onto the OT interpolant: every step lands on the target law again
             assert float(x.std()) == pytest.approx(s, rel=0.02) and float(x.mean()) == pytest.approx(mu, abs=0.1)
             assert w2(x, target) < 0.05
     # independent noise leaves that distribution: the 2-step samples shrink (std 3 sqrt(2.5) / 2 = 2.37)
-    x, _ = build("ct").sample(net, x0, method="euler", steps=2)
+    x, _ = sample_with(build("ct"), net, RECTIFIED, x0, "renoise:2")
     assert float(x.std()) == pytest.approx(s * math.sqrt(0.25 + 0.25 * s * s) / (0.5 + 0.5 * s), rel=0.03)
 
 
@@ -168,12 +188,12 @@ def test_short_distillation_reaches_the_teachers_ode_in_one_step(teacher, tmp_pa
     run = train(apply_overrides(load_recipe("cd"), tiny(tmp_path, f"method.teacher={teacher}", "method.s1=16",
                                                         "optim.lr=1e-3", "optim.ema_decay=0.9", steps=800))).run_dir
     x0 = torch.randn(1000, 2, generator=torch.Generator().manual_seed(0))
-    _, student = load_model(run)
-    _, flow = load_model(teacher)
+    _, student = load_run(run)
+    _, flow = load_run(teacher)
     ref = student.target.sample(1000, torch.Generator().manual_seed(1))
-    one, nfe = student.method.sample(student.model, x0, method="euler", steps=1)
-    euler, _ = flow.method.sample(flow.model, x0, method="euler", steps=1)
-    ode, _ = flow.method.sample(flow.model, x0, method="dopri5", rtol=1e-5, atol=1e-5)
+    one, nfe = student.sample(x0, "renoise:1")
+    euler, _ = flow.sample(x0, "euler:1")
+    ode, _ = flow.sample(x0, "dopri5", rtol=1e-5, atol=1e-5)
     assert nfe == 1
     # the student's one step lands where the teacher's ODE does (measured: 0.015 vs Euler's 8.0) ...
     paired = lambda x: float((x - ode).pow(2).sum(1).mean())  # noqa: E731

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from flowkit.checkpoint import load_model
+from flowkit.build import load_run
 from flowkit.config import apply_overrides, load_recipe
 from flowkit.errors import ConfigError
 from flowkit.methods import METHODS
@@ -13,7 +13,9 @@ from flowkit.models import MODELS
 from flowkit.paths import PATHS, expand_like
 from flowkit.train import train
 from flowkit.timesteps import TIME_SAMPLERS
-from plugins.meanflow.method import meanflow_sample
+from flowkit.models import Conditioned, compose
+from flowkit.samplers import Predictor
+from plugins.meanflow.method import MeanFlowJumps
 from tests.helpers import tiny
 
 
@@ -30,8 +32,8 @@ class ShiftFlow(nn.Module):
         super().__init__()
         self.path, self.mu = path, mu
 
-    def forward(self, z, r, t=None):
-        t = r if t is None else t
+    def forward(self, z, r, t=None, t_end=None):
+        t = t_end if t_end is not None else (r if t is None else t)
         a_r, s_r = (expand_like(f(r), z) for f in (self.path.alpha, self.path.sigma))
         x0 = (z - a_r * self.mu) / (a_r + s_r)
         a_t, s_t = (expand_like(f(t), z) for f in (self.path.alpha, self.path.sigma))
@@ -41,10 +43,10 @@ class ShiftFlow(nn.Module):
 @pytest.mark.parametrize("model_name,shape", [("mlp", (3,)), ("unet", (1, 4, 4))])
 def test_jvp_derivative_equals_finite_differences(model_name, shape):
     torch.manual_seed(0)
-    spec = {"name": model_name, "times": 2, **({"channels": 8, "mults": [1, 2]} if model_name == "unet" else {})}
-    net = MODELS.build(spec, data_shape=shape).double()
+    spec = {"name": model_name, **({"channels": 8, "mults": [1, 2]} if model_name == "unet" else {})}
+    net = compose(MODELS.build(spec, data_shape=shape), ("t_end",)).double()
     if model_name == "unet":  # its output layer starts at zero; give it a slope to measure
-        nn.init.normal_(net.out[-1].weight, std=0.1)
+        nn.init.normal_(net.backbone.out[-1].weight, std=0.1)
     z, v = torch.randn(5, *shape, dtype=torch.float64), torch.randn(5, *shape, dtype=torch.float64)
     r = torch.rand(5, dtype=torch.float64) * 0.5
     t = r + 0.4
@@ -80,7 +82,7 @@ def test_equal_times_reduce_to_the_cfm_loss():
     method = meanflow(time=time, equal_fraction=1.0, p=0.0)
     cfm = METHODS.build({"name": "cfm"}, path=method.path, time_sampler=time)
     torch.manual_seed(0)
-    net = MODELS.build({"name": "mlp", "width": 32, "times": 2}, data_shape=(2,))
+    net = compose(MODELS.build({"name": "mlp", "width": 32}, data_shape=(2,)), ("t_end",))
     batch = {"x0": torch.randn(64, 2), "x1": torch.randn(64, 2) + 3}
     torch.testing.assert_close(method.loss(net, batch)["loss"], cfm.loss(net, batch)["loss"])
 
@@ -97,13 +99,22 @@ def test_one_jump_of_the_true_average_velocity_lands_on_the_data():
     mu = torch.tensor([2.0, -1.0], dtype=torch.float64)
     x0 = torch.randn(16, 2, dtype=torch.float64)
     for steps in (1, 3):
-        torch.testing.assert_close(meanflow_sample(ShiftFlow(path, mu), x0, steps), x0 + mu)
+        model = Predictor(ShiftFlow(path, mu), "velocity", path)
+        x, nfe = MeanFlowJumps()(model, x0, torch.linspace(0, 1, steps + 1, dtype=torch.float64))
+        torch.testing.assert_close(x, x0 + mu)
+        assert nfe == steps
 
 
-def test_a_recipe_that_sets_another_model_is_refused():
-    with pytest.raises(ConfigError, match=r"model.times=1 does not fit method 'meanflow'.*model.times=2"):
-        from flowkit.build import build_parts
-        build_parts(apply_overrides(load_recipe("meanflow"), ["model.times=1"]))
+def test_the_end_time_input_is_composed_onto_the_backbone_not_a_model_option():
+    from flowkit.build import build_parts
+
+    parts = build_parts(apply_overrides(load_recipe("meanflow"), []))
+    assert isinstance(parts.model, Conditioned) and parts.model.inputs == {"t_end"}
+    assert parts.model.interval is not None and parts.model.classes is None and parts.model.guidance is None
+    plain = build_parts(apply_overrides(load_recipe("rectified"), []))
+    assert not isinstance(plain.model, Conditioned)  # a method that needs nothing gets the bare backbone
+    with pytest.raises(ConfigError, match=r"model 'mlp' has no option 'times'"):
+        build_parts(apply_overrides(load_recipe("meanflow"), ["model.times=2"]))
 
 
 def test_short_training_gives_one_step_samples_far_better_than_cfm(tmp_path):
@@ -111,11 +122,11 @@ def test_short_training_gives_one_step_samples_far_better_than_cfm(tmp_path):
     mf = train(apply_overrides(load_recipe("meanflow"), tiny(tmp_path / "mf", *common, steps=1500))).run_dir
     fm = train(apply_overrides(load_recipe("rectified"), tiny(tmp_path / "fm", *common, steps=1500))).run_dir
     x0 = torch.randn(1000, 2, generator=torch.Generator().manual_seed(0))
-    _, parts = load_model(mf)
-    assert parts.model.time.interval is not None  # the checkpoint rebuilt a two-time network
+    _, parts = load_run(mf)
+    assert parts.model.interval is not None  # the checkpoint rebuilt a two-time network
     ref = parts.target.sample(1000, torch.Generator().manual_seed(1))
-    one, nfe = parts.method.sample(parts.model, x0, method="euler", steps=1)
-    _, cfm_parts = load_model(fm)
-    euler, _ = cfm_parts.method.sample(cfm_parts.model, x0, method="euler", steps=1)
+    one, nfe = parts.sample(x0, "meanflow:1")
+    _, cfm_parts = load_run(fm)
+    euler, _ = cfm_parts.sample(x0, "euler:1")
     assert nfe == 1
     assert w2(one, ref) < 0.5 * w2(euler, ref)

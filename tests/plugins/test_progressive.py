@@ -8,7 +8,9 @@ from flowkit.config import apply_overrides, load_recipe
 from flowkit.methods import METHODS
 from flowkit.paths import PATHS
 from flowkit.train import train
-from plugins.progressive.ddim import ddim_sample, ddim_step, endpoints_through
+from flowkit.samplers import Predictor
+from flowkit.samplers.ddim import DDIM, ddim_step
+from plugins.progressive.ddim import endpoints_through
 from tests.helpers import tiny
 
 
@@ -37,7 +39,9 @@ def test_ddim_is_euler_on_the_rectified_path():
     for i in range(4):
         t = torch.full((16,), i / 4, dtype=torch.float64)
         x = x + 0.25 * rotation_field(x, t)
-    torch.testing.assert_close(ddim_sample(rotation_field, path, x0, 4), x)
+    ddim, nfe = DDIM()(Predictor(rotation_field, "velocity", path), x0, torch.linspace(0, 1, 5, dtype=torch.float64))
+    torch.testing.assert_close(ddim, x)
+    assert nfe == 4
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +88,10 @@ def test_truncated_snr_weight(teacher):
 
 def test_stages_halve_the_steps_chain_teachers_and_save_every_stage(teacher, tmp_path):
     result = train(apply_overrides(load_recipe("progressive"), tiny(
-        tmp_path, f"method.teacher={teacher}", "method.student_steps=4", "eval.solver=euler:4", steps=6)))
+        tmp_path, f"method.teacher={teacher}", "method.student_steps=4", "eval.solver=ddim:4", steps=6)))
     stages = [read_checkpoint(r.run_dir)["flowkit"]["config"] for r in result.rounds]
     assert [c["method"]["student_steps"] for c in stages] == [4, 2, 1]
-    assert [c["eval"]["solver"] for c in stages] == ["euler:4", "euler:2", "euler:1"]
+    assert [c["eval"]["solver"] for c in stages] == ["ddim:4", "ddim:2", "ddim:1"]
     teachers = [c["method"]["teacher"] for c in stages]
     assert teachers == [str(teacher), str(result.rounds[0].run_dir), str(result.rounds[1].run_dir)]
     assert [c["model"]["init_from"] for c in stages] == teachers
