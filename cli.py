@@ -25,7 +25,7 @@ def train(
         None, help="recipe=NAME (default rectified), resume=RUN_DIR, and key=value overrides, e.g. trainer.max_steps=2000"
     ),
 ) -> None:
-    """Train a recipe and print W2 against its sampling floor."""
+    """Train a recipe and print each eval sampler's metric (W2, FD, ...) against its floor."""
     import logging
 
     from flowkit.errors import ConfigError, TrainingError

@@ -50,8 +50,8 @@ def bare_steps_per_s(batch: int, steps: int) -> float:
     generator = torch.Generator().manual_seed(0)
 
     def step() -> None:
-        batch = {"x0": source.sample(batch, generator), "x1": target.sample(batch, generator)}
-        loss = method.loss(model, batch)["loss"].mean()
+        pair = {"x0": source.sample(batch, generator), "x1": target.sample(batch, generator)}
+        loss = method.loss(model, pair)["loss"].mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

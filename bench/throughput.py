@@ -12,13 +12,14 @@ best of 5 timed solves each.
 
 Peers are not dependencies: `pip install --no-deps torchcfm flow_matching`.
 
-    python bench/throughput.py [--device cpu|cuda] [--steps 300] [--compile none|default|reduce-overhead|max-autotune]
+    python bench/throughput.py [--device cpu|cuda] [--steps 300] [--trials 3] [--compile none|default|reduce-overhead|max-autotune]
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -148,6 +149,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     parser.add_argument("--steps", type=int, default=None, help="timed steps per run (default: 300 CPU, 2000 GPU)")
+    parser.add_argument("--trials", type=int, default=3, help="interleaved trials per configuration; the table "
+                        "gives medians (the ratios: the median of the per-trial ratios)")
     parser.add_argument("--compile", default="none", choices=["none", "default", "reduce-overhead", "max-autotune"],
                         help="also time flowkit with trainer.compile=MODE (compilation cancels in the differencing)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -159,21 +162,29 @@ def main() -> None:
         for label, recipe, target, batch in CONFIGS:
             n = steps if recipe == "rectified" else max(50, steps // 4)
             row_device = "gpu" if device.type == "cuda" else "cpu"
-            row = {"config": label, "steps": n,
-                   "flowkit": flowkit_steps_per_s(recipe, batch, n, row_device, Path(tmp)),
-                   "torchcfm": peer_steps_per_s("torchcfm", recipe, target, batch, n, device),
-                   "flow_matching": peer_steps_per_s("flow_matching", recipe, target, batch, n, device)}
+            trials = []  # interleaved, so that a slow spell of a shared machine hits all three alike
+            for _ in range(args.trials):
+                trials.append({"flowkit": flowkit_steps_per_s(recipe, batch, n, row_device, Path(tmp)),
+                               "torchcfm": peer_steps_per_s("torchcfm", recipe, target, batch, n, device),
+                               "flow_matching": peer_steps_per_s("flow_matching", recipe, target, batch, n, device)})
+            row = {"config": label, "steps": n, "trials": trials,
+                   **{k: statistics.median(t[k] for t in trials) for k in ("flowkit", "torchcfm", "flow_matching")},
+                   **{f"flowkit_over_{k}": statistics.median(t["flowkit"] / t[k] for t in trials)
+                      for k in ("torchcfm", "flow_matching")}}
             if args.compile != "none":
                 row["flowkit_compiled"] = flowkit_steps_per_s(recipe, batch, n, row_device, Path(tmp), args.compile)
             if batch == 256:
                 row["sampling"] = sampling(recipe, target, device, 4096 if recipe == "rectified" else 1024)
             rows.append(row)
             print(row, flush=True)
-    lines = [f"Throughput on {device_name(device)}: `python bench/throughput.py --device {args.device}`", "",
+    lines = [f"Throughput on {device_name(device)}: `python bench/throughput.py --device {args.device} --steps {steps} "
+             f"--trials {args.trials}` (medians of {args.trials} interleaved trials; the TorchCFM ratio's range in brackets)", "",
              "| config | flowkit steps/s | TorchCFM steps/s | flow_matching steps/s | flowkit / TorchCFM | "
              "flowkit / flow_matching |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['config']} | {r['flowkit']:.1f} | {r['torchcfm']:.1f} | {r['flow_matching']:.1f} | "
-              f"{r['flowkit'] / r['torchcfm']:.2f} | {r['flowkit'] / r['flow_matching']:.2f} |" for r in rows]
+              f"{r['flowkit_over_torchcfm']:.2f} ({min(t['flowkit'] / t['torchcfm'] for t in r['trials']):.2f}-"
+              f"{max(t['flowkit'] / t['torchcfm'] for t in r['trials']):.2f}) | {r['flowkit_over_flow_matching']:.2f} |"
+              for r in rows]
     if args.compile != "none":
         lines += ["", f"| config | flowkit, trainer.compile={args.compile}, steps/s | vs eager flowkit | vs TorchCFM |",
                   "|---|---|---|---|"]

@@ -9,6 +9,8 @@ free and ``check_every`` defaults to 1. ``skip`` must decide before the step, so
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from flowkit.errors import TrainingError
@@ -22,9 +24,15 @@ class FiniteWatch:
     def __init__(self, kinds: list[str] | tuple[str, ...] = KINDS) -> None:
         self.kinds = tuple(kinds)
         self._first: torch.Tensor | None = None  # (step, kind, value) of the first non-finite value; step -1: none
+        self._host: tuple[int, int, float] | None = None  # the same, for values that live on the CPU
 
     def note(self, value: torch.Tensor, step: int, kind: int) -> None:
-        """Record ``value`` (a 0-d tensor) if it is the first non-finite one; no host sync."""
+        """Record ``value`` (a 0-d tensor) if it is the first non-finite one; no host sync. A CPU value is read
+        at once (reading it costs nothing; the device-side record costs ~8 small ops a step)."""
+        if value.device.type == "cpu":
+            if self._host is None and not math.isfinite(x := float(value)):
+                self._host = (step, kind, x)
+            return
         if self._first is None:
             self._first = torch.tensor([-1.0, -1.0, 0.0], dtype=torch.float64, device=value.device)
         value = value.detach().to(self._first.device, torch.float64)  # never reset: keep the first fault
@@ -33,10 +41,12 @@ class FiniteWatch:
 
     def check(self) -> None:
         """Raise ``TrainingError`` naming the first non-finite value, if any (one host sync)."""
-        if self._first is None:
-            return
-        step, kind, value = self._first.tolist()
-        if step >= 0:
+        records = [self._host] if self._host is not None else []
+        if self._first is not None:
+            records += [tuple(self._first.tolist())]
+        records = [r for r in records if r[0] >= 0]
+        if records:
+            step, kind, value = min(records)
             raise TrainingError(f"{self.kinds[int(kind)].format(value=value)} at step {int(step)}")
 
 
