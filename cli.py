@@ -28,7 +28,7 @@ def train(
     """Train a recipe and print each eval sampler's metric (W2, FD, ...) against its floor."""
     import logging
 
-    from flowkit.errors import ConfigError, TrainingError
+    from flowkit.errors import ConfigError, Interrupted, TrainingError
     from flowkit.train import resolve_config, train as run_training
 
     # Lightning sets its logger to INFO when imported; its banner (GPU available, tips) is noise here.
@@ -39,6 +39,9 @@ def train(
         result = run_training(cfg, resume)
     except ConfigError as exc:
         _fail(str(exc), 2)
+    except Interrupted as exc:
+        err.print(str(exc), highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.code)
     except TrainingError as exc:
         _fail(str(exc), 1)
     for done in result.rounds if len(result.rounds) > 1 else [result]:
@@ -73,12 +76,14 @@ def _print_summary(result) -> None:
 
 
 def _run(command, tokens: list[str]):
-    from flowkit.errors import ConfigError
+    from flowkit.errors import ConfigError, TrainingError
 
     try:
         return command(tokens or [])
     except ConfigError as exc:
         _fail(str(exc), 2)
+    except TrainingError as exc:  # e.g. an output the disk refuses
+        _fail(str(exc), 1)
 
 
 TOKENS = typer.Argument(None, help="key=value arguments, e.g. ckpt=runs/rectified-... n=2000 device=cuda")

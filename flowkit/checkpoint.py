@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import secrets
 import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from flowkit.errors import ConfigError
+from flowkit.errors import ConfigError, WriteError
 
 CHECKPOINT_FORMAT = 2  # 2: networks composed from a backbone and the inputs its method needs; method state
 
@@ -64,9 +65,21 @@ def read_matching(path: str | Path, data_shape: tuple[int, ...]) -> tuple[Path, 
 
 
 def write_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
-    """``write(temporary path)`` then rename over ``path``: a kill mid-write never leaves half a file there."""
+    """``write(temporary path)`` then rename over ``path``: a kill mid-write never leaves half a file there, and
+    two writers never share a temporary file. A failed write removes its temporary file; a write the disk
+    refuses (full, read-only, quota) is a ``WriteError`` naming the file and keeping what was there."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteError(f"cannot write '{path}': {exc.strerror or exc}") from None
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno is not None:
+            kept = "the previous file is kept" if path.exists() else "nothing was written"
+            raise WriteError(f"cannot write '{path}': {exc.strerror or exc}; {kept}") from None
+        raise

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from flowkit.errors import ConfigError, choices_hint
+from flowkit.rundir import NAME_RULE, is_plain_name
 
 COMPONENTS = ("model", "path", "coupling", "time", "method")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
@@ -195,6 +196,7 @@ def _type_message(exc: OmegaConfBaseException) -> str:
 
 
 _RANGES = {
+    "name": (is_plain_name, NAME_RULE),  # a run directory's name: never a path out of run_root
     "data.batch_size": (lambda v: v >= 1, ">= 1"),
     "data.workers": (lambda v: v >= 0, ">= 0"),
     "optim.lr": (lambda v: v > 0, "> 0"),

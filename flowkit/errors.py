@@ -2,8 +2,8 @@
 
 ``ConfigError`` is bad input from the user (a recipe, an override, a file): the CLI prints its
 message and exits with code 2. ``TrainingError`` is a run that stopped for a reason the user must
-act on (a non-finite loss): the CLI prints it and exits with code 1. Anything else is a bug and
-keeps its traceback.
+act on (a non-finite loss, a full disk): the CLI prints it and exits with code 1 (``Interrupted``: 130
+after SIGINT, 143 after SIGTERM). Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -22,6 +22,19 @@ class ContractError(ConfigError):
 
 class TrainingError(RuntimeError):
     """Training stopped; the message names the step and what was kept."""
+
+
+class WriteError(TrainingError):
+    """A file could not be written (disk full, read-only, no permission); what was there is kept."""
+
+
+class Interrupted(TrainingError):
+    """Training was stopped by a signal (SIGINT, SIGTERM) after saving its checkpoint; ``code`` is the exit
+    status a shell expects (128 + the signal's number)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def choices_hint(bad: str, valid: Iterable[str]) -> str:

@@ -30,7 +30,7 @@ class FiniteWatch:
         """Record ``value`` (a 0-d tensor) if it is the first non-finite one; no host sync. A CPU value is read
         at once (reading it costs nothing; the device-side record costs ~8 small ops a step)."""
         if value.device.type == "cpu":
-            if self._host is None and not math.isfinite(x := float(value)):
+            if self._host is None and not math.isfinite(x := float(value.detach())):
                 self._host = (step, kind, x)
             return
         if self._first is None:

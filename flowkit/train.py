@@ -7,33 +7,36 @@ recipe or override writes nothing. ``resume`` continues a run in its own directo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from flowkit.build import Parts, build_parts
-from flowkit.checkpoint import read_checkpoint, resolve_checkpoint
+from flowkit.checkpoint import read_checkpoint, resolve_checkpoint, write_atomically
 from flowkit.conditioning import conditioning, labels_for
 from flowkit.config import apply_overrides, load_recipe, saved_config, to_dict, validate
 from flowkit.couplings import COUPLINGS
 from flowkit.data import PairDataModule
-from flowkit.errors import ConfigError, TrainingError
+from flowkit.errors import ConfigError, Interrupted, TrainingError
 from flowkit.evaluate import label_accuracy, sampler_table
 from flowkit.methods import METHODS
 from flowkit.plots import save_samples
 from flowkit.samplers import check_samplers
-from flowkit.trainer import FlowModule, make_trainer
+from flowkit.rundir import RUN_DIR_ENV, RunLock, is_rank_zero, new_run_dir
+from flowkit.trainer import EMA, FlowModule, make_trainer
 
 
-RUN_DIR_ENV = "FLOWKIT_RUN_DIR"
 DEVICE_ACCELERATORS = {"cpu": "cpu", "cuda": "gpu", "gpu": "gpu", "auto": "auto"}
 
 
@@ -64,31 +67,36 @@ def resolve_config(tokens: list[str]) -> tuple[DictConfig, Path | None]:
             rest.append(token)
     if resume is not None:
         ckpt_path = resolve_checkpoint(resume)
-        saved = read_checkpoint(ckpt_path)["flowkit"]["config"]
-        cfg = apply_overrides(saved_config(saved), rest)  # the run's own recipe; recipe= is ignored
+        stored = read_checkpoint(ckpt_path)["flowkit"]["config"]
+        cfg = apply_overrides(saved_config(stored), rest)  # the run's own recipe; recipe= is ignored
+        check_resumable(saved_config(stored), cfg)
         return cfg, ckpt_path
     return apply_overrides(load_recipe(recipe), rest), None
 
 
-def is_rank_zero() -> bool:
-    return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
+# What a resumed run may change: how long it trains, where and how it runs, logs, checks and evaluates. Everything
+# else is in the saved weights and optimiser state (an optimiser restored with lr 1e-3 keeps it whatever the config
+# says), so a change there would be written into the run's config without taking effect.
+RESUMABLE = ("name", "run_root", "data.workers", "eval.", "trainer.max_steps", "trainer.accelerator", "trainer.devices",
+             "trainer.strategy", "trainer.num_nodes", "trainer.log_every_n_steps", "trainer.checkpoint_every",
+             "trainer.enable_progress_bar", "trainer.on_nonfinite", "trainer.check_finite_every", "trainer.compile",
+             "trainer.gradient_clip_val")
 
 
-def new_run_dir(root: str, name: str) -> Path:
-    """Created once, by rank 0. Lightning's DDP launcher re-runs the CLI for every other rank while
-    rank 0 is inside ``fit``, with ``RUN_DIR_ENV`` in their environment (set by ``train``)."""
-    if not is_rank_zero():
-        if RUN_DIR_ENV not in os.environ:
-            raise ConfigError(f"rank > 0 without {RUN_DIR_ENV}: under an external launcher, set it to the run directory")
-        return Path(os.environ[RUN_DIR_ENV])
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(root) / f"{name}-{stamp}"
-    suffix = 1
-    while run_dir.exists():
-        run_dir = Path(root) / f"{name}-{stamp}-{suffix}"
-        suffix += 1
-    run_dir.mkdir(parents=True)
-    return run_dir
+def check_resumable(saved: DictConfig, cfg: DictConfig) -> None:
+    """A ConfigError naming the first override a resumed run cannot honour."""
+    def flat(node: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(node, dict):
+            return {k: v for key, value in node.items() for k, v in flat(value, f"{prefix}{key}.").items()} or {prefix[:-1]: {}}
+        return {prefix[:-1]: node}
+
+    before, after = flat(OmegaConf.to_container(saved)), flat(OmegaConf.to_container(cfg))
+    for key in sorted(before.keys() | after.keys()):
+        if before.get(key) != after.get(key) and not key.startswith(RESUMABLE):
+            raise ConfigError(f"{key} cannot change when resuming (the run has {before.get(key)!r}, asked "
+                              f"{after.get(key)!r}): a resumed run continues its saved weights and optimiser state. "
+                              f"Keys that may change: {', '.join(k.rstrip('.') + ('.*' if k.endswith('.') else '') for k in RESUMABLE)}; "
+                              f"to change the others, start a new run (e.g. with the teacher or reflow recipes' method.teacher=RUN)")
 
 
 def train(cfg: DictConfig, resume: Path | None = None) -> RunResult:
@@ -126,15 +134,29 @@ def train_once(cfg: DictConfig, resume: Path | None = None) -> RunResult:
                                 labelled=parts.classes > 0, workers=workers,
                                 coupling=parts.coupling if in_loader else None)
     run_dir = resume.parent if resume else new_run_dir(config["run_root"], config["name"])
-    if is_rank_zero():
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    trainer = make_trainer(config, run_dir, manual=not module.automatic_optimization)
+    with RunLock(run_dir) if is_rank_zero() else contextlib.nullcontext():
+        if is_rank_zero():
+            write_atomically(run_dir / "config.yaml", lambda p: p.write_text(OmegaConf.to_yaml(cfg)))
+        resumed_at = read_checkpoint(resume)["global_step"] if resume else None
+        trainer = make_trainer(config, run_dir, manual=not module.automatic_optimization, resumed_at=resumed_at)
+        seconds = fit(trainer, module, datamodule, resume, run_dir, workers)
+    result = RunResult(run_dir, trainer.global_step, seconds, skipped=module.skipped)
+    if trainer.is_global_zero:
+        result.summary = summarize(module, parts, config, run_dir, seconds)
+    return result
+
+
+def fit(trainer: L.Trainer, module: FlowModule, datamodule: PairDataModule, resume: Path | None, run_dir: Path,
+        workers: int) -> float:
+    """``trainer.fit`` with its failures as one line, SIGINT / SIGTERM as a saved stop (``Interrupted``), and the
+    EMA weights in the model afterwards. Returns the seconds it took."""
     start = time.perf_counter()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), stop_on_signals(module):
         # By default the data is drawn in-process (cheap toys); data.workers > 0 is for minibatch OT.
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*IterableDataset.*__len__.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")  # lightning vs torch 2.13
+        warnings.filterwarnings("ignore", message=".*dirpath has changed from.*")  # a moved run resumes in place
         os.environ[RUN_DIR_ENV] = str(run_dir)  # for DDP ranks spawned inside fit
         threads = torch.get_num_threads()
         # the loader processes get cores of their own: OpenMP threads spinning on shared cores slow both sides
@@ -147,11 +169,38 @@ def train_once(cfg: DictConfig, resume: Path | None = None) -> RunResult:
         finally:
             os.environ.pop(RUN_DIR_ENV, None)
             torch.set_num_threads(threads)
-    seconds = time.perf_counter() - start
-    result = RunResult(run_dir, trainer.global_step, seconds, skipped=module.skipped)
-    if trainer.is_global_zero:
-        result.summary = summarize(module, parts, config, run_dir, seconds)
-    return result
+    if module.stop_signal is not None:
+        signum = module.stop_signal
+        raise Interrupted(f"interrupted by {signal.Signals(signum).name} at step {trainer.global_step} (saved: "
+                          f"{run_dir / 'last.ckpt'}); resume with: flowkit train resume={run_dir}", 128 + signum)
+    next(c for c in trainer.callbacks if isinstance(c, EMA)).to_model(module)
+    return time.perf_counter() - start
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def stop_on_signals(module: FlowModule) -> Iterator[None]:
+    """While training, SIGINT and SIGTERM ask the module to stop after the current step (it then saves); a second
+    SIGINT interrupts at once. Outside the main thread (no signal handlers there), nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        if module.stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        module.stop_signal = signum
+
+    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
+    module.signal_handler = stop  # installed again once fit has started: Lightning's SIGTERM handler would raise
+    try:
+        yield
+    finally:
+        module.signal_handler = None
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def last_good(run_dir: Path, module: FlowModule) -> str:

@@ -10,7 +10,9 @@ networks and their optimisation (``Steps``), its after-step hook and its state.
 
 from __future__ import annotations
 
+import csv
 import math
+import signal
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +22,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, WeightAveraging
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from torch import nn
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
@@ -54,12 +57,21 @@ class FlowModule(L.LightningModule):
         self.watch = FiniteWatch(finite_kinds(self.names))  # on_nonfinite=stop: recorded on the device, read every check_every
         self.loss_of = compiled(method.loss, config["trainer"]["compile"])
         self._optimizer_names: dict[int, int] = {}
+        self.stop_signal: int | None = None  # a signal asked the run to stop (``flowkit.train``'s handler)
+        self.signal_handler: Callable[[int, Any], None] | None = None  # that handler, while fit runs in the main thread
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.model(x, t)
 
     def on_fit_start(self) -> None:
         self.method.setup(self.model)
+
+    def on_train_start(self) -> None:
+        # Lightning's own SIGTERM handler (set up inside fit) exits mid-loop without a checkpoint (and with
+        # status 0); while training, flowkit's handler (``flowkit.train.stop_on_signals``) is the one in force.
+        if self.signal_handler is not None:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self.signal_handler)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Time draws and coupling draws are a function of (seed, step): a resumed run redraws them. Only the
@@ -119,6 +131,8 @@ class FlowModule(L.LightningModule):
             optimizer.zero_grad(set_to_none=True)  # AdamW leaves parameters without a gradient untouched
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.stop_signal is not None:  # set by a SIGINT / SIGTERM handler: stop after this step
+            self.trainer.should_stop = True
         every = self.config["trainer"]["check_finite_every"] or (1 if self.device.type == "cpu" else
                                                                  self.config["trainer"]["log_every_n_steps"])
         if self.global_step % every == 0:
@@ -227,10 +241,81 @@ def finite_kinds(names: list[str]) -> list[str]:
 
 class EMA(WeightAveraging):
     """EMA of the weights after every optimizer step, as Lightning's ``EMAWeightAveraging`` (same checkpoint
-    layout), but with one multi-tensor lerp per device and dtype instead of one update per tensor."""
+    layout), but with one multi-tensor lerp per device and dtype instead of one update per tensor. The EMA is
+    copied into the model by ``to_model`` after fit, not in ``on_train_end``: the final checkpoint (written
+    in ``on_train_end``, after every other callback's) must hold the raw weights as ``current_model_state``."""
 
     def __init__(self, decay: float) -> None:
         super().__init__(multi_avg_fn=get_ema_multi_avg_fn(decay))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pass
+
+    def to_model(self, pl_module: L.LightningModule) -> None:
+        """Sampling weights: the EMA copied into the model (what Lightning's ``on_train_end`` does)."""
+        if self._average_model is not None:
+            self._copy_average_to_current(pl_module)
+
+
+class Checkpoints(ModelCheckpoint):
+    """``last.ckpt`` every ``every`` steps and at the end of fit, whatever the step (a run of 1500 steps with
+    checkpoints every 1000 ends with ``last.ckpt`` at 1500, and so does a run stopped by a signal). The file is
+    always ``last.ckpt``, never ``last-v1.ckpt``: a run directory copied, moved or reached through a link
+    resumes in place."""
+
+    def __init__(self, run_dir: Path, every: int) -> None:
+        super().__init__(dirpath=run_dir, filename="step-{step}", save_top_k=0, save_last=True,
+                         every_n_train_steps=every, enable_version_counter=False)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step > 0 and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class ResumedCSVLogger(CSVLogger):
+    """The CSV log pinned to ``RUN/logs/metrics.csv``; a resumed run appends to it. Lightning's writer deletes
+    the file it finds; this one keeps its rows of the steps before ``resumed_at`` (the later ones belong to
+    steps the resumed run trains again)."""
+
+    def __init__(self, run_dir: Path, resumed_at: int | None) -> None:
+        super().__init__(save_dir=run_dir, name="logs", version="")
+        self.resumed_at = resumed_at
+
+    @property
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _KeepingWriter(self.log_dir, self.resumed_at)
+        return self._experiment
+
+
+class _KeepingWriter(ExperimentWriter):
+    def __init__(self, log_dir: str, resumed_at: int | None) -> None:
+        self.resumed_at = resumed_at
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:  # called by __init__: where Lightning deletes the file
+        path = Path(self.metrics_file_path)
+        if not path.is_file():
+            return
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows, keys = list(reader), list(reader.fieldnames or [])
+
+        def kept(row: dict[str, str]) -> bool:
+            try:
+                return self.resumed_at is not None and int(float(row.get("step") or 0)) < self.resumed_at
+            except ValueError:
+                return False
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=keys)
+                writer.writeheader()
+                writer.writerows(row for row in rows if kept(row))
+
+        write_atomically(path, write)
+        self.metrics_keys = sorted(keys)
 
 
 def compiled(loss: Any, mode: str) -> Any:
@@ -261,16 +346,13 @@ def _devices(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
 
-def make_trainer(cfg: dict[str, Any], run_dir: Path, manual: bool = False) -> L.Trainer:
-    """``manual``: the method optimises its steps itself (``Steps``), which clip gradients themselves."""
+def make_trainer(cfg: dict[str, Any], run_dir: Path, manual: bool = False, resumed_at: int | None = None) -> L.Trainer:
+    """``manual``: the method optimises its steps itself (``Steps``), which clip gradients themselves.
+    ``resumed_at``: the step a resumed run continues from (its log keeps the rows before it)."""
     t = cfg["trainer"]
     if manual:  # Lightning's advice to save weights before the step: our checkpoints are after it, by design
         warnings.filterwarnings("ignore", message=".*manual optimization and every_n_train_steps.*")
-    callbacks: list[L.Callback] = [
-        EMA(cfg["optim"]["ema_decay"]),
-        ModelCheckpoint(dirpath=run_dir, filename="step-{step}", save_top_k=0, save_last=True,
-                        every_n_train_steps=t["checkpoint_every"]),
-    ]
+    callbacks: list[L.Callback] = [EMA(cfg["optim"]["ema_decay"]), Checkpoints(run_dir, t["checkpoint_every"])]
     if t["enable_progress_bar"]:
         callbacks.append(RichProgressBar())
     return L.Trainer(
@@ -286,7 +368,7 @@ def make_trainer(cfg: dict[str, Any], run_dir: Path, manual: bool = False) -> L.
         gradient_clip_val=None if manual else t["gradient_clip_val"],
         enable_progress_bar=t["enable_progress_bar"],
         enable_model_summary=False,
-        logger=CSVLogger(save_dir=run_dir, name="logs", version=""),  # pinned: resume appends
+        logger=ResumedCSVLogger(run_dir, resumed_at),
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
     )

@@ -1,0 +1,89 @@
+"""Run directories: where a run lives, who may write it, and what a killed writer left behind.
+
+A run directory is created once (by rank 0) under ``run_root`` with a plain name, and written by one
+``flowkit train`` at a time: ``RunLock`` takes an advisory lock on ``RUN/.lock`` (``fcntl.flock``: the
+lock goes with the process, so a killed writer never leaves it held) and a second writer is refused
+with one line naming the holder. Under the lock, temporary files of interrupted saves are removed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from pathlib import Path
+from types import TracebackType
+
+from flowkit.errors import ConfigError
+
+RUN_DIR_ENV = "FLOWKIT_RUN_DIR"
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+NAME_RULE = "a plain name: letters, digits, '.', '_' and '-', starting with a letter or digit, at most 100 characters"
+TEMP_GLOB = ".*.tmp-*"  # write_atomically's temporary files
+
+
+def is_plain_name(name: str) -> bool:
+    return isinstance(name, str) and PLAIN_NAME.fullmatch(name) is not None
+
+
+def is_rank_zero() -> bool:
+    return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
+
+
+def new_run_dir(root: str, name: str) -> Path:
+    """``ROOT/NAME-STAMP``, created once, by rank 0. Lightning's DDP launcher re-runs the CLI for every other
+    rank while rank 0 is inside ``fit``, with ``RUN_DIR_ENV`` in their environment (set by ``train``)."""
+    if not is_rank_zero():
+        if RUN_DIR_ENV not in os.environ:
+            raise ConfigError(f"rank > 0 without {RUN_DIR_ENV}: under an external launcher, set it to the run directory")
+        return Path(os.environ[RUN_DIR_ENV])
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(root) / f"{name}-{stamp}"
+    suffix = 1
+    while True:
+        try:
+            run_dir.mkdir(parents=True)  # atomic: two runs started in the same second get two directories
+            return run_dir
+        except FileExistsError:
+            run_dir = Path(root) / f"{name}-{stamp}-{suffix}"
+            suffix += 1
+        except OSError as exc:
+            raise ConfigError(f"cannot create the run directory '{run_dir}' (run_root={root!r}): "
+                              f"{exc.strerror or exc}") from None
+
+
+class RunLock:
+    """``with RunLock(run_dir):`` — the one writer of ``run_dir``; another holder is a ConfigError naming it.
+    Without ``fcntl`` (Windows) the lock is a no-op."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.file = self.run_dir / ".lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self
+        fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise ConfigError(f"run directory '{self.run_dir}' is being written by {holder}; wait for it to end "
+                              f"(or stop it) before resuming this run") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"flowkit train (pid {os.getpid()} on {socket.gethostname()}, since "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')})".encode())
+        self._fd = fd
+        for stale in self.run_dir.glob(TEMP_GLOB):  # left by a writer killed during a save
+            stale.unlink(missing_ok=True)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock
+            self._fd = None

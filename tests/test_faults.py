@@ -1,0 +1,182 @@
+"""Nothing lost: each test reproduces one reported fault (resume deleting the log, copied runs resuming into
+last-v1.ckpt, concurrent writers, signals saving nothing, resume overrides that do not take effect, short
+runs saving EMA as raw weights, a full disk) and checks its fix."""
+
+import csv
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+
+from flowkit.checkpoint import read_checkpoint, write_atomically
+from flowkit.config import apply_overrides, load_recipe
+from flowkit.errors import ConfigError, TrainingError, WriteError
+from flowkit.rundir import RunLock
+from flowkit.train import resolve_config, train
+from tests.helpers import flowkit_command, run_cli, tiny
+
+
+def logged_steps(run_dir):
+    with open(run_dir / "logs" / "metrics.csv", newline="") as f:
+        return [int(row["step"]) for row in csv.DictReader(f) if row.get("train/loss")]
+
+
+def first_run(tmp_path, steps=20, *extra):
+    return train(apply_overrides(load_recipe("rectified"), tiny(tmp_path, "trainer.log_every_n_steps=5",
+                                                                "trainer.checkpoint_every=10", *extra, steps=steps)))
+
+
+def test_resume_appends_to_the_metrics_log(tmp_path):
+    first = first_run(tmp_path)
+    assert logged_steps(first.run_dir) == [4, 9, 14, 19]
+    cfg, ckpt = resolve_config([f"resume={first.run_dir}", "trainer.max_steps=35"])
+    train(cfg, ckpt)
+    assert logged_steps(first.run_dir) == [4, 9, 14, 19, 24, 29, 34]  # one row per logged step, none lost
+
+
+def test_a_resume_from_an_earlier_checkpoint_drops_the_rows_it_trains_again(tmp_path):
+    # as if killed at step 20 after a save at 10: the same run's state at step 10 (runs are deterministic)
+    killed, at_10 = first_run(tmp_path / "a", 20), first_run(tmp_path / "b", 10)
+    shutil.copy(at_10.run_dir / "last.ckpt", killed.run_dir / "last.ckpt")
+    cfg, path = resolve_config([f"resume={killed.run_dir}", "trainer.max_steps=25"])
+    train(cfg, path)
+    assert logged_steps(killed.run_dir) == [4, 9, 14, 19, 24]  # steps 14 and 19 once, from the resumed run
+
+
+def test_the_last_checkpoint_is_at_the_last_step_with_raw_weights_apart_from_the_ema(tmp_path):
+    # 30 steps, checkpoints every 20: the run used to end with last.ckpt at step 20; a run shorter than
+    # checkpoint_every saved the EMA weights as its raw weights
+    for steps, every in ((30, 20), (12, 50)):
+        result = train(apply_overrides(load_recipe("rectified"), tiny(tmp_path / str(every), f"trainer.checkpoint_every={every}",
+                                                                      steps=steps)))
+        ckpt = read_checkpoint(result.run_dir)
+        assert ckpt["global_step"] == steps
+        ema, raw = ckpt["state_dict"], ckpt["current_model_state"]
+        assert ema.keys() == raw.keys() and not all(torch.equal(ema[k], raw[k]) for k in ema)
+        # the model used for the summary is the EMA
+        assert all(torch.equal(v, ema[f"model.{k}"]) for k, v in ckpt_model(result.run_dir).items())
+
+
+def ckpt_model(run_dir):
+    from flowkit.build import load_run
+
+    _, parts = load_run(run_dir)
+    return parts.model.state_dict()
+
+
+@pytest.mark.parametrize("how", ["copy", "move", "symlink"])
+def test_a_copied_moved_or_linked_run_resumes_in_place(tmp_path, how):
+    first = first_run(tmp_path)
+    place = tmp_path / "elsewhere"
+    {"copy": shutil.copytree, "move": shutil.move, "symlink": lambda a, b: os.symlink(a, b)}[how](first.run_dir, place)
+    cfg, ckpt = resolve_config([f"resume={place}", "trainer.max_steps=30"])
+    second = train(cfg, ckpt)
+    assert sorted(p.name for p in place.glob("*.ckpt")) == ["last.ckpt"]
+    assert read_checkpoint(place)["global_step"] == 30 and second.steps == 30
+
+
+def test_a_second_writer_of_a_run_directory_is_refused_naming_the_holder(tmp_path):
+    first = first_run(tmp_path)
+    with RunLock(first.run_dir):
+        proc = run_cli(["train", f"resume={first.run_dir}", "trainer.max_steps=30"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert f"run directory '{first.run_dir}' is being written by flowkit train (pid {os.getpid()}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert read_checkpoint(first.run_dir)["global_step"] == 20
+    cfg, ckpt = resolve_config([f"resume={first.run_dir}", "trainer.max_steps=30"])  # released: resumes
+    assert train(cfg, ckpt).steps == 30
+
+
+def test_concurrent_saves_never_share_a_temporary_file(tmp_path):
+    target = tmp_path / "last.ckpt"
+    seen = []
+
+    def nested(p):  # a second writer saves while the first is half-way
+        seen.append(p)
+        if len(seen) == 1:
+            write_atomically(target, nested)
+        torch.save({"n": len(seen)}, p)
+
+    write_atomically(target, nested)
+    assert len(set(seen)) == 2 and not list(tmp_path.glob(".*tmp*"))
+    assert torch.load(target, weights_only=True)["n"] in (1, 2)
+
+
+def test_a_full_disk_is_one_line_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path):
+    target = tmp_path / "last.ckpt"
+    torch.save({"step": 1}, target)
+
+    def full(p):
+        p.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(WriteError, match=r"cannot write '.*last.ckpt': No space left on device; the previous file is kept"):
+        write_atomically(target, full)
+    assert torch.load(target, weights_only=True)["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_a_full_disk_during_training_stops_with_one_line(tmp_path, monkeypatch):
+    def full(self, checkpoint, path, storage_options=None):
+        open(path, "wb").write(b"half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("lightning.fabric.plugins.io.torch_io.TorchCheckpointIO.save_checkpoint", full)
+    with pytest.raises(TrainingError, match=r"cannot write .*last.ckpt.: No space left on device; nothing was written"):
+        first_run(tmp_path)
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    assert not list(run_dir.glob(".*tmp*"))
+
+
+def test_a_temporary_file_left_by_a_kill_is_removed_by_the_next_writer(tmp_path):
+    first = first_run(tmp_path)
+    stale = first.run_dir / ".last.ckpt.tmp-123-abcd.ckpt"
+    stale.write_bytes(b"half a checkpoint")
+    cfg, ckpt = resolve_config([f"resume={first.run_dir}", "trainer.max_steps=25"])
+    train(cfg, ckpt)
+    assert not stale.exists()
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_saves_says_how_to_resume_and_exits_with_the_shell_code(tmp_path, sig, code):
+    root = tmp_path / "runs"
+    proc = subprocess.Popen(flowkit_command() + ["train", *tiny(tmp_path, "trainer.checkpoint_every=100000",
+                                                                "trainer.log_every_n_steps=5", steps=100000)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(root.glob("*/logs/metrics.csv")):  # training is under way
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    (run_dir,) = list(root.iterdir())
+    step = read_checkpoint(run_dir)["global_step"]
+    assert proc.returncode == code
+    assert 0 < step < 100000
+    assert f"at step {step}" in stderr and f"resume with: flowkit train resume={run_dir}" in stderr
+    assert "Traceback" not in stderr
+    resumed = run_cli(["train", f"resume={run_dir}", f"trainer.max_steps={step + 5}"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert read_checkpoint(run_dir)["global_step"] == step + 5
+
+
+def test_resume_refuses_an_override_it_cannot_honour(tmp_path):
+    first = first_run(tmp_path)
+    with pytest.raises(ConfigError, match=r"optim.lr cannot change when resuming \(the run has 0.001, asked 0.1\).*"
+                                          r"Keys that may change: .*trainer.max_steps"):
+        resolve_config([f"resume={first.run_dir}", "optim.lr=0.1"])
+    with pytest.raises(ConfigError, match="model.width cannot change"):
+        resolve_config([f"resume={first.run_dir}", "model.width=32"])
+    cfg, _ = resolve_config([f"resume={first.run_dir}", "trainer.max_steps=50", "eval.n=300"])  # these may
+    assert cfg.trainer.max_steps == 50 and cfg.eval.n == 300
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "/abs/path", "a/b", ".hidden", "x" * 101, ""])
+def test_run_names_are_plain_names(tmp_path, name):
+    with pytest.raises(ConfigError, match="a plain name"):
+        train(apply_overrides(load_recipe("rectified"), tiny(tmp_path, f"name='{name}'")))
+    assert not (tmp_path / "runs").exists() and not (tmp_path.parent / "escaped").exists()
