@@ -45,6 +45,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"checkpoint '{path}' cannot be read: truncated or not a torch checkpoint") from None
     if not isinstance(ckpt, dict) or "flowkit" not in ckpt or "state_dict" not in ckpt:
         raise ConfigError(f"checkpoint '{path}' is not a flowkit checkpoint")
+    for section in ("state_dict", "current_model_state"):
+        weights = ckpt.get(section) or {}
+        bad = next((k for k, v in weights.items() if torch.is_tensor(v) and v.is_floating_point()
+                    and not torch.isfinite(v).all()), None) if isinstance(weights, dict) else None
+        if bad is not None:
+            raise ConfigError(f"checkpoint '{path}' holds non-finite weights ({section}: {bad}); refused: samples "
+                              f"or a resume from it would be NaN. Use an earlier checkpoint of the run")
     return ckpt
 
 

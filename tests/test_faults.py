@@ -180,3 +180,17 @@ def test_run_names_are_plain_names(tmp_path, name):
     with pytest.raises(ConfigError, match="a plain name"):
         train(apply_overrides(load_recipe("rectified"), tiny(tmp_path, f"name='{name}'")))
     assert not (tmp_path / "runs").exists() and not (tmp_path.parent / "escaped").exists()
+
+
+def test_a_checkpoint_with_nonfinite_weights_is_refused_by_sample_and_resume(tmp_path):
+    first = first_run(tmp_path)
+    ckpt = torch.load(first.run_dir / "last.ckpt", weights_only=True)
+    key = next(k for k, v in ckpt["state_dict"].items() if v.is_floating_point())
+    ckpt["state_dict"][key] = ckpt["state_dict"][key] * float("nan")
+    torch.save(ckpt, first.run_dir / "last.ckpt")
+    out = tmp_path / "x.npy"
+    for args in (["sample", f"ckpt={first.run_dir}", f"out={out}", "n=10"], ["train", f"resume={first.run_dir}"]):
+        proc = run_cli(args, cwd=tmp_path)
+        assert proc.returncode == 2 and "holds non-finite weights (state_dict: " in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not out.exists()
