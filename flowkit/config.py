@@ -144,6 +144,8 @@ def parse_overrides(tokens: list[str]) -> list[tuple[str, Any]]:
             raise ConfigError(f"{token!r} is not an override; write key=value (e.g. trainer.max_steps=2000)")
         if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", key):
             raise ConfigError(f"{token!r}: {key!r} is not a dotted key (e.g. optim.lr=3e-4)")
+        if not raw.strip():  # YAML reads it as null: `data.path=` would silently mean "no path"
+            raise ConfigError(f"{token!r} has no value; give one, or write {key}=null to unset it")
         if "${" in raw:
             raise ConfigError(f"{token!r}: interpolations (${{...}}) are not supported in overrides")
         try:

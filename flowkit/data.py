@@ -17,7 +17,7 @@ from flowkit.errors import ConfigError
 
 def build_pair(source: str, target: str, path: str | None) -> tuple[Dataset, Dataset]:
     """The (source, target) datasets a recipe's ``data`` section names; ``path``: a user array as target."""
-    tgt = Rows(load_array(path), f"data.path={path!r}") if path else build_dataset({"name": target})
+    tgt = Rows(load_array(path), f"data.path={path!r}") if path is not None else build_dataset({"name": target})
     src = build_dataset({"name": source}, data_shape=tgt.shape)
     if tuple(src.shape) != tuple(tgt.shape):
         raise ConfigError(f"data.source '{source}' has shape {tuple(src.shape)} but the target has {tuple(tgt.shape)}")

@@ -185,16 +185,25 @@ class TwoSpirals(Dataset):
         return x[torch.randperm(n, generator=generator)]
 
 
+INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
 class Rows(Dataset):
     """A finite array of samples, drawn uniformly with replacement; scored by the generic metrics."""
 
     def __init__(self, data: Tensor, label: str, labels: Tensor | None = None, num_classes: int = 0) -> None:
+        if data.dtype == torch.bool or data.is_complex() or not (data.is_floating_point() or data.dtype in INTEGER_DTYPES):
+            raise ConfigError(f"{label}: holds {str(data.dtype).removeprefix('torch.')} values; expected real numbers "
+                              f"(a float or integer array)")
         if data.dim() < 2 or data.shape[0] == 0:
             raise ConfigError(f"{label}: expected an array of shape (n >= 1, *data_shape); got {tuple(data.shape)}")
         if not torch.isfinite(data).all():
             bad = int((~torch.isfinite(data)).flatten(1).any(1).sum())
             raise ConfigError(f"{label}: {bad} of {data.shape[0]} samples hold NaN or inf")
         self.data = data.float()
+        if data.shape[0] < 2 or bool((self.data == self.data[:1]).all()):
+            raise ConfigError(f"{label}: all {data.shape[0]} samples are the same point; a distribution to learn needs "
+                              f"at least 2 distinct samples")
         self.shape = tuple(self.data.shape[1:])
         self.label = label
         self.labels = labels
@@ -270,6 +279,9 @@ class Digits(Rows):
 
 def load_array(path: str | Path) -> Tensor:
     """Load ``.npy`` or ``.pt`` samples without running code from the file."""
+    if not str(path).strip():
+        raise ConfigError("data.path is empty: give a .npy or .pt file of samples, or leave it unset (null) to draw "
+                          "from data.target")
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"data.path={str(path)!r}: no such file")

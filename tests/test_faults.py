@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -194,3 +195,24 @@ def test_a_checkpoint_with_nonfinite_weights_is_refused_by_sample_and_resume(tmp
         assert proc.returncode == 2 and "holds non-finite weights (state_dict: " in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.array([[1 + 2j, 0], [3, 4]]), "holds complex128 values; expected real numbers"),
+    (np.array([[True, False], [False, True]]), "holds bool values; expected real numbers"),
+    (np.ones((50, 2)), "all 50 samples are the same point"),
+    (np.ones((1, 2)), "all 1 samples are the same point"),
+], ids=["complex", "bool", "constant", "one-row"])
+def test_user_arrays_that_are_not_a_real_distribution_are_refused(tmp_path, array, message):
+    path = tmp_path / "x.npy"
+    np.save(path, array)
+    with pytest.raises(ConfigError, match=message):
+        train(apply_overrides(load_recipe("rectified"), tiny(tmp_path, f"data.path={path}")))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_empty_data_path_is_refused_not_replaced_by_the_target(tmp_path):
+    with pytest.raises(ConfigError, match=r"'data.path=' has no value; give one, or write data.path=null to unset it"):
+        apply_overrides(load_recipe("rectified"), ["data.path="])
+    with pytest.raises(ConfigError, match="data.path is empty"):
+        train(apply_overrides(load_recipe("rectified"), tiny(tmp_path, "data.path=' '")))
