@@ -197,6 +197,8 @@ def _type_message(exc: OmegaConfBaseException) -> str:
     return f"{exc.full_key} must be {name}"
 
 
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true")  # networks and data are float32
 _RANGES = {
     "name": (is_plain_name, NAME_RULE),  # a run directory's name: never a path out of run_root
     "data.batch_size": (lambda v: v >= 1, ">= 1"),
@@ -208,7 +210,12 @@ _RANGES = {
     "optim.warmup_steps": (lambda v: v >= 0, ">= 0"),
     "optim.schedule": (lambda v: v in ("constant", "cosine"), "one of: constant, cosine"),
     "optim.ema_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "seed": (lambda v: 0 <= v < 2**32, "in [0, 2^32)"),
     "trainer.max_steps": (lambda v: v >= 1, ">= 1"),
+    "trainer.accelerator": (lambda v: v in ACCELERATORS, f"one of: {', '.join(ACCELERATORS)}"),
+    "trainer.devices": (lambda v: v == "auto" or re.fullmatch(r"-1|[1-9]\d*|\d+(,\d+)+|\d+,", v) is not None,
+                        "auto, a number of devices >= 1, -1 (all), or device indices such as 0,1 (one index: 0,)"),
+    "trainer.precision": (lambda v: v in PRECISIONS, f"one of: {', '.join(PRECISIONS)}"),
     "trainer.num_nodes": (lambda v: v >= 1, ">= 1"),
     "trainer.log_every_n_steps": (lambda v: v >= 1, ">= 1"),
     "trainer.checkpoint_every": (lambda v: v >= 1, ">= 1"),

@@ -120,9 +120,21 @@ def next_round(config: dict[str, Any], run_dir: Path) -> dict[str, Any] | None:
     return None
 
 
+def check_machine(trainer: dict[str, Any]) -> None:
+    """What the config asks of this machine, checked before anything is built or written."""
+    if trainer["accelerator"] in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={trainer['accelerator']} (device=cuda) but this machine has no CUDA GPU "
+                          f"that torch {torch.__version__} can use; valid here: cpu, auto")
+    cluster = ("MASTER_ADDR", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID")
+    if trainer["num_nodes"] > 1 and not any(v in os.environ for v in cluster):
+        raise ConfigError(f"trainer.num_nodes={trainer['num_nodes']} needs a multi-node launcher (torchrun or SLURM, "
+                          f"which set {' or '.join(cluster)}); without one the run would wait for the other nodes forever")
+
+
 def train_once(cfg: DictConfig, resume: Path | None = None) -> RunResult:
     validate(cfg)
     config = to_dict(cfg)
+    check_machine(config["trainer"])
     L.seed_everything(config["seed"], verbose=False)  # before building: the model's init is seeded
     parts = build_parts(config)  # every name and option is checked here, before anything is written
     check_samplers(parts.method, parts.method_name, [config["eval"]["solver"], *config["eval"]["compare"]])

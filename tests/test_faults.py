@@ -216,3 +216,21 @@ def test_an_empty_data_path_is_refused_not_replaced_by_the_target(tmp_path):
         apply_overrides(load_recipe("rectified"), ["data.path="])
     with pytest.raises(ConfigError, match="data.path is empty"):
         train(apply_overrides(load_recipe("rectified"), tiny(tmp_path, "data.path=' '")))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("seed=-1", r"seed=-1 is out of range; expected in \[0, 2\^32\)"),
+    ("seed=4294967296", "seed=4294967296 is out of range"),
+    ("trainer.devices=0", "trainer.devices='0' is out of range; expected auto, a number of devices >= 1"),
+    ("trainer.precision=64-true", "trainer.precision='64-true' is out of range; expected one of: 32-true"),
+    ("trainer.accelerator=tpu2", "trainer.accelerator='tpu2' is out of range; expected one of: auto, cpu"),
+    ("trainer.num_nodes=2", "trainer.num_nodes=2 needs a multi-node launcher"),
+] + ([] if torch.cuda.is_available() else [("device=cuda", "this machine has no CUDA GPU"),
+                                            ("trainer.accelerator=gpu", "this machine has no CUDA GPU")]))
+def test_settings_the_machine_cannot_run_are_one_line_before_anything_is_written(tmp_path, override, message):
+    proc = run_cli(["train", *tiny(tmp_path, override)], cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert message.split(" is out")[0].split(" needs")[0].split(" (")[0] in proc.stderr
+    import re
+    assert re.search(message, " ".join(proc.stderr.split())), proc.stderr
+    assert not (tmp_path / "runs").exists()
