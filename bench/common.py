@@ -25,8 +25,19 @@ def flowkit(*args: str) -> subprocess.CompletedProcess:
 
 
 def trained(root: Path, *args: str) -> tuple[Path, dict]:
+    """The run under ``root`` (trained now, unless a finished one is there: a bench given its work folder again,
+    e.g. after it was stopped, re-uses the runs it had finished; only those with the same arguments, kept in
+    ``root/args.json``)."""
+    done = [run for run in root.glob("*/summary.json")] if root.is_dir() else []
+    record = root / "args.json"
+    if done and record.is_file() and json.loads(record.read_text()) == list(args):
+        run = done[0].parent
+        return run, json.loads((run / "summary.json").read_text())
+    if root.is_dir():
+        shutil.rmtree(root)  # an unfinished or different run
     flowkit("train", *args, f"run_root={root}", "trainer.enable_progress_bar=false")
-    run = next(root.iterdir())
+    record.write_text(json.dumps(list(args)))
+    run = next(p for p in root.iterdir() if p.is_dir())
     return run, json.loads((run / "summary.json").read_text())
 
 

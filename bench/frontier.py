@@ -10,10 +10,12 @@ ADD of that teacher. W2 are means over 5 draws of 2,000 points on the same evalu
 Paired error E||G(z) - Phi(z)||^2 is each 1-step student against the teacher's dopri5 map on the same
 noise (with independent pairs all of them approximate that one map).
 
-    python bench/frontier.py [--steps 10000] [--methods meanflow meanflow_indep cd ct ct_ot adversarial adversarial_w0]
-
-Methods not named keep their rows from the previous results file at the same --steps.
+    python bench/frontier.py [--work DIR] [--steps 10000] [--methods meanflow meanflow_indep cd ct ct_ot adversarial adversarial_w0]
                              [--tasks gaussian:8gaussians 8gaussians:moons]
+
+Tasks and methods not named keep their rows from the previous results file at the same --steps (a kept
+task is marked so). Results are written after each task; `--work DIR` keeps the runs in DIR, and a run
+given the same DIR again re-uses the runs it finished there.
 """
 
 from __future__ import annotations
@@ -34,11 +36,11 @@ def paired(row: dict) -> str:
     return "" if row.get("paired_error") is None else f"{row['paired_error']:.4f}"
 
 
-def kept_from(file: Path, steps: int) -> dict[str, list[dict]]:
-    """Rows of an earlier run at the same step budget, per task (methods not re-run are kept)."""
+def kept_from(file: Path, steps: int) -> dict[str, dict]:
+    """Results of an earlier run at the same step budget, per task (tasks and methods not re-run are kept)."""
     if not file.exists() or json.loads(file.read_text())["steps"] != steps:
         return {}
-    return {res["task"]: res["rows"] for res in json.loads(file.read_text())["results"]}
+    return {res["task"]: {**res, "kept": True} for res in json.loads(file.read_text())["results"]}
 
 
 def main() -> None:
@@ -47,10 +49,13 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     parser.add_argument("--tasks", nargs="+", default=["gaussian:8gaussians", "8gaussians:moons"])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a temporary one); "
+                        "given again after a stop, the runs finished there are re-used")
     args = parser.parse_args()
-    results = []
     previous = kept_from(args.out / "frontier.json", args.steps)
-    with tempfile.TemporaryDirectory() as tmp:
+    results = dict(previous)
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.work or Path(scratch)
         for task in args.tasks:
             source, target = task.split(":")
             data = [f"data.source={source}", f"data.target={target}"]
@@ -77,11 +82,16 @@ def main() -> None:
             dopri5 = w2_of(t, "dopri5")
             for row in rows:
                 row["vs_teacher_dopri5"] = row["w2"] / dopri5
-            rows = merged_rows(previous.get(task, []), rows, args.methods, METHODS)
-            results.append({"task": task, "floor": t["floor"], "teacher_dopri5": dopri5, "rows": rows})
+            rows = merged_rows(previous.get(task, {}).get("rows", []), rows, args.methods, METHODS)
+            results[task] = {"task": task, "floor": t["floor"], "teacher_dopri5": dopri5, "rows": rows}
+            write(args, list(results.values()))  # after each task: a stop keeps the tasks done
+
+
+def write(args: argparse.Namespace, results: list[dict]) -> None:
     lines = [f"One-step frontier, CPU (2 cores): teacher and every student {args.steps} training steps", ""]
     for res in results:
-        lines += [f"**{res['task'].replace(':', ' -> ')}** (W2 floor {res['floor']:.3f})", "",
+        kept = " — kept from an earlier run of this script, not re-run" if res.get("kept") else ""
+        lines += [f"**{res['task'].replace(':', ' -> ')}** (W2 floor {res['floor']:.3f}){kept}", "",
                   "| method | sampler | NFE | W2 | W2 / teacher dopri5 | paired error | train (s) |",
                   "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['method']} | {r['solver']} | {r['nfe']} | {r['w2']:.3f} ± {r['w2_std']:.3f} | "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import math
 import signal
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +32,7 @@ from flowkit.conditioning import drop_labels
 from flowkit.data import step_seed
 from flowkit.finite import FiniteWatch, total_norm
 from flowkit.methods import Method
+from flowkit.progress import ProgressLines
 
 
 
@@ -353,8 +355,9 @@ def make_trainer(cfg: dict[str, Any], run_dir: Path, manual: bool = False, resum
     if manual:  # Lightning's advice to save weights before the step: our checkpoints are after it, by design
         warnings.filterwarnings("ignore", message=".*manual optimization and every_n_train_steps.*")
     callbacks: list[L.Callback] = [EMA(cfg["optim"]["ema_decay"]), Checkpoints(run_dir, t["checkpoint_every"])]
+    terminal = sys.stderr.isatty()
     if t["enable_progress_bar"]:
-        callbacks.append(RichProgressBar())
+        callbacks.append(RichProgressBar() if terminal else ProgressLines())  # a log file gets plain lines
     return L.Trainer(
         default_root_dir=run_dir,
         max_steps=t["max_steps"],
@@ -366,7 +369,7 @@ def make_trainer(cfg: dict[str, Any], run_dir: Path, manual: bool = False, resum
         num_nodes=t["num_nodes"],
         log_every_n_steps=t["log_every_n_steps"],
         gradient_clip_val=None if manual else t["gradient_clip_val"],
-        enable_progress_bar=t["enable_progress_bar"],
+        enable_progress_bar=t["enable_progress_bar"] and terminal,
         enable_model_summary=False,
         logger=ResumedCSVLogger(run_dir, resumed_at),
         callbacks=callbacks,

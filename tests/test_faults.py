@@ -234,3 +234,33 @@ def test_settings_the_machine_cannot_run_are_one_line_before_anything_is_written
     import re
     assert re.search(message, " ".join(proc.stderr.split())), proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_without_a_terminal_training_prints_progress_lines_and_where_a_resume_starts(tmp_path):
+    first = run_cli(["train", *tiny(tmp_path, "trainer.enable_progress_bar=true", "trainer.checkpoint_every=10",
+                                    steps=20)], cwd=tmp_path)  # stderr is a pipe, as under nohup or CI
+    assert first.returncode == 0, first.stderr
+    assert "step 20/20 (100%), loss " in first.stderr and "Epoch" not in first.stderr
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    resumed = run_cli(["train", f"resume={run_dir}", "trainer.max_steps=30"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed at step 20 of 30" in resumed.stderr and "step 30/30 (100%)" in resumed.stderr
+
+
+def test_progress_lines_come_at_the_interval_asked():
+    import io
+    from types import SimpleNamespace
+
+    from flowkit.progress import ProgressLines
+
+    stream = io.StringIO()
+    trainer = SimpleNamespace(global_step=0, max_steps=10, is_global_zero=True)
+    every_step, never = ProgressLines(every_s=0.0, stream=stream), ProgressLines(every_s=1e9, stream=io.StringIO())
+    for lines in (every_step, never):
+        lines.on_train_start(trainer, None)
+    for step in range(1, 4):
+        trainer.global_step = step
+        for lines in (every_step, never):
+            lines.on_train_batch_end(trainer, None, {"loss": torch.tensor(0.5)}, None, 0)
+    assert [line.split(",")[0] for line in stream.getvalue().splitlines()] == [f"step {k}/10 (" + f"{10 * k}%)" for k in (1, 2, 3)]
+    assert "loss 0.5" in stream.getvalue() and never.stream.getvalue() == ""
