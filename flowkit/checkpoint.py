@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import re
@@ -79,7 +80,8 @@ def write_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise WriteError(f"cannot write '{path}': {exc.strerror or exc}") from None
+        raise WriteError(f"cannot write '{path}': its folder '{path.parent}' cannot be created "
+                         f"({exc.strerror or exc}{': a file is in the way' if exc.errno == errno.EEXIST else ''})") from None
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
     try:
         write(tmp)

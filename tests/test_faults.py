@@ -264,3 +264,11 @@ def test_progress_lines_come_at_the_interval_asked():
             lines.on_train_batch_end(trainer, None, {"loss": torch.tensor(0.5)}, None, 0)
     assert [line.split(",")[0] for line in stream.getvalue().splitlines()] == [f"step {k}/10 (" + f"{10 * k}%)" for k in (1, 2, 3)]
     assert "loss 0.5" in stream.getvalue() and never.stream.getvalue() == ""
+
+
+def test_an_output_that_cannot_be_written_is_one_line(tmp_path):
+    first = first_run(tmp_path, 5)
+    (tmp_path / "afile").write_text("x")
+    proc = run_cli(["sample", f"ckpt={first.run_dir}", f"out={tmp_path / 'afile' / 'x.npy'}", "n=10"], cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "its folder" in proc.stderr and "a file is in the way" in proc.stderr
