@@ -96,7 +96,7 @@ def check_resumable(saved: DictConfig, cfg: DictConfig) -> None:
             raise ConfigError(f"{key} cannot change when resuming (the run has {before.get(key)!r}, asked "
                               f"{after.get(key)!r}): a resumed run continues its saved weights and optimiser state. "
                               f"Keys that may change: {', '.join(k.rstrip('.') + ('.*' if k.endswith('.') else '') for k in RESUMABLE)}; "
-                              f"to change the others, start a new run (e.g. with the teacher or reflow recipes' method.teacher=RUN)")
+                              f"to change the others, start a new run")
 
 
 def train(cfg: DictConfig, resume: Path | None = None) -> RunResult:
