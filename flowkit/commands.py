@@ -79,12 +79,25 @@ class CompareArgs(SamplingArgs):
     out: str = "compare"  # writes <out>.json and <out>.png
 
 
+# what the types cannot say (a NaN tolerance fails "> 0" too)
+ARG_RANGES = {
+    "n": (lambda v: v >= 2, ">= 2"),
+    "repeats": (lambda v: v >= 1, ">= 1"),
+    "nll_n": (lambda v: v >= 2, ">= 2"),
+    "rtol": (lambda v: v > 0, "> 0 (a finite tolerance)"),
+    "atol": (lambda v: v > 0, "> 0 (a finite tolerance)"),
+    "reference_tol": (lambda v: v > 0, "> 0 (a finite tolerance)"),
+    "seed": (lambda v: v >= 0, ">= 0"),
+}
+
+
 def parse_args(schema: type, tokens: list[str]):
     args = apply_overrides(OmegaConf.structured(schema), tokens)
     if not args.ckpt:
         raise ConfigError("ckpt=... is required (a run directory or a .ckpt file)")
-    if args.n < 2:
-        raise ConfigError(f"n={args.n} is out of range; expected >= 2")
+    for key, (ok, expected) in ARG_RANGES.items():
+        if key in args and not ok(args[key]):
+            raise ConfigError(f"{key}={args[key]!r} is out of range; expected {expected}")
     GRIDS.get(args.grid)
     device = torch.device(args.device) if args.device in ("cpu", "cuda") or args.device.startswith("cuda:") else None
     if device is None:

@@ -278,3 +278,18 @@ def test_an_output_that_cannot_be_written_is_one_line(tmp_path):
     proc = run_cli(["sample", f"ckpt={first.run_dir}", f"out={tmp_path / 'afile' / 'x.npy'}", "n=10"], cwd=tmp_path)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "its folder" in proc.stderr and "a file is in the way" in proc.stderr
+
+
+@pytest.mark.parametrize("verb, token, message", [
+    ("evaluate", "repeats=0", "repeats=0 is out of range; expected >= 1"),
+    ("evaluate", "nll_n=0", "nll_n=0 is out of range; expected >= 2"),
+    ("sample", "rtol=nan", "rtol=nan is out of range; expected > 0"),
+    ("sample", "atol=0", "atol=0.0 is out of range; expected > 0"),
+    ("compare", "reference_tol=-1", "reference_tol=-1.0 is out of range"),
+    ("sample", "seed=-1", "seed=-1 is out of range; expected >= 0"),
+])
+def test_sampling_verbs_refuse_out_of_range_numbers_before_loading(tmp_path, verb, token, message):
+    from flowkit import commands
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        getattr(commands, verb)([f"ckpt={tmp_path}", token])  # refused before the (missing) checkpoint is read
