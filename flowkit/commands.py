@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from flowkit.build import load_run
 from flowkit.checkpoint import write_atomically
 from flowkit.conditioning import Cond, conditioning, labels_for
-from flowkit.config import apply_overrides
+from flowkit.config import apply_overrides, check_ranges
 from flowkit.errors import ConfigError
 from flowkit.evaluate import label_accuracy, score, straightness_along_paths
 from flowkit.grids import GRIDS
@@ -95,9 +95,7 @@ def parse_args(schema: type, tokens: list[str]):
     args = apply_overrides(OmegaConf.structured(schema), tokens)
     if not args.ckpt:
         raise ConfigError("ckpt=... is required (a run directory or a .ckpt file)")
-    for key, (ok, expected) in ARG_RANGES.items():
-        if key in args and not ok(args[key]):
-            raise ConfigError(f"{key}={args[key]!r} is out of range; expected {expected}")
+    check_ranges(args, ARG_RANGES)
     GRIDS.get(args.grid)
     device = torch.device(args.device) if args.device in ("cpu", "cuda") or args.device.startswith("cuda:") else None
     if device is None:

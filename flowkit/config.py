@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
@@ -231,16 +231,25 @@ _RANGES = {
 }
 
 
+_ABSENT = object()
+
+
+def check_ranges(cfg: DictConfig, ranges: dict[str, tuple[Callable[[Any], bool], str]]) -> None:
+    """``ranges``: key -> (test, what is expected); a value failing its test is a ConfigError naming the key, the
+    value and the range. Keys the config does not have are skipped."""
+    for key, (ok, expected) in ranges.items():
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if value is not _ABSENT and not ok(value):
+            raise ConfigError(f"{key}={value!r} is out of range; expected {expected}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Range checks the types cannot express; each failure names the key, the value and the range."""
     try:
         OmegaConf.resolve(cfg)  # a recipe's ${...} that points nowhere fails here, not mid-run
     except OmegaConfBaseException as exc:
         raise ConfigError(f"cannot resolve the config: {' '.join(str(exc).split())}") from None
-    for key, (ok, expected) in _RANGES.items():
-        value = OmegaConf.select(cfg, key)
-        if not ok(value):
-            raise ConfigError(f"{key}={value!r} is out of range; expected {expected}")
+    check_ranges(cfg, _RANGES)
     for component in COMPONENTS:
         if not isinstance(cfg[component].get("name"), str):
             raise ConfigError(f"{component}: needs a 'name' (see `flowkit list`)")

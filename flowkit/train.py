@@ -34,7 +34,7 @@ from flowkit.methods import METHODS
 from flowkit.plots import save_samples
 from flowkit.samplers import check_samplers
 from flowkit.rundir import RUN_DIR_ENV, RunLock, is_rank_zero, new_run_dir
-from flowkit.trainer import EMA, FlowModule, make_trainer
+from flowkit.trainer import EMA, STOP_SIGNALS, FlowModule, make_trainer
 
 
 DEVICE_ACCELERATORS = {"cpu": "cpu", "cuda": "gpu", "gpu": "gpu", "auto": "auto"}
@@ -187,9 +187,6 @@ def fit(trainer: L.Trainer, module: FlowModule, datamodule: PairDataModule, resu
                           f"{run_dir / 'last.ckpt'}); resume with: flowkit train resume={run_dir}", 128 + signum)
     next(c for c in trainer.callbacks if isinstance(c, EMA)).to_model(module)
     return time.perf_counter() - start
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextlib.contextmanager

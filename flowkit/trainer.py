@@ -36,6 +36,9 @@ from flowkit.progress import ProgressLines
 
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # stop after the current step and save (``flowkit.train``)
+
+
 class FlowModule(L.LightningModule):
     """Model, method, coupling and optimisers. A method that trains further networks (``Method.networks``)
     optimises each step itself (``Method.training_step`` with ``Steps``); any other is one loss, one AdamW."""
@@ -72,7 +75,7 @@ class FlowModule(L.LightningModule):
         # Lightning's own SIGTERM handler (set up inside fit) exits mid-loop without a checkpoint (and with
         # status 0); while training, flowkit's handler (``flowkit.train.stop_on_signals``) is the one in force.
         if self.signal_handler is not None:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in STOP_SIGNALS:
                 signal.signal(sig, self.signal_handler)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
