@@ -72,6 +72,8 @@ def _print_summary(result) -> None:
         out.print(f"samples in the class they were asked for: {s['label_accuracy']:.1%}")
     if result.skipped:
         out.print(f"[yellow]skipped {result.skipped} batches with a non-finite loss or gradient[/]")
+    for note in result.notes:
+        out.print(f"[yellow]note: {note}[/]", highlight=False)
     out.print(f"run directory: [bold]{s['run_dir']}[/]  (last.ckpt, samples.png, summary.json, logs/metrics.csv)")
 
 

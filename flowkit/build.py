@@ -9,11 +9,12 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from flowkit.checkpoint import CHECKPOINT_FORMAT, ema_weights, read_checkpoint, read_matching
+from flowkit.checkpoint import CHECKPOINT_FORMAT, ema_weights, read_checkpoint, read_matching, weights_fault
 from flowkit.conditioning import Cond
 from flowkit.couplings import COUPLINGS
 from flowkit.data import Dataset, build_pair
 from flowkit.errors import ConfigError
+from flowkit.memory import check_fits, meta_parameters
 from flowkit.methods import METHODS, Method, check_capabilities
 from flowkit.models import MODELS, compose
 from flowkit.models.network import load_into
@@ -62,7 +63,13 @@ def build_parts(cfg: dict[str, Any], with_coupling: bool = True) -> Parts:
     model_spec = dict(cfg["model"])
     prediction = model_spec.pop("prediction", "velocity")  # what the network outputs; see AsVelocity
     init_from = model_spec.pop("init_from", None)
-    model = compose(MODELS.build(model_spec, data_shape=target.shape), tuple(method.inputs), classes)
+    def network() -> nn.Module:
+        return compose(MODELS.build(model_spec, data_shape=target.shape), tuple(method.inputs), classes)
+
+    parameters = meta_parameters(network)  # counted before allocating: model.width=1e9 is one line, not a crash
+    if parameters is not None:
+        check_fits("the model (model.width, model.depth, ...)", 4 * parameters, "cpu", f"{parameters:,} parameters")
+    model = network()
     if init_from:
         load_into(model, ema_weights(read_matching(init_from, target.shape)[1]), init_from)
     if prediction != "velocity":
@@ -91,12 +98,12 @@ def load_run(path: str | Path) -> tuple[dict[str, Any], Parts]:
     ckpt = read_checkpoint(path)
     cfg = ckpt["flowkit"]["config"]
     parts = build_parts(cfg, with_coupling=False)
-    try:
-        parts.model.load_state_dict(ema_weights(ckpt))
-    except RuntimeError:
-        raise ConfigError(f"checkpoint '{path}': its weights do not fit the network its config builds "
-                          f"(format {ckpt['flowkit'].get('format', 1)}; this flowkit writes format "
-                          f"{CHECKPOINT_FORMAT})") from None
+    weights = ema_weights(ckpt)
+    wrong = weights_fault(weights, parts.model.state_dict())
+    if wrong:
+        raise ConfigError(f"checkpoint '{path}': its weights do not fit the network its config builds ({wrong}; "
+                          f"format {ckpt['flowkit'].get('format', 1)}, this flowkit writes format {CHECKPOINT_FORMAT})")
+    parts.model.load_state_dict(weights)
     parts.model.eval()
     return cfg, parts
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch import Tensor
 
 from flowkit.errors import ConfigError, WriteError
 
@@ -30,30 +31,78 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint dict of a flowkit run; a missing, truncated, unsafe or foreign file is a ConfigError."""
-    path = resolve_checkpoint(path)
+def safe_load(path: Path, label: str) -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors and plain containers only. A pickle that refers to
+    anything else (a function, a class) is refused, naming it; an unreadable file is a ConfigError too."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         reason = " ".join(str(exc).split())
         if isinstance(exc, pickle.UnpicklingError):
             named = re.search(r"GLOBAL ([\w.]+)|Unsupported global: GLOBAL ([\w.]+)", reason)
             what = f"a reference to {named.group(1) or named.group(2)}" if named else "content outside plain tensors and containers"
-            raise ConfigError(f"checkpoint '{path}' holds {what}; refused (loading never runs code from a file)") from None
-        raise ConfigError(f"checkpoint '{path}' cannot be read: truncated or not a torch checkpoint") from None
+            raise ConfigError(f"{label} holds {what}; refused (loading never runs code from a file)") from None
+        raise ConfigError(f"{label} cannot be read: truncated or not a torch file") from None
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict of a flowkit run; a missing, truncated, unsafe or foreign file is a ConfigError."""
+    path = resolve_checkpoint(path)
+    ckpt = safe_load(path, f"checkpoint '{path}'")
     if not isinstance(ckpt, dict) or "flowkit" not in ckpt or "state_dict" not in ckpt:
         raise ConfigError(f"checkpoint '{path}' is not a flowkit checkpoint")
+    broken = layout_fault(ckpt)
+    if broken:
+        raise ConfigError(f"checkpoint '{path}' is not a flowkit checkpoint: {broken}")
     for section in ("state_dict", "current_model_state"):
         weights = ckpt.get(section) or {}
-        bad = next((k for k, v in weights.items() if torch.is_tensor(v) and v.is_floating_point()
-                    and not torch.isfinite(v).all()), None) if isinstance(weights, dict) else None
+        bad = next((k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
         if bad is not None:
             raise ConfigError(f"checkpoint '{path}' holds non-finite weights ({section}: {bad}); refused: samples "
                               f"or a resume from it would be NaN. Use an earlier checkpoint of the run")
     return ckpt
+
+
+def layout_fault(ckpt: dict[str, Any]) -> str | None:
+    """What is wrong with the layout of a checkpoint dict (None: nothing): the ``flowkit`` section with its
+    config, data shape and format, weights as mappings of names to tensors, an integer step."""
+    meta = ckpt["flowkit"]
+    if not isinstance(meta, dict):
+        return f"its 'flowkit' section is a {type(meta).__name__}, expected a mapping"
+    for key, kind in (("config", dict), ("data_shape", (list, tuple)), ("format", int)):
+        if key not in meta and key != "format":  # format 1 had no "format"
+            return f"its 'flowkit' section has no {key}"
+        if key in meta and not isinstance(meta[key], kind):
+            return f"its flowkit.{key} is a {type(meta[key]).__name__}"
+    if not all(isinstance(d, int) and d >= 1 for d in meta["data_shape"]):
+        return f"its flowkit.data_shape {meta['data_shape']!r} is not a shape"
+    if not isinstance(meta.get("method_state", {}), dict):
+        return f"its flowkit.method_state is a {type(meta['method_state']).__name__}"
+    for section in ("state_dict", "current_model_state"):
+        weights = ckpt.get(section, {})
+        if not isinstance(weights, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in weights.items()):
+            return f"its {section} is not a mapping of names to tensors"
+    step = ckpt.get("global_step")
+    if not isinstance(step, int) or step < 0:
+        return f"its global_step {step!r} is not a step"
+    return None
+
+
+def weights_fault(weights: dict[str, Tensor], expected: dict[str, Tensor]) -> str | None:
+    """How ``weights`` (a checkpoint's) differ from the tensors ``expected`` (a network's state_dict): missing or
+    unexpected names, another shape, integers where floats belong (None: they fit)."""
+    missing, unexpected = sorted(expected.keys() - weights.keys()), sorted(weights.keys() - expected.keys())
+    if missing or unexpected:
+        return f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+    for key, want in expected.items():
+        got = weights[key]
+        if got.shape != want.shape:
+            return f"{key} has shape {tuple(got.shape)}, the network's is {tuple(want.shape)}"
+        if got.is_floating_point() != want.is_floating_point():
+            return f"{key} holds {str(got.dtype).removeprefix('torch.')}, the network's {str(want.dtype).removeprefix('torch.')}"
+    return None
 
 
 def ema_weights(ckpt: dict[str, Any]) -> dict[str, Any]:
@@ -77,6 +126,8 @@ def write_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
     two writers never share a temporary file. A failed write removes its temporary file; a write the disk
     refuses (full, read-only, quota) is a ``WriteError`` naming the file and keeping what was there."""
     path = Path(path)
+    if path.name in ("", ".", "..") or path.is_dir():
+        raise WriteError(f"cannot write '{path}': it is a folder, not a file name")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -26,6 +26,7 @@ from flowkit.errors import ConfigError
 from flowkit.evaluate import label_accuracy, score, straightness_along_paths
 from flowkit.grids import GRIDS
 from flowkit.likelihood import bits_per_dim, log_likelihood
+from flowkit.memory import ReportOutOfMemory, check_draw_fits
 from flowkit.plots import plot_quality_vs_nfe, save_samples
 from flowkit.samplers import Predictor, parse_sampler, why_not
 from flowkit.sampling import FIXED
@@ -96,6 +97,9 @@ def parse_args(schema: type, tokens: list[str]):
     if not args.ckpt:
         raise ConfigError("ckpt=... is required (a run directory or a .ckpt file)")
     check_ranges(args, ARG_RANGES)
+    out = Path(args.out) if args.out else None
+    if out is not None and (out.name in ("", ".", "..") or (out.suffix and out.is_dir())):  # compare's out is a stem
+        raise ConfigError(f"out={args.out!r} is a folder; give a file name in it (e.g. out={out / 'result'})")
     GRIDS.get(args.grid)
     device = torch.device(args.device) if args.device in ("cpu", "cuda") or args.device.startswith("cuda:") else None
     if device is None:
@@ -105,8 +109,10 @@ def parse_args(schema: type, tokens: list[str]):
     return args, device
 
 
-def load_on(ckpt: str, device: torch.device):
+def load_on(ckpt: str, device: torch.device, n: int):
+    """(config, parts) of a checkpoint on ``device``, after checking that a draw of ``n`` samples fits there."""
     cfg, parts = load_run(ckpt)
+    check_draw_fits(parts.model, n, tuple(parts.target.shape), device)
     parts.model.to(device)
     return cfg, parts
 
@@ -132,13 +138,14 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@ReportOutOfMemory("n")
 def sample(tokens: list[str]) -> dict[str, Any]:
     args, device = parse_args(SampleArgs, tokens)
     out = Path(args.out)
     if out.suffix not in (".pt", ".npy", ".png"):
         raise ConfigError(f"out='{args.out}': unsupported suffix '{out.suffix}'; valid: .pt, .npy, .png")
     parse_sampler(args.solver)
-    cfg, parts = load_on(args.ckpt, device)
+    cfg, parts = load_on(args.ckpt, device, args.n)
     generator = torch.Generator().manual_seed(args.seed)
     x0 = parts.source.sample(args.n, generator).to(device)
     cond, labels = for_sampling(parts, args, args.n, generator)
@@ -161,12 +168,13 @@ def sample(tokens: list[str]) -> dict[str, Any]:
     return result
 
 
+@ReportOutOfMemory("n, repeats or nll_n")
 def evaluate(tokens: list[str]) -> dict[str, Any]:
     """The target's metric over ``repeats`` draws, its further metrics, straightness and NLL (methods whose
     network is a velocity field), bits/dim (quantised data) and label accuracy (class-conditional models)."""
     args, device = parse_args(EvalArgs, tokens)
     name, steps = parse_sampler(args.solver)
-    cfg, parts = load_on(args.ckpt, device)
+    cfg, parts = load_on(args.ckpt, device, max(args.n * args.repeats, args.nll_n))
     target, method = parts.target, parts.method
     generator = torch.Generator().manual_seed(args.seed)
     result: dict[str, Any] = {"ckpt": args.ckpt, "solver": args.solver}
@@ -201,6 +209,7 @@ def evaluate(tokens: list[str]) -> dict[str, Any]:
     return result
 
 
+@ReportOutOfMemory("n")
 def compare(tokens: list[str]) -> dict[str, Any]:
     """Every model with every sampler it supports, on the same noise (and labels): NFE, the target's metric,
     the RMS distance to a tight dopri5 solution (models with a velocity field) and time; the samplers a
@@ -208,7 +217,7 @@ def compare(tokens: list[str]) -> dict[str, Any]:
     args, device = parse_args(CompareArgs, tokens)
     solvers = [s.strip() for s in args.solvers.split(",") if s.strip()]
     names = [parse_sampler(spec)[0] for spec in solvers]
-    loaded = [(ckpt, *load_on(ckpt, device)) for ckpt in args.ckpt.split(",")]
+    loaded = [(ckpt, *load_on(ckpt, device, args.n)) for ckpt in args.ckpt.split(",")]
     shapes = {tuple(parts.target.shape) for _, _, parts in loaded}
     if len(shapes) > 1:
         raise ConfigError(f"checkpoints have different data shapes {sorted(shapes)}; compare needs one")

@@ -45,6 +45,7 @@ class OptimConfig:
     warmup_steps: int = 0
     schedule: str = "constant"  # constant | cosine (to 0 at trainer.max_steps)
     ema_decay: float = 0.999
+    ema_warmup: bool = True  # decay min(ema_decay, (1 + step) / (10 + step)): short runs sample from recent weights
 
 
 @dataclass
@@ -165,10 +166,24 @@ def apply_overrides(cfg: DictConfig, tokens: list[str]) -> DictConfig:
             cfg = cfg.copy()
             cfg[key] = {"name": value}  # a new component starts from its own defaults
             continue
+        if schema_type(key) is bool and not isinstance(value, bool):  # OmegaConf would read 2 or "yes" as true
+            raise ConfigError(f"{where}: {key} must be true or false")
         for part in reversed(key.split(".")):
             value = {part: value}
         cfg = _merge(cfg, value, where)
     return cfg
+
+
+def schema_type(key: str) -> Any:
+    """The annotation of a dotted key in the schema (``Config`` and its sections), or None where it has none
+    (a component's options, an unknown key)."""
+    owner: Any = Config
+    for part in key.split("."):
+        hints = typing.get_type_hints(owner) if isinstance(owner, type) and hasattr(owner, "__dataclass_fields__") else {}
+        if part not in hints:
+            return None
+        owner = hints[part]
+    return owner
 
 
 def _merge(cfg: DictConfig, update: Any, where: str) -> DictConfig:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from flowkit.checkpoint import safe_load
 from flowkit.errors import ConfigError, ContractError
 from flowkit.metrics import mmd2, w2
 from flowkit.registry import Registry
@@ -286,16 +287,32 @@ def load_array(path: str | Path) -> Tensor:
     if not path.is_file():
         raise ConfigError(f"data.path={str(path)!r}: no such file")
     if path.suffix == ".npy":
+        check_npy_header(path)
         try:
             return torch.from_numpy(np.load(path, allow_pickle=False))
         except ValueError as exc:
             raise ConfigError(f"data.path={str(path)!r}: not a plain numeric .npy array ({exc})") from None
     if path.suffix == ".pt":
-        try:
-            value = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ConfigError(f"data.path={str(path)!r}: not a tensor file loadable safely ({exc})") from None
+        value = safe_load(path, f"data.path={str(path)!r}")
         if not isinstance(value, Tensor):
             raise ConfigError(f"data.path={str(path)!r}: holds a {type(value).__name__}, expected a tensor")
         return value
     raise ConfigError(f"data.path={str(path)!r}: unsupported suffix '{path.suffix}'; valid: .npy, .pt")
+
+
+def check_npy_header(path: Path) -> None:
+    """What a ``.npy`` file claims, checked before anything is allocated (the array is memory-mapped, not read):
+    numbers, not strings, records or objects; a shape whose bytes the file really holds (a header claiming
+    (10**12, 2) is refused, not allocated)."""
+    where = f"data.path={str(path)!r}"
+    try:
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        size = path.stat().st_size
+        raise ConfigError(f"{where}: not a plain numeric .npy array, or shorter than its header claims "
+                          f"({size:,} bytes on disk; {' '.join(str(exc).split())})") from None
+    dtype = mapped.dtype
+    del mapped
+    if dtype.kind not in "biufc":  # bool and complex are refused by Rows, with their own message
+        raise ConfigError(f"{where}: holds {dtype} values ({'records' if dtype.names else 'not numbers'}); expected "
+                          f"real numbers (a float or integer array)")

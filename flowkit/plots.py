@@ -23,14 +23,14 @@ def save_samples(path: Path, samples: Tensor, reference: Tensor | None = None, t
         ax.scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.6, c="tab:blue", label="samples")
         ax.set_aspect("equal")
         ax.legend(loc="upper right", markerscale=4)
-    elif samples.dim() == 4:
+    elif samples.dim() == 4 and samples.shape[1] in (1, 3):  # grey or RGB images
         side = int(min(samples.shape[0], 64) ** 0.5)
         grid = rearrange(samples[: side * side], "(r c) ch h w -> (r h) (c w) ch", r=side)
         fig, ax = plt.subplots(figsize=(5, 5))
         ax.imshow(((grid + 1) / 2).clamp(0, 1).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
         ax.axis("off")
     else:
-        return  # no natural picture for other shapes
+        return  # no natural picture for other shapes (e.g. 3-D points, (2, 3, 4) arrays)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

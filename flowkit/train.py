@@ -30,6 +30,7 @@ from flowkit.couplings import COUPLINGS
 from flowkit.data import PairDataModule
 from flowkit.errors import ConfigError, Interrupted, TrainingError
 from flowkit.evaluate import label_accuracy, sampler_table
+from flowkit.memory import ReportOutOfMemory, check_training_fits
 from flowkit.methods import METHODS
 from flowkit.plots import save_samples
 from flowkit.samplers import check_samplers
@@ -47,6 +48,7 @@ class RunResult:
     seconds: float
     skipped: int = 0
     summary: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the user should know about this run (e.g. a short EMA)
     rounds: list[RunResult] = field(default_factory=list)  # every round of a multi-round run, in order
 
 
@@ -68,6 +70,8 @@ def resolve_config(tokens: list[str]) -> tuple[DictConfig, Path | None]:
     if resume is not None:
         ckpt_path = resolve_checkpoint(resume)
         stored = read_checkpoint(ckpt_path)["flowkit"]["config"]
+        if isinstance(stored.get("optim"), dict):  # a run saved before the EMA warm-up existed continues without it
+            stored["optim"].setdefault("ema_warmup", False)
         cfg = apply_overrides(saved_config(stored), rest)  # the run's own recipe; recipe= is ignored
         check_resumable(saved_config(stored), cfg)
         return cfg, ckpt_path
@@ -138,6 +142,8 @@ def train_once(cfg: DictConfig, resume: Path | None = None) -> RunResult:
     L.seed_everything(config["seed"], verbose=False)  # before building: the model's init is seeded
     parts = build_parts(config)  # every name and option is checked here, before anything is written
     check_samplers(parts.method, parts.method_name, [config["eval"]["solver"], *config["eval"]["compare"]])
+    check_training_fits(parts.model, config["data"]["batch_size"],
+                        tuple(parts.target.shape), config["trainer"]["accelerator"])
     workers = config["data"]["workers"]
     in_loader = workers > 0 and parts.coupling.data_only  # pairs solved by the loader processes
     module = FlowModule(parts.model, parts.method, None if in_loader else parts.coupling, config,
@@ -145,16 +151,24 @@ def train_once(cfg: DictConfig, resume: Path | None = None) -> RunResult:
     datamodule = PairDataModule(parts.source, parts.target, config["data"]["batch_size"], config["seed"],
                                 labelled=parts.classes > 0, workers=workers,
                                 coupling=parts.coupling if in_loader else None)
+    resumed_at = None
+    if resume:
+        checkpoint = read_checkpoint(resume)
+        fault = module.resume_fault(checkpoint)
+        if fault:
+            raise ConfigError(f"checkpoint '{resume}' cannot resume this run: {fault}")
+        resumed_at = checkpoint["global_step"]
     run_dir = resume.parent if resume else new_run_dir(config["run_root"], config["name"])
     with RunLock(run_dir) if is_rank_zero() else contextlib.nullcontext():
         if is_rank_zero():
             write_atomically(run_dir / "config.yaml", lambda p: p.write_text(OmegaConf.to_yaml(cfg)))
-        resumed_at = read_checkpoint(resume)["global_step"] if resume else None
         trainer = make_trainer(config, run_dir, manual=not module.automatic_optimization, resumed_at=resumed_at)
         seconds = fit(trainer, module, datamodule, resume, run_dir, workers)
-    result = RunResult(run_dir, trainer.global_step, seconds, skipped=module.skipped)
+    ema = next(c for c in trainer.callbacks if isinstance(c, EMA))
+    notes = [note for note in [ema.short_run_note(config["trainer"]["max_steps"])] if note]
+    result = RunResult(run_dir, trainer.global_step, seconds, skipped=module.skipped, notes=notes)
     if trainer.is_global_zero:
-        result.summary = summarize(module, parts, config, run_dir, seconds)
+        result.summary = summarize(module, parts, config, run_dir, seconds, notes)
     return result
 
 
@@ -175,7 +189,8 @@ def fit(trainer: L.Trainer, module: FlowModule, datamodule: PairDataModule, resu
         # (2-core CPU, OT-CFM at batch 256 with one worker: 76 steps/s with 2 training threads, 165 with 1)
         torch.set_num_threads(max(1, threads - workers))
         try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+            with ReportOutOfMemory("data.batch_size or the model's size (model.width, model.depth, ...)"):
+                trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         except TrainingError as exc:
             raise TrainingError(f"{exc}; training stopped. Last good checkpoint: {last_good(run_dir, module)}") from None
         finally:
@@ -221,14 +236,15 @@ def last_good(run_dir: Path, module: FlowModule) -> str:
     return f"{kept} (step {module.last_saved_step})"
 
 
-def summarize(module: FlowModule, parts: Parts, config: dict[str, Any], run_dir: Path, seconds: float) -> dict[str, Any]:
+def summarize(module: FlowModule, parts: Parts, config: dict[str, Any], run_dir: Path, seconds: float,
+              notes: list[str] | None = None) -> dict[str, Any]:
     """The target's metric for each eval sampler against its floor, and a figure, with the EMA weights (Lightning
     copied them into the module at the end of fit)."""
     module.model.eval()
     device = next(module.model.parameters()).device
     ecfg = config["eval"]
     summary: dict[str, Any] = {"run_dir": str(run_dir), "steps": module.global_step, "train_seconds": seconds,
-                               "skipped_batches": module.skipped}
+                               "skipped_batches": module.skipped, "notes": notes or []}
     # a class-conditional model samples uniformly random classes, unguided (w = 1)
     labels = labels_for(ecfg["n"] * ecfg["repeats"], parts.classes, -1,
                         torch.Generator().manual_seed(ecfg["seed"] + 2)) if parts.classes else None
@@ -239,5 +255,5 @@ def summarize(module: FlowModule, parts: Parts, config: dict[str, Any], run_dir:
     if samples is not None:
         save_samples(run_dir / "samples.png", samples, reference, f"{config['name']} ({ecfg['solver']})")
         summary["samples_png"] = str(run_dir / "samples.png")
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_atomically(run_dir / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
     return summary

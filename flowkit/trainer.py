@@ -25,9 +25,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, Weight
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from torch import nn
-from torch.optim.swa_utils import get_ema_multi_avg_fn
 
-from flowkit.checkpoint import CHECKPOINT_FORMAT, write_atomically
+from flowkit.checkpoint import CHECKPOINT_FORMAT, weights_fault, write_atomically
 from flowkit.conditioning import drop_labels
 from flowkit.data import step_seed
 from flowkit.finite import FiniteWatch, total_norm
@@ -181,6 +180,23 @@ class FlowModule(L.LightningModule):
                                  "method_state": self.method.state_dict()}
         self.last_saved_step = self.global_step
 
+    def resume_fault(self, checkpoint: dict[str, Any]) -> str | None:
+        """Why ``checkpoint`` cannot resume this module (None: it can): its weights (EMA and raw) must fit the
+        networks, and it must hold one optimiser and one schedule state per network, as this module saves them."""
+        expected = self.state_dict()
+        for section in ("state_dict", "current_model_state"):
+            wrong = weights_fault(checkpoint.get(section, {}), expected)
+            if wrong:
+                return f"its {section} does not fit the networks this config builds ({wrong})"
+        for key in ("optimizer_states", "lr_schedulers"):
+            states = checkpoint.get(key)
+            if not isinstance(states, list) or len(states) != len(self.names) or not all(isinstance(x, dict) for x in states):
+                found = f"{len(states)} entries" if isinstance(states, list) else "nothing" if states is None else \
+                    f"a {type(states).__name__}"
+                return (f"its {key} holds {found}, expected {len(self.names)} (one per network: {', '.join(self.names)}); "
+                        f"a weights-only file can start a run (model.init_from=...) but not resume one")
+        return None
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("flowkit", {}).get("method_state")
         if state:
@@ -250,8 +266,38 @@ class EMA(WeightAveraging):
     copied into the model by ``to_model`` after fit, not in ``on_train_end``: the final checkpoint (written
     in ``on_train_end``, after every other callback's) must hold the raw weights as ``current_model_state``."""
 
-    def __init__(self, decay: float) -> None:
-        super().__init__(multi_avg_fn=get_ema_multi_avg_fn(decay))
+    def __init__(self, decay: float, warmup: bool = True) -> None:
+        super().__init__(multi_avg_fn=self._update)
+        self.decay, self.warmup, self._step = decay, warmup, 0
+
+    def decay_at(self, step: int) -> float:
+        """The decay after ``step`` optimizer steps: ``min(d, (1 + step) / (10 + step))`` with the warm-up (0.25 at
+        step 2, 0.9 at step 80, d = 0.999 from step 8991 on), so a short run samples from its recent weights and
+        not from its initial ones; ``d`` throughout without it."""
+        return min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
+
+    def short_run_note(self, steps: int) -> str | None:
+        """What a run of ``steps`` shorter than the EMA horizon 1 / (1 - d) should know (None: nothing)."""
+        horizon = round(1 / (1 - self.decay)) if self.decay < 1 else math.inf
+        if steps >= horizon:
+            return None
+        said = f"trainer.max_steps={steps} is shorter than the EMA horizon of optim.ema_decay={self.decay} ({horizon:.0f} steps)"
+        if self.warmup:
+            end = self.decay_at(steps)
+            return f"{said}: the EMA warmed up (decay {end:.3f} at the end: it averages about the last {1 / (1 - end):.0f} steps)"
+        return (f"{said} and optim.ema_warmup=false: {self.decay ** (steps - 1):.0%} of the EMA is still the initial "
+                f"weights, so samples come from a mostly untrained network; set optim.ema_warmup=true or lower optim.ema_decay")
+
+    @torch.no_grad()
+    def _update(self, averaged: list[torch.Tensor], current: list[torch.Tensor], _: Any) -> None:
+        if not averaged[0].is_floating_point():  # integer buffers (counters): the current value
+            torch._foreach_copy_(averaged, current)
+            return
+        torch._foreach_lerp_(averaged, current, 1.0 - self.decay_at(self._step))
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self._step = trainer.global_step  # read on the host: no device sync for the decay
+        super().on_train_batch_end(trainer, pl_module, *args)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pass
@@ -357,7 +403,7 @@ def make_trainer(cfg: dict[str, Any], run_dir: Path, manual: bool = False, resum
     t = cfg["trainer"]
     if manual:  # Lightning's advice to save weights before the step: our checkpoints are after it, by design
         warnings.filterwarnings("ignore", message=".*manual optimization and every_n_train_steps.*")
-    callbacks: list[L.Callback] = [EMA(cfg["optim"]["ema_decay"]), Checkpoints(run_dir, t["checkpoint_every"])]
+    callbacks: list[L.Callback] = [EMA(cfg["optim"]["ema_decay"], cfg["optim"]["ema_warmup"]), Checkpoints(run_dir, t["checkpoint_every"])]
     terminal = sys.stderr.isatty()
     if t["enable_progress_bar"]:
         callbacks.append(RichProgressBar() if terminal else ProgressLines())  # a log file gets plain lines

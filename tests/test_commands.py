@@ -85,7 +85,7 @@ def test_bad_checkpoints_and_solvers_are_one_line_errors(runs, tmp_path):
         pickle.dump({"state_dict": Exploit()}, f, protocol=2)
     cases = [
         (f"ckpt={tmp_path / 'missing.ckpt'}", "no checkpoint or run directory at"),
-        (f"ckpt={tmp_path / 'truncated.ckpt'}", "cannot be read: truncated or not a torch checkpoint"),
+        (f"ckpt={tmp_path / 'truncated.ckpt'}", "cannot be read: truncated or not a torch file"),
         (f"ckpt={tmp_path / 'foreign.ckpt'}", "is not a flowkit checkpoint"),
         (f"ckpt={tmp_path / 'evil.ckpt'}", "holds a reference to"),
     ]

@@ -293,3 +293,148 @@ def test_sampling_verbs_refuse_out_of_range_numbers_before_loading(tmp_path, ver
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         getattr(commands, verb)([f"ckpt={tmp_path}", token])  # refused before the (missing) checkpoint is read
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("short")
+    return train(apply_overrides(load_recipe("rectified"), tiny(root, steps=5))).run_dir
+
+
+def first_weight(ckpt, section="state_dict"):
+    return next(iter(ckpt[section]))
+
+
+HOSTILE = {  # what a hostile or broken checkpoint holds -> what the one line says
+    "wrong-shape": (lambda c: c["state_dict"].__setitem__(first_weight(c), torch.zeros(3, 3, 3)), "has shape (3, 3, 3)"),
+    "wrong-shape-raw": (lambda c: c["current_model_state"].__setitem__(first_weight(c, "current_model_state"),
+                                                                       torch.zeros(3)), "its current_model_state does not fit"),
+    "missing-weight": (lambda c: c["state_dict"].pop(first_weight(c)), "missing ['model."),
+    "integer-weights": (lambda c: c["state_dict"].__setitem__(first_weight(c), c["state_dict"][first_weight(c)].long()),
+                        "holds int64, the network's float32"),
+    "empty-flowkit": (lambda c: c.__setitem__("flowkit", {}), "its 'flowkit' section has no config"),
+    "flowkit-string": (lambda c: c.__setitem__("flowkit", "x"), "its 'flowkit' section is a str"),
+    "config-string": (lambda c: c["flowkit"].__setitem__("config", "a string"), "its flowkit.config is a str"),
+    "weights-list": (lambda c: c.__setitem__("state_dict", [1, 2]), "its state_dict is not a mapping of names to tensors"),
+    "step-string": (lambda c: c.__setitem__("global_step", "x"), "its global_step 'x' is not a step"),
+    "no-optimizer": (lambda c: c.pop("optimizer_states"), "its optimizer_states holds nothing, expected 1"),
+    "empty-optimizer": (lambda c: c.__setitem__("optimizer_states", []), "its optimizer_states holds 0 entries"),
+}
+RESUME_ONLY = {"wrong-shape-raw", "no-optimizer", "empty-optimizer"}  # sampling reads the EMA weights alone
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_a_broken_checkpoint_is_one_line_for_sample_and_resume(short_run, tmp_path, case):
+    from flowkit import commands
+
+    mutate, message = HOSTILE[case]
+    run_dir = tmp_path / "run"
+    shutil.copytree(short_run, run_dir)
+    ckpt = torch.load(run_dir / "last.ckpt", weights_only=False)
+    mutate(ckpt)
+    torch.save(ckpt, run_dir / "last.ckpt")
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        cfg, resume = resolve_config([f"resume={run_dir}", "trainer.max_steps=8"])
+        train(cfg, resume)
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before  # refused before anything is written
+    if case in RESUME_ONLY:
+        return
+    with pytest.raises(ConfigError, match=re.escape(message.replace("['model.", "['"))):  # sampling names the network's keys
+        commands.sample([f"ckpt={run_dir}", "n=10", f"out={tmp_path / 's.npy'}"])
+
+
+def test_a_hostile_checkpoint_from_the_command_line_exits_2_without_a_traceback(short_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(short_run, run_dir)
+    ckpt = torch.load(run_dir / "last.ckpt", weights_only=False)
+    ckpt["flowkit"] = {}
+    torch.save(ckpt, run_dir / "last.ckpt")
+    for args in (["sample", f"ckpt={run_dir}", "n=10"], ["train", f"resume={run_dir}"]):
+        proc = run_cli(args, cwd=tmp_path)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr and "has no config" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.array([["a", "b"], ["c", "d"]]), "holds <U1 values (not numbers)"),
+    (np.zeros(5, dtype=[("x", "f4"), ("y", "f4")]), "(records); expected real numbers"),
+], ids=["strings", "records"])
+def test_arrays_of_strings_or_records_are_refused_before_training(tmp_path, array, message):
+    np.save(tmp_path / "x.npy", array)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        train(apply_overrides(load_recipe("rectified"), tiny(tmp_path, f"data.path={tmp_path / 'x.npy'}")))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_header_claiming_more_than_the_file_holds_is_refused_without_allocating(tmp_path):
+    path = tmp_path / "huge.npy"
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (10**12, 2)})
+    with pytest.raises(ConfigError, match="shorter than its header claims"):
+        train(apply_overrides(load_recipe("rectified"), tiny(tmp_path, f"data.path={path}")))
+
+
+def test_data_without_a_natural_picture_trains_and_draws_no_figure(tmp_path):
+    from flowkit.plots import save_samples
+
+    save_samples(tmp_path / "a.png", torch.randn(10, 2, 3, 4))  # two channels: not an image
+    save_samples(tmp_path / "b.png", torch.randn(16, 1, 4, 4))
+    assert not (tmp_path / "a.png").exists() and (tmp_path / "b.png").exists()
+
+
+@pytest.mark.parametrize("override", ["cond.labels=2", "trainer.enable_progress_bar=2", "cond.labels=0"])
+def test_a_switch_takes_true_or_false_only(override):
+    with pytest.raises(ConfigError, match="must be true or false"):
+        apply_overrides(load_recipe("rectified"), [override])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.batch_size=1000000000", "data.batch_size=1000000000 needs about"),
+    ("model.width=1000000000", r"the model \(model.width, model.depth, ...\) needs about .* parameters"),
+])
+def test_sizes_the_machine_cannot_hold_are_one_line_before_anything_is_allocated(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        train(apply_overrides(load_recipe("rectified"), tiny(tmp_path, override)))
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("token, message", [
+    ("n=100000000000", "n=100000000000 needs about"),
+    ("solver=euler:1000000000", r"needs a step count in \[1, 1,000,000\]"),
+])
+def test_draws_the_machine_cannot_make_are_one_line(short_run, tmp_path, token, message):
+    from flowkit import commands
+
+    with pytest.raises(ConfigError, match=message):
+        commands.sample([f"ckpt={short_run}", token, f"out={tmp_path / 's.npy'}"])
+
+
+def test_an_allocation_that_fails_anyway_is_one_line_naming_the_setting():
+    from flowkit.memory import ReportOutOfMemory
+
+    with pytest.raises(TrainingError, match=r"out of memory \(.*can't allocate memory.*\); lower data.batch_size"):
+        with ReportOutOfMemory("data.batch_size"):
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory")
+    with pytest.raises(ValueError):  # anything else passes through unchanged
+        with ReportOutOfMemory("n"):
+            raise ValueError("x")
+
+
+def test_the_ema_warms_up_from_the_first_steps():
+    from flowkit.trainer import EMA
+
+    ema = EMA(0.999)
+    assert ema.decay_at(2) == 0.25 and ema.decay_at(80) == 0.9 and ema.decay_at(10_000) == 0.999
+    assert EMA(0.999, warmup=False).decay_at(2) == 0.999
+    assert "warmed up (decay 0.971 at the end" in ema.short_run_note(300) and ema.short_run_note(1000) is None
+    assert "74% of the EMA is still the initial weights" in EMA(0.999, warmup=False).short_run_note(300)
+
+
+def test_a_short_run_samples_from_trained_weights_and_says_its_ema_is_short(tmp_path):
+    runs = {warmup: train(apply_overrides(load_recipe("rectified"), tiny(
+        tmp_path, f"optim.ema_warmup={warmup}", "eval.repeats=2", "model.width=128", f"name=w{warmup}", steps=300)))
+        for warmup in ("true", "false")}
+    w2 = {warmup: run.summary["rows"][0]["value"] for warmup, run in runs.items()}
+    assert w2["true"] < 0.6 * w2["false"], w2  # without it, 74% of the EMA is the initial network
+    assert "the EMA warmed up" in runs["true"].notes[0] and runs["true"].summary["notes"] == runs["true"].notes
+    assert "mostly untrained network" in runs["false"].notes[0]

@@ -1,5 +1,6 @@
 """Faults: kill -9 and resume, atomic saves, non-finite losses and gradients, determinism, fuzzed overrides."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -163,3 +164,53 @@ def test_no_override_string_crashes_the_parser(tokens):
         validate(apply_overrides(load_recipe("rectified"), tokens))
     except ConfigError as exc:
         assert str(exc) and "\n" not in str(exc).strip()
+
+
+@pytest.fixture(scope="module")
+def sampled_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fuzz")
+    return train(apply_overrides(load_recipe("rectified"), tiny(root, steps=5))).run_dir, root
+
+
+NUMBERS = st.sampled_from(["0", "1", "-1", "2", "7", "1e-30", "1e-3", "0.5", "nan", "inf", "-inf", "1e30", "10**3",
+                           "100000000000", "abc", "[1]", "{a: 1}", "null", "true", "''"])
+SPECS = st.sampled_from(["dopri5", "euler:3", "euler:0", "euler:-1", "euler:x", "euler:1000000000", "rk4:2", "dopri5:4",
+                         "meanflow:1", "ddim:2", "renoise:2", "bogus", "euler:3,dopri5", ",", "euler:2,,rk4:1"])
+VERB_TOKENS = st.lists(st.one_of(
+    st.builds(lambda k, v: f"{k}={v}", st.sampled_from(["n", "rtol", "atol", "seed", "label", "guidance", "repeats",
+                                                        "nll_n", "reference_tol", "grid", "device", "ckpt", "nope"]),
+              st.one_of(NUMBERS, st.text(max_size=8))),
+    st.builds(lambda k, v: f"{k}={v}", st.sampled_from(["solver", "solvers"]), SPECS),
+    st.builds(lambda v: f"grid={v}", st.sampled_from(["uniform", "logsnr", "karras", "bogus", "shift"])),
+    st.builds(lambda v: f"device={v}", st.sampled_from(["cpu", "cuda", "cuda:7", "tpu", "CPU"])),
+    st.builds(lambda v: f"out={v}", st.sampled_from(["x.txt", "/dev/null/x.npy", "", "."])),
+    st.text(max_size=12)), max_size=3)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@example(verb="evaluate", tokens=["out=."])  # found by this test: a traceback from the atomic write after the work
+@given(verb=st.sampled_from(["sample", "evaluate", "compare"]), tokens=VERB_TOKENS)
+def test_no_argument_crashes_sample_eval_or_compare(sampled_run, verb, tokens):
+    """Whatever the arguments, sample / eval / compare either run or stop with one line (ConfigError: exit 2,
+    TrainingError: exit 1); no other exception reaches the user."""
+    from flowkit import commands
+
+    run_dir, root = sampled_run
+    out = {"sample": "s.npy", "evaluate": "e.json", "compare": "c"}[verb]
+    base = [f"ckpt={run_dir}", "n=20", "repeats=1", "nll_n=20", "solvers=euler:2,dopri5", f"out={root / out}"]
+    base = [t for t in base if t.split("=")[0] in commands_keys(verb)]
+    try:
+        with contextlib.chdir(root):  # a fuzzed out= (x.txt, 7, inf) is written relative to the working folder
+            getattr(commands, verb)(base + tokens)
+    except (ConfigError, TrainingError) as exc:
+        assert str(exc).strip() and "\n" not in str(exc).strip(), str(exc)
+
+
+def commands_keys(verb):
+    from dataclasses import fields
+
+    from flowkit import commands
+
+    schema = {"sample": commands.SampleArgs, "evaluate": commands.EvalArgs, "compare": commands.CompareArgs}[verb]
+    return {f.name for f in fields(schema)}

@@ -93,6 +93,9 @@ SAMPLERS: Registry = Registry("sampler", "flowkit.samplers", check=check_sampler
 register_sampler = SAMPLERS.register
 
 
+MAX_STEPS = 1_000_000  # a fixed-step sampler's step count; beyond it a run never ends (and its grid needs GBs)
+
+
 def parse_sampler(spec: str) -> tuple[str, int | None]:
     """'euler:8' -> ('euler', 8); 'dopri5' -> ('dopri5', None); a bad name or step count is a ConfigError."""
     name, colon, steps = str(spec).strip().partition(":")
@@ -102,8 +105,9 @@ def parse_sampler(spec: str) -> tuple[str, int | None]:
             raise ConfigError(f"sampler '{spec}': '{name}' chooses its own steps and takes no step count "
                               "(set rtol/atol)")
         return name, None
-    if not steps.isdigit() or int(steps) < 1:
-        raise ConfigError(f"sampler '{spec}': '{name}' needs a step count >= 1, e.g. '{name}:4'")
+    if not steps.isdigit() or not 1 <= int(steps) <= MAX_STEPS:
+        raise ConfigError(f"sampler '{spec}': '{name}' needs a step count in [1, {MAX_STEPS:,}], e.g. '{name}:4' "
+                          f"(for a reference solution use an adaptive sampler such as dopri5 with a small rtol)")
     return name, int(steps)
 
 

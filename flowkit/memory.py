@@ -1,0 +1,130 @@
+"""Sizes a machine cannot hold, said in one line: a check of what a setting will need before it is allocated
+(a batch, a network, a draw of samples) and out-of-memory errors met on the way turned into ``TrainingError``."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import torch
+
+from flowkit.errors import ConfigError, TrainingError
+
+
+def available_bytes(device: torch.device | str = "cpu") -> int:
+    """Memory free for new tensors on ``device``: the GPU's free memory, or the host's MemAvailable."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return 2**63  # unknown: never refuse on a guess
+
+
+def size(nbytes: float) -> str:
+    units = ("bytes", "KB", "MB", "GB", "TB", "PB")
+    k = min(len(units) - 1, int(math.log(max(nbytes, 1), 1024)))
+    return f"{nbytes / 1024**k:.1f} {units[k]}" if k else f"{int(nbytes)} bytes"
+
+
+def check_fits(setting: str, nbytes: float, device: torch.device | str = "cpu", what: str = "") -> None:
+    """A ConfigError naming ``setting`` when ``nbytes`` (an estimate of what it needs) exceed what ``device``
+    has free."""
+    free = available_bytes(device)
+    if nbytes > free:
+        raise ConfigError(f"{setting} needs about {size(nbytes)}{f' ({what})' if what else ''}, more than the "
+                          f"{size(free)} free on {torch.device(device).type}; make it smaller")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or (
+        isinstance(exc, RuntimeError) and ("can't allocate memory" in str(exc) or "out of memory" in str(exc)))
+
+
+class ReportOutOfMemory(contextlib.ContextDecorator):
+    """Around a block or as a decorator: an allocation that fails inside is one line naming the ``settings``
+    that size it."""
+
+    def __init__(self, settings: str) -> None:
+        self.settings = settings
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
+        if exc is None or not is_out_of_memory(exc):
+            return False
+        first = " ".join(str(exc).split())[:200]
+        raise TrainingError(f"out of memory ({first}); lower {self.settings}") from None
+
+
+def meta_parameters(build: Callable[[], torch.nn.Module]) -> int | None:
+    """How many parameters ``build()`` makes, counted on the meta device (nothing allocated); None where the
+    network cannot be built there. A ConfigError from ``build`` (a bad option) is raised as it is."""
+    try:
+        with torch.device("meta"):
+            net = build()
+    except ConfigError:
+        raise
+    except Exception:
+        return None
+    return sum(p.numel() for p in net.parameters())
+
+
+def training_device(accelerator: str) -> str:
+    return "cuda" if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()) else "cpu"
+
+
+TRAIN_COPIES = 5  # a parameter in training: itself, its gradient, two Adam moments, its EMA
+BATCH_COPIES = 8  # a batch in a step: source, target, interpolant, target velocity, prediction, their gradients
+
+
+def activations_per_sample(net: torch.nn.Module, data_shape: tuple[int, ...]) -> int:
+    """Numbers the layers of ``net`` output for one sample (one forward at batch 2 on the CPU, counted by hooks on
+    its leaf modules); 0 where the network cannot be run that way."""
+    counts: list[int] = []
+    leaves = [m for m in net.modules() if next(m.children(), None) is None]
+    hooks = [m.register_forward_hook(lambda m, i, o: counts.append(o.numel() if torch.is_tensor(o) else 0))
+             for m in leaves]
+    training = net.training
+    try:  # in eval mode: no running statistics updated, no random draws (dropout) taken from the run's stream
+        device = next(net.parameters()).device
+        with torch.no_grad():
+            net.eval()(torch.zeros(2, *data_shape, device=device), torch.full((2,), 0.5, device=device))
+    except Exception:
+        return 0
+    finally:
+        net.train(training)
+        for hook in hooks:
+            hook.remove()
+    return sum(counts) // 2
+
+
+def check_training_fits(net: torch.nn.Module, batch: int, data_shape: tuple[int, ...], accelerator: str) -> None:
+    """What a run needs on its device, estimated before anything is written: the networks in training, and a
+    batch with the activations a step keeps for its backward pass."""
+    device = training_device(accelerator)
+    parameters = sum(p.numel() for p in net.parameters())
+    check_fits("the model (model.width, model.depth, ...)", TRAIN_COPIES * 4 * parameters, device,
+               f"{parameters:,} parameters with their gradients, Adam moments and EMA")
+    per_sample = BATCH_COPIES * math.prod(data_shape) + 2 * activations_per_sample(net, data_shape)
+    check_fits(f"data.batch_size={batch}", 4 * batch * per_sample, device,
+               f"{per_sample:,} numbers a sample in a training step: data copies, activations and their gradients")
+
+
+DRAW_COPIES = 10  # copies of a draw a solver holds at once (dopri5: state, 7 stages, error estimate)
+
+
+def check_draw_fits(net: torch.nn.Module, n: int, data_shape: tuple[int, ...], device: torch.device | str) -> None:
+    """A draw of ``n`` samples in one batch: the solver's copies and the network's activations (without gradients
+    about half of them are alive at once)."""
+    per_sample = DRAW_COPIES * math.prod(data_shape) + activations_per_sample(net, data_shape) // 2
+    check_fits(f"n={n}", 4 * n * per_sample, device, f"{per_sample:,} numbers a sample in the solver and the network")
