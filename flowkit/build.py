@@ -14,7 +14,7 @@ from flowkit.conditioning import Cond
 from flowkit.couplings import COUPLINGS
 from flowkit.data import Dataset, build_pair
 from flowkit.errors import ConfigError
-from flowkit.memory import check_fits, meta_parameters
+from flowkit.memory import MODEL_SIZE, check_fits, meta_parameters
 from flowkit.methods import METHODS, Method, check_capabilities
 from flowkit.models import MODELS, compose
 from flowkit.models.network import load_into
@@ -68,7 +68,7 @@ def build_parts(cfg: dict[str, Any], with_coupling: bool = True) -> Parts:
 
     parameters = meta_parameters(network)  # counted before allocating: model.width=1e9 is one line, not a crash
     if parameters is not None:
-        check_fits("the model (model.width, model.depth, ...)", 4 * parameters, "cpu", f"{parameters:,} parameters")
+        check_fits(MODEL_SIZE, 4 * parameters, "cpu", f"{parameters:,} parameters")
     model = network()
     if init_from:
         load_into(model, ema_weights(read_matching(init_from, target.shape)[1]), init_from)

@@ -83,6 +83,7 @@ def training_device(accelerator: str) -> str:
     return "cuda" if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()) else "cpu"
 
 
+MODEL_SIZE = "the model (model.width, model.depth, ...)"  # the settings that size a network, as errors name them
 TRAIN_COPIES = 5  # a parameter in training: itself, its gradient, two Adam moments, its EMA
 BATCH_COPIES = 8  # a batch in a step: source, target, interpolant, target velocity, prediction, their gradients
 
@@ -113,7 +114,7 @@ def check_training_fits(net: torch.nn.Module, batch: int, data_shape: tuple[int,
     batch with the activations a step keeps for its backward pass."""
     device = training_device(accelerator)
     parameters = sum(p.numel() for p in net.parameters())
-    check_fits("the model (model.width, model.depth, ...)", TRAIN_COPIES * 4 * parameters, device,
+    check_fits(MODEL_SIZE, TRAIN_COPIES * 4 * parameters, device,
                f"{parameters:,} parameters with their gradients, Adam moments and EMA")
     per_sample = BATCH_COPIES * math.prod(data_shape) + 2 * activations_per_sample(net, data_shape)
     check_fits(f"data.batch_size={batch}", 4 * batch * per_sample, device,

@@ -30,7 +30,7 @@ from flowkit.couplings import COUPLINGS
 from flowkit.data import PairDataModule
 from flowkit.errors import ConfigError, Interrupted, TrainingError
 from flowkit.evaluate import label_accuracy, sampler_table
-from flowkit.memory import ReportOutOfMemory, check_training_fits
+from flowkit.memory import MODEL_SIZE, ReportOutOfMemory, check_training_fits
 from flowkit.methods import METHODS
 from flowkit.plots import save_samples
 from flowkit.samplers import check_samplers
@@ -164,8 +164,7 @@ def train_once(cfg: DictConfig, resume: Path | None = None) -> RunResult:
             write_atomically(run_dir / "config.yaml", lambda p: p.write_text(OmegaConf.to_yaml(cfg)))
         trainer = make_trainer(config, run_dir, manual=not module.automatic_optimization, resumed_at=resumed_at)
         seconds = fit(trainer, module, datamodule, resume, run_dir, workers)
-    ema = next(c for c in trainer.callbacks if isinstance(c, EMA))
-    notes = [note for note in [ema.short_run_note(config["trainer"]["max_steps"])] if note]
+    notes = [note for note in [ema_of(trainer).short_run_note(config["trainer"]["max_steps"])] if note]
     result = RunResult(run_dir, trainer.global_step, seconds, skipped=module.skipped, notes=notes)
     if trainer.is_global_zero:
         result.summary = summarize(module, parts, config, run_dir, seconds, notes)
@@ -189,7 +188,7 @@ def fit(trainer: L.Trainer, module: FlowModule, datamodule: PairDataModule, resu
         # (2-core CPU, OT-CFM at batch 256 with one worker: 76 steps/s with 2 training threads, 165 with 1)
         torch.set_num_threads(max(1, threads - workers))
         try:
-            with ReportOutOfMemory("data.batch_size or the model's size (model.width, model.depth, ...)"):
+            with ReportOutOfMemory(f"data.batch_size or {MODEL_SIZE}"):
                 trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         except TrainingError as exc:
             raise TrainingError(f"{exc}; training stopped. Last good checkpoint: {last_good(run_dir, module)}") from None
@@ -200,8 +199,12 @@ def fit(trainer: L.Trainer, module: FlowModule, datamodule: PairDataModule, resu
         signum = module.stop_signal
         raise Interrupted(f"interrupted by {signal.Signals(signum).name} at step {trainer.global_step} (saved: "
                           f"{run_dir / 'last.ckpt'}); resume with: flowkit train resume={run_dir}", 128 + signum)
-    next(c for c in trainer.callbacks if isinstance(c, EMA)).to_model(module)
+    ema_of(trainer).to_model(module)
     return time.perf_counter() - start
+
+
+def ema_of(trainer: L.Trainer) -> EMA:
+    return next(c for c in trainer.callbacks if isinstance(c, EMA))
 
 
 @contextlib.contextmanager
