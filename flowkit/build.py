@@ -20,7 +20,7 @@ from flowkit.models import MODELS, compose
 from flowkit.models.network import load_into
 from flowkit.models.parameterisation import AsVelocity
 from flowkit.paths import PATHS, AffinePath
-from flowkit.samplers import sample_with
+from flowkit.samplers import build_sampler, invert_with, sample_with
 from flowkit.timesteps import TIME_SAMPLERS
 
 
@@ -34,12 +34,38 @@ class Parts:
     method: Method
     classes: int = 0  # > 0: a class-conditional model (cond.labels=true) over this many classes
     method_name: str = ""
+    coupling_name: str = "independent"
+    source_name: str = "gaussian"
 
     def sample(self, x0: Tensor, spec: str, *, grid: str = "uniform", cond: Cond | None = None, rtol: float = 1e-5,
                atol: float = 1e-5) -> tuple[Tensor, int]:
         """(samples, NFE) of the model from the source batch ``x0`` with sampler ``spec`` (``sample_with``)."""
+        self.check_stochastic(spec)
         return sample_with(self.method, self.model, self.path, x0, spec, grid=grid, cond=cond, rtol=rtol, atol=atol,
                            method_name=self.method_name)
+
+    def invert(self, x1: Tensor, spec: str, *, grid: str = "uniform", cond: Cond | None = None, rtol: float = 1e-5,
+               atol: float = 1e-5) -> tuple[Tensor, int]:
+        """(source points, NFE): ``x1`` mapped back to t=0 by the deterministic sampler ``spec`` (``invert_with``)."""
+        return invert_with(self.method, self.model, self.path, x1, spec, grid=grid, cond=cond, rtol=rtol, atol=atol,
+                           method_name=self.method_name)
+
+    def stochastic_fault(self, spec: str) -> str | None:
+        """Why the stochastic sampler ``spec`` cannot sample this model, or None (also for deterministic ones):
+        it needs the score of p_t, which the path gives from a prediction only for an independent standard-normal
+        source (Tweedie's formula)."""
+        sampler, _ = build_sampler(self.method, self.path, spec, method_name=self.method_name)
+        if not sampler.stochastic or (self.source.standard_normal and self.coupling_name == "independent"):
+            return None
+        return (f"sampler '{spec}' is stochastic: it needs the score of p_t, which the model gives only for an "
+                f"independent standard-normal source; this run has data.source='{self.source_name}' and coupling "
+                f"'{self.coupling_name}'. Use a deterministic sampler (euler, heun, ddim, dpm2, dpm++2m, edm, dopri5)")
+
+    def check_stochastic(self, spec: str) -> None:
+        """``stochastic_fault`` as a ConfigError."""
+        fault = self.stochastic_fault(spec)
+        if fault:
+            raise ConfigError(fault)
 
 
 def build_parts(cfg: dict[str, Any], with_coupling: bool = True) -> Parts:
@@ -79,7 +105,8 @@ def build_parts(cfg: dict[str, Any], with_coupling: bool = True) -> Parts:
             raise ConfigError(f"model.{exc}") from None
     coupling = COUPLINGS.build(cfg["coupling"], data_shape=target.shape) if with_coupling else None
     return Parts(source=source, target=target, model=model, path=path, coupling=coupling, method=method,
-                 classes=classes, method_name=name)
+                 classes=classes, method_name=name, coupling_name=cfg["coupling"]["name"],
+                 source_name=d["source"])
 
 
 def conditioning_classes(cfg: dict[str, Any], target: Dataset) -> int:

@@ -22,13 +22,14 @@ from flowkit.build import load_run
 from flowkit.checkpoint import write_atomically
 from flowkit.conditioning import Cond, conditioning, labels_for
 from flowkit.config import apply_overrides, check_ranges
+from flowkit.datasets import Rows, load_array
 from flowkit.errors import ConfigError
 from flowkit.evaluate import label_accuracy, score, straightness_along_paths
 from flowkit.grids import GRIDS
 from flowkit.likelihood import bits_per_dim, log_likelihood
 from flowkit.memory import ReportOutOfMemory, check_draw_fits
 from flowkit.plots import plot_quality_vs_nfe, save_samples
-from flowkit.samplers import Predictor, parse_sampler, why_not
+from flowkit.samplers import Predictor, build_sampler, parse_sampler, why_not
 from flowkit.sampling import FIXED
 
 
@@ -65,6 +66,17 @@ class EvalArgs(SamplingArgs):
     seed: int = 0
     device: str = "cpu"
     out: str = ""  # a .json file for the numbers, if set
+
+
+@dataclass
+class InvertArgs(SamplingArgs):
+    ckpt: str = ""
+    input: str = ""  # ``in=``: a .npy or .pt array of data points, shape (n, *data_shape)
+    solver: str = "dopri5"  # a deterministic sampler spec: dopri5, euler:50, ddim:50, dpm++2m:20, edm:20, ...
+    rtol: float = 1e-5
+    atol: float = 1e-5
+    out: str = "inverted.npy"  # the source points (.npy or .pt)
+    device: str = "cpu"
 
 
 @dataclass
@@ -154,12 +166,10 @@ def sample(tokens: list[str]) -> dict[str, Any]:
     synchronize(device)
     seconds = time.perf_counter() - start
     x1 = x1.cpu()
-    if out.suffix == ".pt":
-        write_atomically(out, lambda p: torch.save(x1, p))
-    elif out.suffix == ".npy":
-        write_atomically(out, lambda p: np.save(p, x1.numpy()))
-    else:
+    if out.suffix == ".png":
         write_atomically(out, lambda p: save_samples(p, x1, None, f"{cfg['name']} ({args.solver}, NFE {nfe})"))
+    else:
+        save_array(out, x1)
     result = {"out": str(out), "n": args.n, "solver": args.solver, "nfe": nfe, "seconds": seconds}
     if labels is not None:  # which class each sample was asked for, beside the samples
         result["labels"] = str(out.with_name(f"{out.stem}_labels.npy"))
@@ -209,6 +219,47 @@ def evaluate(tokens: list[str]) -> dict[str, Any]:
     return result
 
 
+def save_array(out: Path, x: torch.Tensor) -> None:
+    """``x`` to a .pt, .npy (or, for ``sample``, .png) file, atomically."""
+    if out.suffix == ".pt":
+        write_atomically(out, lambda p: torch.save(x, p))
+    elif out.suffix == ".npy":
+        write_atomically(out, lambda p: np.save(p, x.numpy()))
+    else:
+        raise ConfigError(f"out='{out}': unsupported suffix '{out.suffix}'; valid: .pt, .npy")
+
+
+@ReportOutOfMemory("the size of in=")
+def invert(tokens: list[str]) -> dict[str, Any]:
+    """Data -> source by a deterministic sampler run backwards (``Parts.invert``), then the round trip: the source
+    points sampled forward again with the same sampler and grid, and their distance to the data."""
+    tokens = [f"input={t[3:]}" if t.startswith("in=") else t for t in tokens]
+    args, device = parse_args(InvertArgs, tokens)
+    out = Path(args.out)
+    if out.suffix not in (".pt", ".npy"):
+        raise ConfigError(f"out='{args.out}': unsupported suffix '{out.suffix}'; valid: .pt, .npy")
+    data = Rows(load_array(args.input, "in"), f"in={args.input!r}").data
+    cfg, parts = load_on(args.ckpt, device, data.shape[0])
+    if tuple(data.shape[1:]) != tuple(parts.target.shape):
+        raise ConfigError(f"in={args.input!r}: points of shape {tuple(data.shape[1:])}; this model's data are "
+                          f"{tuple(parts.target.shape)}")
+    if parts.classes and args.label < 0:
+        raise ConfigError(f"this model is class-conditional ({parts.classes} classes): give the class of the points, "
+                          f"label=0..{parts.classes - 1}")
+    cond, _ = for_sampling(parts, args, data.shape[0], torch.Generator().manual_seed(0))
+    x1 = data.to(device)
+    start = time.perf_counter()
+    z, nfe = parts.invert(x1, args.solver, grid=args.grid, cond=cond, rtol=args.rtol, atol=args.atol)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    back, nfe_back = draw(parts, z, args.solver, args, cond)
+    save_array(out, z.cpu())
+    error = (back - x1).flatten(1).norm(dim=1)
+    return {"out": str(out), "n": data.shape[0], "solver": args.solver, "grid": args.grid, "nfe": nfe,
+            "seconds": seconds, "nfe_generate": nfe_back, "round_trip_rms": float(error.pow(2).mean().sqrt()),
+            "round_trip_max": float(error.max()), "data_rms": float(x1.flatten(1).norm(dim=1).pow(2).mean().sqrt())}
+
+
 @ReportOutOfMemory("n")
 def compare(tokens: list[str]) -> dict[str, Any]:
     """Every model with every sampler it supports, on the same noise (and labels): NFE, the target's metric,
@@ -231,7 +282,7 @@ def compare(tokens: list[str]) -> dict[str, Any]:
         exact = (draw(parts, x0, "dopri5", args, cond, rtol=args.reference_tol, atol=args.reference_tol)[0]
                  if parts.method.ode else None)
         for spec, name in zip(solvers, names):
-            reason = why_not(parts.method, parts.method_name, name)
+            reason = why_not(parts.method, parts.method_name, name) or parts.stochastic_fault(spec)
             if reason:
                 skipped.append(f"{cfg['name']} ({ckpt}): {spec}: {reason}")
                 continue
@@ -241,7 +292,10 @@ def compare(tokens: list[str]) -> dict[str, Any]:
             synchronize(device)
             seconds = time.perf_counter() - start
             value = score(parts.target, x1, [reference])[0]
-            error = float((x1 - exact).flatten(1).pow(2).sum(1).mean().sqrt()) if exact is not None else float("nan")
+            # a stochastic sampler draws other points of the same distribution: no distance to the ODE's map
+            stochastic = build_sampler(parts.method, parts.path, spec, method_name=parts.method_name)[0].stochastic
+            deterministic = exact is not None and not stochastic
+            error = float((x1 - exact).flatten(1).pow(2).sum(1).mean().sqrt()) if deterministic else float("nan")
             rows.append({"model": ckpt, "name": cfg["name"], "solver": spec, "nfe": nfe, "metric": parts.target.metric,
                          "value": value, "error": error, "seconds": seconds})
     result = {"rows": rows, "skipped": skipped, "n": args.n, "device": str(device), "reference_tol": args.reference_tol,

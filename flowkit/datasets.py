@@ -10,6 +10,8 @@ its evaluation, with defaults for any data:
     ``metrics(samples, reference)``  further numbers for ``flowkit eval`` (default: MMD^2)
     ``classify(x)``               the class of each sample, for label accuracy (default: None, no classifier)
     ``bin_width``                 the spacing of the data's quantisation levels, for bits/dim (default: None)
+    ``standard_normal``           it is N(0, I): as a source, the score of p_t follows from a model's
+                                  prediction, which stochastic samplers need (default: False)
 
 So a user array gets W2 and MMD whatever its shape; the digits score FD in the features of their own
 classifier, whose trained weights ship with flowkit. Register with ``@register_dataset("name")`` or the
@@ -47,6 +49,7 @@ class Dataset:
     num_classes: int = 0
     metric: str = "W2"
     bin_width: float | None = None
+    standard_normal: bool = False
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} defines no sampling")
@@ -91,6 +94,8 @@ def build_dataset(spec: dict, **injected) -> Dataset:
 @register_dataset("gaussian")
 class Gaussian(Dataset):
     """N(0, I) in the shape of the other side of the pair (2-D when it is the target itself)."""
+
+    standard_normal = True
 
     def __init__(self, data_shape: tuple[int, ...] = (2,)) -> None:
         self.shape = tuple(data_shape)
@@ -278,33 +283,33 @@ class Digits(Rows):
             return digits_classifier()(x.float().clamp(-1, 1).cpu()).argmax(1)
 
 
-def load_array(path: str | Path) -> Tensor:
-    """Load ``.npy`` or ``.pt`` samples without running code from the file."""
+def load_array(path: str | Path, key: str = "data.path") -> Tensor:
+    """Load ``.npy`` or ``.pt`` samples without running code from the file (``key``: the setting that named it)."""
     if not str(path).strip():
-        raise ConfigError("data.path is empty: give a .npy or .pt file of samples, or leave it unset (null) to draw "
-                          "from data.target")
+        raise ConfigError(f"{key} is empty: give a .npy or .pt file of samples"
+                          + (", or leave it unset (null) to draw from data.target" if key == "data.path" else ""))
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"data.path={str(path)!r}: no such file")
+        raise ConfigError(f"{key}={str(path)!r}: no such file")
     if path.suffix == ".npy":
-        check_npy_header(path)
+        check_npy_header(path, key)
         try:
             return torch.from_numpy(np.load(path, allow_pickle=False))
         except ValueError as exc:
-            raise ConfigError(f"data.path={str(path)!r}: not a plain numeric .npy array ({exc})") from None
+            raise ConfigError(f"{key}={str(path)!r}: not a plain numeric .npy array ({exc})") from None
     if path.suffix == ".pt":
-        value = safe_load(path, f"data.path={str(path)!r}")
+        value = safe_load(path, f"{key}={str(path)!r}")
         if not isinstance(value, Tensor):
-            raise ConfigError(f"data.path={str(path)!r}: holds a {type(value).__name__}, expected a tensor")
+            raise ConfigError(f"{key}={str(path)!r}: holds a {type(value).__name__}, expected a tensor")
         return value
-    raise ConfigError(f"data.path={str(path)!r}: unsupported suffix '{path.suffix}'; valid: .npy, .pt")
+    raise ConfigError(f"{key}={str(path)!r}: unsupported suffix '{path.suffix}'; valid: .npy, .pt")
 
 
-def check_npy_header(path: Path) -> None:
+def check_npy_header(path: Path, key: str = "data.path") -> None:
     """What a ``.npy`` file claims, checked before anything is allocated (the array is memory-mapped, not read):
     numbers, not strings, records or objects; a shape whose bytes the file really holds (a header claiming
     (10**12, 2) is refused, not allocated)."""
-    where = f"data.path={str(path)!r}"
+    where = f"{key}={str(path)!r}"
     try:
         mapped = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:

@@ -2,17 +2,34 @@
 
 A grid is a function ``(path, steps) -> ts``: ``steps + 1`` increasing times from t=0 (source) to t=1
 (data). Register your own with ``@register_grid("name")`` or the entry-point group ``flowkit.grids``.
+A grid may take one more parameter with a default (``karras``'s rho, ``shift``'s s), set in the spec
+after a colon: ``grid=shift:6``.
+
+Built in:
+
+    uniform   t_k = k / N.
+    logsnr    uniform in lambda = log(alpha / sigma) (Lu et al. 2022, DPM-Solver's "logSNR" steps).
+    karras    the noise-to-signal ratio sigma/alpha spaced by EDM's rho rule (Karras et al. 2022, eq. 5),
+              sigma_k = (smax^(1/rho) + k/N (smin^(1/rho) - smax^(1/rho)))^rho, rho = 7.
+    shift     SD3's timestep shift (Esser et al. 2024): the uniform grid with the noise level
+              n = 1 - t mapped to s n / (1 + (s - 1) n), s = 3: more steps at high noise.
+
+``logsnr`` and ``karras`` span the ratio sigma/alpha in [SIGMA_MIN, SIGMA_MAX] (EDM's 0.002 and 80, or the
+path's own range where narrower); their first and last times are then the path's own ends, t=0 (pure
+source, where alpha may be 0 and lambda = -inf) and t=1 (the data), so the first step starts from the
+source and the last one lands on the data, as every sampler here expects.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-from flowkit.errors import ContractError
+from flowkit.errors import ConfigError, ContractError
 from flowkit.paths import AffinePath
 from flowkit.registry import Registry
 
@@ -20,9 +37,12 @@ Grid = Callable[[AffinePath, int], Tensor]
 
 
 def check_grid(name: str, obj: object) -> None:
-    """The registration check: a function of (path, steps)."""
-    if not callable(obj) or inspect.isclass(obj) or len(inspect.signature(obj).parameters) != 2:
-        raise ContractError(f"grid '{name}': {obj!r} is not a function of (path, steps)")
+    """The registration check: a function of (path, steps), and at most one more parameter with a default."""
+    params = list(inspect.signature(obj).parameters.values()) if callable(obj) and not inspect.isclass(obj) else []
+    required = [p for p in params if p.default is inspect.Parameter.empty]
+    if len(required) != 2 or len(params) > 3:
+        raise ContractError(f"grid '{name}': {obj!r} is not a function of (path, steps) with at most one more "
+                            "parameter that has a default")
 
 
 GRIDS: Registry = Registry("grid", "flowkit.grids", check=check_grid)
@@ -35,10 +55,68 @@ def uniform(path: AffinePath, steps: int) -> Tensor:
     return torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
 
 
-def grid_times(name: str, path: AffinePath, steps: int) -> Tensor:
+SIGMA_MIN, SIGMA_MAX = 0.002, 80.0  # the noise-to-signal ratio sigma/alpha spanned by logsnr and karras (EDM's)
+
+
+def _on_log_snr(path: AffinePath, lam: Tensor) -> Tensor:
+    """The times of log-SNRs ``lam`` (increasing), with the first and last moved to the path's ends 0 and 1."""
+    ts = path.time_at_log_snr(lam)
+    ts[0], ts[-1] = 0.0, 1.0
+    return ts
+
+
+def _log_snr_range(path: AffinePath) -> tuple[float, float]:
+    ends = path.log_snr(torch.tensor([0.0, 1.0], dtype=torch.float64)).tolist()
+    return max(ends[0], -math.log(SIGMA_MAX)), min(ends[1], -math.log(SIGMA_MIN))
+
+
+@register_grid("logsnr")
+def log_snr(path: AffinePath, steps: int) -> Tensor:
+    """Uniform in lambda = log(alpha / sigma) over sigma/alpha in [0.002, 80], ends at t=0 and t=1."""
+    lo, hi = _log_snr_range(path)
+    return _on_log_snr(path, torch.linspace(lo, hi, steps + 1, dtype=torch.float64))
+
+
+@register_grid("karras")
+def karras(path: AffinePath, steps: int, rho: float = 7.0) -> Tensor:
+    """sigma/alpha spaced by EDM's rho rule (rho = 7) over [0.002, 80], ends at t=0 and t=1."""
+    if not rho > 0:
+        raise ConfigError(f"grid karras:{rho}: rho must be > 0")
+    lo, hi = _log_snr_range(path)
+    smax, smin = math.exp(-lo) ** (1 / rho), math.exp(-hi) ** (1 / rho)
+    ratios = (smax + torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64) * (smin - smax)) ** rho
+    return _on_log_snr(path, -torch.log(ratios))
+
+
+@register_grid("shift")
+def shift(path: AffinePath, steps: int, s: float = 3.0) -> Tensor:
+    """SD3's shift: noise level n = 1 - t of the uniform grid mapped to s n / (1 + (s - 1) n), s = 3."""
+    if not s > 0:
+        raise ConfigError(f"grid shift:{s}: the shift must be > 0")
+    n = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+    return 1 - s * n / (1 + (s - 1) * n)
+
+
+def parse_grid(spec: str) -> tuple[str, float | None]:
+    """'shift:6' -> ('shift', 6.0); 'logsnr' -> ('logsnr', None); an unknown name or bad parameter is a ConfigError."""
+    name, colon, value = str(spec).strip().partition(":")
+    grid = GRIDS.get(name)
+    if not colon:
+        return name, None
+    if len(inspect.signature(grid).parameters) < 3:
+        raise ConfigError(f"grid '{spec}': '{name}' takes no parameter")
+    try:
+        return name, float(value)
+    except ValueError:
+        raise ConfigError(f"grid '{spec}': the parameter after ':' must be a number, e.g. '{name}:3'") from None
+
+
+def grid_times(spec: str, path: AffinePath, steps: int) -> Tensor:
     """The checked grid (float64 on the CPU): ``steps + 1`` times, increasing, from 0 to 1."""
-    ts = torch.as_tensor(GRIDS.get(name)(path, steps), dtype=torch.float64)
+    name, parameter = parse_grid(spec)
+    grid = GRIDS.get(name)
+    ts = torch.as_tensor(grid(path, steps) if parameter is None else grid(path, steps, parameter), dtype=torch.float64)
     if ts.shape != (steps + 1,) or not (ts[1:] > ts[:-1]).all() or ts[0] != 0 or ts[-1] != 1:
-        raise ContractError(f"grid '{name}' gave {ts.tolist()[:6]}... for {steps} steps; expected {steps + 1} "
+        raise ContractError(f"grid '{spec}' gave {ts.tolist()[:6]}... for {steps} steps; expected {steps + 1} "
                             "increasing times from 0 to 1")
     return ts

@@ -38,13 +38,18 @@ def save_samples(path: Path, samples: Tensor, reference: Tensor | None = None, t
 
 
 def plot_quality_vs_nfe(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Sample quality against NFE, one line per model, each point labelled with its solver."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for model in dict.fromkeys(r["model"] for r in rows):
-        mine = sorted((r for r in rows if r["model"] == model), key=lambda r: r["nfe"])
-        ax.plot([r["nfe"] for r in mine], [r["value"] for r in mine], marker="o", label=f"{mine[0]['name']} ({model})")
-        for r in mine:
-            ax.annotate(r["solver"], (r["nfe"], r["value"]), fontsize=7)
+    """Sample quality against NFE: one line per model and sampler family (``euler:1``, ``euler:4`` ... on one
+    line), each point labelled with its spec."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    for model in models:
+        for family in dict.fromkeys(r["solver"].split(":")[0] for r in rows if r["model"] == model):
+            mine = sorted((r for r in rows if r["model"] == model and r["solver"].split(":")[0] == family),
+                          key=lambda r: r["nfe"])
+            label = family if len(models) == 1 else f"{family}, {mine[0]['name']} ({model})"
+            ax.plot([r["nfe"] for r in mine], [r["value"] for r in mine], marker="o", label=label)
+            for r in mine:
+                ax.annotate(r["solver"], (r["nfe"], r["value"]), fontsize=6)
     ax.set_xscale("log")
     ax.set_xlabel("NFE")
     ax.set_ylabel(rows[0]["metric"] if rows else "")

@@ -19,7 +19,7 @@ from torchdiffeq import odeint
 from flowkit.errors import ConfigError
 
 ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
-FIXED = ("euler", "midpoint", "heun3", "rk4")
+FIXED = ("euler", "midpoint", "heun2", "heun3", "rk4")
 SOLVERS = ADAPTIVE + FIXED
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]

@@ -33,7 +33,6 @@ from flowkit.evaluate import label_accuracy, sampler_table
 from flowkit.memory import MODEL_SIZE, ReportOutOfMemory, check_training_fits
 from flowkit.methods import METHODS
 from flowkit.plots import save_samples
-from flowkit.samplers import check_samplers
 from flowkit.rundir import RUN_DIR_ENV, RunLock, is_rank_zero, new_run_dir
 from flowkit.trainer import EMA, STOP_SIGNALS, FlowModule, make_trainer
 
@@ -141,7 +140,8 @@ def train_once(cfg: DictConfig, resume: Path | None = None) -> RunResult:
     check_machine(config["trainer"])
     L.seed_everything(config["seed"], verbose=False)  # before building: the model's init is seeded
     parts = build_parts(config)  # every name and option is checked here, before anything is written
-    check_samplers(parts.method, parts.method_name, [config["eval"]["solver"], *config["eval"]["compare"]])
+    for spec in [config["eval"]["solver"], *config["eval"]["compare"]]:  # refused now, not after training
+        parts.check_stochastic(spec)
     check_training_fits(parts.model, config["data"]["batch_size"],
                         tuple(parts.target.shape), config["trainer"]["accelerator"])
     workers = config["data"]["workers"]

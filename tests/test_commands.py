@@ -122,3 +122,40 @@ def test_a_user_array_of_digit_shape_gets_the_generic_metrics_never_the_digits_c
                                 "rtol=1e-3", "atol=1e-3"])
     assert result["metric"] == "W2" and math.isfinite(result["w2"]) and math.isfinite(result["mmd2"])
     assert "fd" not in result and "classifier_accuracy" not in result and "bits_per_dim" not in result
+
+
+def test_invert_maps_data_back_and_reports_the_round_trip(runs, tmp_path):
+    x = torch.randn(200, 2, generator=torch.Generator().manual_seed(0)) * 2
+    np.save(tmp_path / "x.npy", x.numpy())
+    proc = run_cli(["invert", f"ckpt={runs[0]}", f"in={tmp_path / 'x.npy'}", f"out={tmp_path / 'z.npy'}",
+                    "solver=dpm++2m:20", "grid=logsnr"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote 200 source points" in proc.stdout and "round trip" in proc.stdout
+    tight = commands.invert([f"ckpt={runs[0]}", f"in={tmp_path / 'x.npy'}", f"out={tmp_path / 'z.pt'}",
+                             "solver=dopri5", "rtol=1e-7", "atol=1e-7"])
+    assert tight["round_trip_rms"] < 1e-3 * tight["data_rms"] and tight["nfe"] > 10
+    z_tight, z_dpm = torch.load(tmp_path / "z.pt"), torch.from_numpy(np.load(tmp_path / "z.npy"))
+    assert (z_dpm - z_tight).norm(dim=1).mean() < 0.1 * z_tight.norm(dim=1).mean()  # the same map, to 20 steps
+    for args, message in [(["solver=em:10"], "sampler 'em:10' cannot invert"),
+                          (["solver=renoise:2"], "sampler 'renoise' is not one of method 'cfm''s"),
+                          ([f"in={tmp_path / 'missing.npy'}"], "in='.*missing.npy': no such file")]:
+        proc = run_cli(["invert", f"ckpt={runs[0]}", f"in={tmp_path / 'x.npy'}", f"out={tmp_path / 'w.npy'}", *args],
+                       cwd=tmp_path)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert __import__("re").search(message, proc.stderr), proc.stderr
+    assert not (tmp_path / "w.npy").exists()
+    np.save(tmp_path / "x3.npy", np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32))
+    with pytest.raises(ConfigError, match=r"points of shape \(3,\); this model's data are \(2,\)"):
+        commands.invert([f"ckpt={runs[0]}", f"in={tmp_path / 'x3.npy'}", f"out={tmp_path / 'w.npy'}"])
+
+
+def test_compare_runs_every_sampler_family_and_skips_stochastic_ones_on_coupled_pairs(runs, tmp_path):
+    out = tmp_path / "families"
+    result = commands.compare([f"ckpt={runs[0]},{runs[1]}", "solvers=ddim:4,dpm++2m:4,dpm++2m:8,em:20,edm:3",
+                               "n=200", "grid=karras", f"out={out}"])
+    by = {(r["name"], r["solver"]): r for r in result["rows"]}
+    assert by[("rectified", "dpm++2m:8")]["nfe"] == 8 and by[("rectified", "edm:3")]["nfe"] == 4
+    assert math.isnan(by[("rectified", "em:20")]["error"]) and math.isfinite(by[("rectified", "ddim:4")]["error"])
+    assert ("ot_cfm", "em:20") not in by and ("ot_cfm", "ddim:4") in by
+    assert any("em:20: sampler 'em:20' is stochastic" in line and "coupling 'ot'" in line for line in result["skipped"])
+    assert out.with_suffix(".png").stat().st_size > 0

@@ -1,5 +1,7 @@
 """The sampler contract: registered samplers, grids, honest names and NFE, and which method may use which."""
 
+import math
+
 import pytest
 import torch
 
@@ -129,3 +131,61 @@ def test_the_ddim_sampler_counts_one_call_per_step():
     net = Counted()
     _, nfe = DDIM()(Predictor(net, "velocity", RECTIFIED), torch.randn(3, 2), torch.linspace(0, 1, 8))
     assert nfe == net.calls == 7
+
+
+def test_the_built_in_grids_follow_their_formulas():
+    import math
+    vp = PATHS.build({"name": "vp"})
+    for path in (RECTIFIED, vp):
+        ts = grid_times("logsnr", path, 8)
+        lam = path.log_snr(ts[1:-1])
+        steps = lam[1:] - lam[:-1]
+        torch.testing.assert_close(steps, steps.mean().expand(6), rtol=1e-9, atol=1e-9)  # uniform in log-SNR inside
+        assert ts[0] == 0 and ts[-1] == 1
+        # the ends of the span are sigma/alpha = 80 and 0.002, or the path's own where narrower
+        lo = max(float(path.log_snr(torch.zeros(1, dtype=torch.float64))), -math.log(80))
+        torch.testing.assert_close(float(lam[0] - steps.mean()), lo, rtol=0, atol=1e-9)
+        torch.testing.assert_close(float(lam[-1] + steps.mean()), -math.log(0.002), rtol=0, atol=1e-9)
+    ts = grid_times("karras", RECTIFIED, 6)
+    ratio = (RECTIFIED.sigma(ts) / RECTIFIED.alpha(ts))[1:-1]  # rectified: sigma/alpha = (1 - t) / t
+    k = torch.arange(1, 6, dtype=torch.float64) / 6
+    expected = (80 ** (1 / 7) + k * (0.002 ** (1 / 7) - 80 ** (1 / 7))) ** 7
+    torch.testing.assert_close(ratio, expected, rtol=1e-9, atol=0)
+    ratio3 = (RECTIFIED.sigma(grid_times("karras:3", RECTIFIED, 6)) / RECTIFIED.alpha(grid_times("karras:3", RECTIFIED, 6)))
+    torch.testing.assert_close(ratio3[1:-1], (80 ** (1 / 3) + k * (0.002 ** (1 / 3) - 80 ** (1 / 3))) ** 3, rtol=1e-9,
+                               atol=0)
+    noise = 1 - torch.linspace(0, 1, 5, dtype=torch.float64)
+    torch.testing.assert_close(1 - grid_times("shift", RECTIFIED, 4), 3 * noise / (1 + 2 * noise))
+    torch.testing.assert_close(1 - grid_times("shift:6", vp, 4), 6 * noise / (1 + 5 * noise))
+    torch.testing.assert_close(grid_times("shift:1", vp, 4), torch.linspace(0, 1, 5, dtype=torch.float64))
+
+
+def test_grid_parameters_are_checked():
+    with pytest.raises(ConfigError, match="grid 'uniform:2': 'uniform' takes no parameter"):
+        grid_times("uniform:2", RECTIFIED, 4)
+    with pytest.raises(ConfigError, match="the parameter after ':' must be a number, e.g. 'shift:3'"):
+        grid_times("shift:x", RECTIFIED, 4)
+    with pytest.raises(ConfigError, match="the shift must be > 0"):
+        grid_times("shift:-1", RECTIFIED, 4)
+
+    @register_grid("test_power")
+    def power(path, steps, p=2.0):
+        return torch.linspace(0, 1, steps + 1, dtype=torch.float64) ** p
+
+    torch.testing.assert_close(grid_times("test_power:3", RECTIFIED, 2), torch.tensor([0, 0.125, 1], dtype=torch.float64))
+    with pytest.raises(ContractError, match="at most one more parameter that has a default"):
+        register_grid("test_two_more")(lambda path, steps, a=1, b=2: None)
+
+
+def test_log_snr_and_its_inverse_on_every_path():
+    t = torch.tensor([0.0, 1e-4, 0.3, 0.7, 0.9999, 1.0], dtype=torch.float64)
+    for name in PATHS.names():
+        path = PATHS.build({"name": name})
+        lam = path.log_snr(t)
+        assert (lam[1:] > lam[:-1]).all()
+        torch.testing.assert_close(path.time_at_log_snr(lam), t, rtol=0, atol=1e-12)
+    assert RECTIFIED.log_snr(torch.tensor([0.0, 1.0])).tolist() == [-math.inf, math.inf]
+    low, high = RECTIFIED.time_at_log_snr(torch.tensor([-1e9, 1e9])).tolist()
+    assert 0 <= low < 1e-15 and high == 1.0
+    vp = PATHS.build({"name": "vp"})  # lambda(0) is finite there: anything below it is t = 0
+    assert vp.time_at_log_snr(torch.tensor([-7.0])).tolist() == [0.0]

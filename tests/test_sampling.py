@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from flowkit.errors import ConfigError
-from flowkit.samplers import parse_sampler
+from flowkit.samplers import parse_sampler, sampler_spec
 from flowkit.sampling import ADAPTIVE, solve, solve_trajectory
 
 A = -1.3
@@ -61,8 +61,21 @@ def test_trajectory_returns_states_on_the_grid():
     torch.testing.assert_close(states[:, 0, 0], torch.exp(A * times), rtol=1e-7, atol=1e-7)
 
 
-@pytest.mark.parametrize("spec,message", [("rk5", "unknown sampler 'rk5'; valid: adaptive_heun, bosh3"), ("euler", "needs a step count"),
-                                          ("euler:0", "needs a step count"), ("dopri5:4", "takes no step count")])
+@pytest.mark.parametrize("spec,message", [
+    ("rk5", "unknown sampler 'rk5'; valid: adaptive_heun, ancestral, bosh3, .*rk4"), ("euler", "needs a step count"),
+    ("euler:0", "needs a step count"), ("dopri5:4", "takes no step count"),
+    ("ddim:10:eta", "'eta' is not key=value"), ("ddim:10:etaa=1", "sampler 'ddim' has no option 'etaa'; .*eta"),
+    ("ddim:10:eta=2", "eta=2.0 is out of range; expected 0 <= eta <= 1"), ("ddim:eta=1", "needs a step count"),
+    ("em:10:scale=-1", "scale=-1.0 is out of range"), ("edm:10:churn=x", "sampler.churn='x': expected float"),
+    ("euler:4:eta=1", "sampler 'euler' has no option 'eta'")])
 def test_bad_solver_specs(spec, message):
     with pytest.raises(ConfigError, match=message):
         parse_sampler(spec)
+
+
+def test_a_spec_carries_options():
+    assert sampler_spec("ddim:10:eta=0.5:seed=3") == ("ddim", 10, {"eta": 0.5, "seed": 3})
+    assert sampler_spec("edm:18:churn=40:tmin=0.05:tmax=50:noise=1.003")[2] == {
+        "churn": 40, "tmin": 0.05, "tmax": 50, "noise": 1.003}
+    assert sampler_spec("em:100:denoise=false")[2] == {"denoise": False}
+    assert sampler_spec("dopri5") == ("dopri5", None, {})

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+import torch
 from torch import Tensor
 
 from flowkit.registry import Registry
@@ -63,12 +64,17 @@ class AffinePath(ABC):
         """The pair (x0_hat, x1_hat) that a ``kind`` prediction implies at (x_t, t).
 
         velocity: solve [[sigma, alpha], [sigma', alpha']] (x0, x1) = (x_t, v); the determinant
-        sigma*alpha' - alpha*sigma' is positive on every path here (1 for rectified).
+        sigma*alpha' - alpha*sigma' is positive on every path here (1 for rectified). Where it is infinite
+        (sigma' diverges as sigma -> 0: the VP path at t=1) the limits are x0 = 0 and x1 = x_t / alpha.
         """
         a, s, da, ds = self._coefficients(t, x_t)
         if kind == "velocity":
             det = s * da - a * ds
-            return (da * x_t - a * value) / det, (s * value - ds * x_t) / det
+            finite = torch.isfinite(det)
+            det = torch.where(finite, det, torch.ones_like(det))  # no inf in either branch: safe gradients
+            x0 = torch.where(finite, (da * x_t - a * value) / det, torch.zeros_like(x_t))
+            x1 = torch.where(finite, (s * value - ds * x_t) / det, x_t / torch.where(a > 0, a, torch.ones_like(a)))
+            return x0, x1
         if kind == "x1":
             return (x_t - a * value) / s, value
         if kind == "x0":
@@ -97,6 +103,22 @@ class AffinePath(ABC):
             return value
         x0, x1 = self.endpoints(value, x_t, t, src)
         return self.from_endpoints(x0, x1, t, dst)
+
+    def log_snr(self, t: Tensor) -> Tensor:
+        """lambda(t) = log(alpha(t) / sigma(t)), increasing in t; -inf where alpha = 0, +inf where sigma = 0."""
+        return torch.log(self.alpha(t)) - torch.log(self.sigma(t))
+
+    def time_at_log_snr(self, lam: Tensor) -> Tensor:
+        """The t in [0, 1] with lambda(t) = lam (float64): bisection, since lambda is increasing on every
+        affine path; a lam beyond the path's range gives the end it passes (0 or 1). Closed forms may override."""
+        lam = torch.as_tensor(lam, dtype=torch.float64)
+        lo, hi = torch.zeros_like(lam), torch.ones_like(lam)
+        for _ in range(60):  # 2^-60: below float64's spacing near 1
+            mid = 0.5 * (lo + hi)
+            below = self.log_snr(mid) < lam
+            lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+        return torch.where(lam <= self.log_snr(lo.new_zeros(())), lo.new_zeros(()),
+                           torch.where(lam >= self.log_snr(lo.new_ones(())), lo.new_ones(()), 0.5 * (lo + hi)))
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v}" for k, v in vars(self).items())

@@ -1,18 +1,25 @@
 """The sampler contract: ``sampler(model, x0, ts, *, cond=None) -> (x1, nfe)``, and how a run samples.
 
 A sampler derives from ``Sampler``; its ``__init__`` takes its options (``rtol``/``atol`` for adaptive
-ones, given by the caller; others from the method's ``sampler_options``), its ``__call__`` integrates
-from the source batch ``x0`` at t=0 to t=1 on the grid ``ts`` (``flowkit.grids``; ``[0, 1]`` for an
-adaptive sampler) and returns the samples and the NFE spent. It declares, with defaults:
+ones, given by the caller; others from the method's ``sampler_options`` and from the spec), its ``__call__``
+integrates from the batch ``x0`` at ``ts[0]`` to ``ts[-1]`` on the grid ``ts`` (``flowkit.grids``; ``[0, 1]``
+for an adaptive sampler) and returns the samples and the NFE spent. Sampling runs from t=0 (source) to t=1
+(data); inversion (``invert_with``) calls the same sampler on the reversed grid, from 1 to 0. It declares,
+with defaults:
 
-    ``ode = True``        it solves the velocity ODE (or SDE), so any method whose network is a velocity
-                          field may use it; ``False``: only methods that name it in their ``samplers``.
-    ``adaptive = False``  it chooses its own steps: the spec takes no step count (``dopri5``, not ``euler:8``).
+    ``ode = True``          it solves the velocity ODE (or SDE), so any method whose network is a velocity
+                            field may use it; ``False``: only methods that name it in their ``samplers``.
+    ``adaptive = False``    it chooses its own steps: the spec takes no step count (``dopri5``, not ``euler:8``).
+    ``stochastic = False``  it draws noise and reads the score of p_t (reverse SDEs, DDIM with eta > 0,
+                            EDM's churn). The path gives the score from the model's prediction (Tweedie) only
+                            for an independent standard-normal source, so runs on other sources or couplings
+                            are refused; it cannot invert. May be set per instance (``ddim`` with ``eta=0``).
 
 ``model`` is a ``Predictor``: the network read through its method's ``predictor``, converted by the
 path to whatever the sampler asks for (velocity, x1, x0, score); each call is one NFE (classifier-free
 guidance included: one batched call). Register with ``@register_sampler("name")`` or the entry-point
-group ``flowkit.samplers``. A spec names one algorithm: ``euler:8`` is 8 Euler steps of the velocity ODE.
+group ``flowkit.samplers``. A spec names one algorithm and its options: ``euler:8`` is 8 Euler steps of
+the velocity ODE, ``ddim:10:eta=1`` 10 DDIM steps with eta = 1 (``name[:steps][:key=value]...``).
 """
 
 from __future__ import annotations
@@ -75,6 +82,7 @@ class Sampler:
 
     ode: bool = True
     adaptive: bool = False
+    stochastic: bool = False
 
     def __call__(self, model: Predictor, x0: Tensor, ts: Tensor, *, cond: Cond | None = None) -> tuple[Tensor, int]:
         raise NotImplementedError(f"{type(self).__name__} defines no sampling")
@@ -84,8 +92,8 @@ def check_sampler(name: str, obj: object) -> None:
     """The registration check: a ``Sampler`` subclass, its declarations booleans."""
     if not (inspect.isclass(obj) and issubclass(obj, Sampler)):
         raise ContractError(f"sampler '{name}': {obj!r} does not derive from flowkit.samplers.Sampler")
-    if not isinstance(obj.ode, bool) or not isinstance(obj.adaptive, bool):
-        raise ContractError(f"sampler '{name}': ode and adaptive must be True or False")
+    if not all(isinstance(getattr(obj, flag), bool) for flag in ("ode", "adaptive", "stochastic")):
+        raise ContractError(f"sampler '{name}': ode, adaptive and stochastic must be True or False")
 
 
 SAMPLERS: Registry = Registry("sampler", "flowkit.samplers", check=check_sampler,
@@ -96,19 +104,41 @@ register_sampler = SAMPLERS.register
 MAX_STEPS = 1_000_000  # a fixed-step sampler's step count; beyond it a run never ends (and its grid needs GBs)
 
 
-def parse_sampler(spec: str) -> tuple[str, int | None]:
-    """'euler:8' -> ('euler', 8); 'dopri5' -> ('dopri5', None); a bad name or step count is a ConfigError."""
-    name, colon, steps = str(spec).strip().partition(":")
+def _option_value(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def sampler_spec(spec: str) -> tuple[str, int | None, dict[str, Any]]:
+    """'ddim:10:eta=0.5' -> ('ddim', 10, {'eta': 0.5}); 'dopri5' -> ('dopri5', None, {}). A bad name, step count
+    or option is a ConfigError naming the valid ones."""
+    name, *fields = str(spec).strip().split(":")
     factory = SAMPLERS.get(name)
-    if factory.adaptive:
-        if colon:
-            raise ConfigError(f"sampler '{spec}': '{name}' chooses its own steps and takes no step count "
-                              "(set rtol/atol)")
-        return name, None
-    if not steps.isdigit() or not 1 <= int(steps) <= MAX_STEPS:
+    steps = fields.pop(0) if fields and "=" not in fields[0] else None
+    if factory.adaptive and steps is not None:
+        raise ConfigError(f"sampler '{spec}': '{name}' chooses its own steps and takes no step count "
+                          "(set rtol/atol)")
+    if not factory.adaptive and (steps is None or not steps.isdigit() or not 1 <= int(steps) <= MAX_STEPS):
         raise ConfigError(f"sampler '{spec}': '{name}' needs a step count in [1, {MAX_STEPS:,}], e.g. '{name}:4' "
                           f"(for a reference solution use an adaptive sampler such as dopri5 with a small rtol)")
-    return name, int(steps)
+    options = {}
+    for field in fields:
+        key, eq, value = field.partition("=")
+        if not eq or not key or not value:
+            raise ConfigError(f"sampler '{spec}': '{field}' is not key=value (e.g. '{name}:10:eta=1')")
+        options[key] = _option_value(value)
+    if options:
+        SAMPLERS.build({"name": name, **options})  # checks the option names and types now, not mid-run
+    return name, None if steps is None else int(steps), options
+
+
+def parse_sampler(spec: str) -> tuple[str, int | None]:
+    """'euler:8' -> ('euler', 8); 'dopri5' -> ('dopri5', None); a bad name, step count or option is a ConfigError."""
+    return sampler_spec(spec)[:2]
 
 
 def supports(method: Any, name: str) -> bool:
@@ -128,12 +158,16 @@ def why_not(method: Any, method_name: str, name: str) -> str | None:
             f"its samplers: {own}")
 
 
-def check_samplers(method: Any, method_name: str, specs: list[str]) -> None:
-    """Refuse (ConfigError) any spec that is malformed or that ``method`` cannot sample with."""
-    for spec in specs:
-        reason = why_not(method, method_name, parse_sampler(spec)[0])
-        if reason:
-            raise ConfigError(reason)
+def build_sampler(method: Any, path: AffinePath, spec: str, *, rtol: float = 1e-5, atol: float = 1e-5,
+                  method_name: str = "this") -> tuple[Sampler, int | None]:
+    """(the sampler a spec names, with the method's options under the spec's own; its step count), after
+    checking that ``method`` can sample with it."""
+    name, steps, options = sampler_spec(spec)
+    reason = why_not(method, method_name, name)
+    if reason:
+        raise ConfigError(reason)
+    spec_dict = {"name": name, **method.sampler_options(name), **options}
+    return SAMPLERS.build(spec_dict, rtol=rtol, atol=atol, path=path), steps
 
 
 @torch.no_grad()
@@ -141,13 +175,27 @@ def sample_with(method: Any, net: nn.Module, path: AffinePath, x0: Tensor, spec:
                 cond: Cond | None = None, rtol: float = 1e-5, atol: float = 1e-5,
                 method_name: str = "this") -> tuple[Tensor, int]:
     """Samples of ``net`` (trained by ``method`` on ``path``) from ``x0`` with sampler ``spec`` on ``grid``:
-    (x1, the NFE counted)."""
-    name, steps = parse_sampler(spec)
-    reason = why_not(method, method_name, name)
-    if reason:
-        raise ConfigError(reason)
-    sampler = SAMPLERS.build({"name": name, **method.sampler_options(name)}, rtol=rtol, atol=atol, path=path)
+    (x1, the NFE counted). A stochastic sampler assumes an independent standard-normal source (see the module
+    docstring; ``flowkit.build.Parts.sample`` checks it from the run's config)."""
+    sampler, steps = build_sampler(method, path, spec, rtol=rtol, atol=atol, method_name=method_name)
     ts = torch.tensor([0.0, 1.0], dtype=torch.float64) if sampler.adaptive else grid_times(grid, path, steps)
     model = Predictor.of(method, net, path)
     x1, _ = sampler(model, x0, ts.to(x0.device, x0.dtype), cond=cond)
     return x1, model.nfe
+
+
+@torch.no_grad()
+def invert_with(method: Any, net: nn.Module, path: AffinePath, x1: Tensor, spec: str, *, grid: str = "uniform",
+                cond: Cond | None = None, rtol: float = 1e-5, atol: float = 1e-5,
+                method_name: str = "this") -> tuple[Tensor, int]:
+    """Data -> source: the deterministic sampler ``spec`` run backwards on the reversed ``grid`` (from t=1 to
+    t=0), so that sampling the result with the same spec and grid returns ``x1`` up to the solver's error.
+    (x0, the NFE counted)."""
+    sampler, steps = build_sampler(method, path, spec, rtol=rtol, atol=atol, method_name=method_name)
+    if sampler.stochastic or not type(sampler).ode:
+        raise ConfigError(f"sampler '{spec}' cannot invert: inversion integrates the probability-flow ODE backwards, "
+                          "so it needs a deterministic ODE sampler (euler, heun, rk4, dopri5, ddim, dpm2, dpm++2m, edm)")
+    ts = torch.tensor([0.0, 1.0], dtype=torch.float64) if sampler.adaptive else grid_times(grid, path, steps)
+    model = Predictor.of(method, net, path)
+    x0, _ = sampler(model, x1, ts.flip(0).to(x1.device, x1.dtype), cond=cond)
+    return x0, model.nfe

@@ -1,6 +1,6 @@
 """torchdiffeq's solvers of the velocity ODE dx/dt = v(x, t), registered one sampler per method.
 
-Fixed-step solvers (``euler``, ``midpoint``, ``heun3``, ``rk4``) step on the call's time grid; adaptive
+Fixed-step solvers (``euler``, ``midpoint``, ``heun`` (torchdiffeq's ``heun2``), ``heun3``, ``rk4``) step on the call's time grid; adaptive
 ones (``dopri5``, ``dopri8``, ``bosh3``, ``fehlberg2``, ``adaptive_heun``) choose their own steps to
 ``rtol``/``atol``. One NFE is one evaluation of the velocity on the batch (torchdiffeq's own count of
 stages: rk4 is its 3/8 rule, 4 NFE a step).
@@ -17,6 +17,7 @@ from flowkit.sampling import ADAPTIVE, FIXED
 
 SUMMARIES = {"euler": "Euler's method, 1 NFE a step.",
              "midpoint": "The explicit midpoint rule, 2 NFE a step.",
+             "heun": "Heun's second-order method (the explicit trapezoidal rule), 2 NFE a step.",
              "heun3": "Heun's third-order Runge-Kutta method, 3 NFE a step.",
              "rk4": "Classical fourth-order Runge-Kutta (the 3/8 rule), 4 NFE a step.",
              "dopri5": "Dormand-Prince 5(4), adaptive to rtol/atol.",
@@ -59,7 +60,10 @@ class Adaptive(Sampler):
         return integrate(model, x0, ts, self.method, cond, rtol=self.rtol, atol=self.atol)[-1], model.nfe
 
 
-for _names, _base in ((FIXED, FixedStep), (ADAPTIVE, Adaptive)):
-    for _name in _names:
-        register_sampler(_name)(type(_name, (_base,), {"method": _name, "__doc__": SUMMARIES[_name],
+NAMES = {"heun2": "heun"}  # sampler name of a torchdiffeq method, where they differ
+
+for _methods, _base in ((FIXED, FixedStep), (ADAPTIVE, Adaptive)):
+    for _method in _methods:
+        _name = NAMES.get(_method, _method)
+        register_sampler(_name)(type(_name, (_base,), {"method": _method, "__doc__": SUMMARIES[_name],
                                                        "__module__": __name__, "__qualname__": _name}))
