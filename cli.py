@@ -19,17 +19,44 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-@app.command(context_settings={"allow_extra_args": False})
+def _schema_epilog() -> str:
+    """Every key of the typed schema with its type, default and range (``flowkit.config.schema_rows``)."""
+    from rich.markup import escape
+
+    from flowkit.config import schema_rows
+
+    lines = [f"[bold]{key}[/]  {kind} = {escape(default)}" + (f"  ({escape(allowed)})" if allowed else "")
+             for key, kind, default, allowed in schema_rows()]
+    return "Keys (key=value; a recipe sets its own defaults, --print-config shows them):\n\n" + "\n\n".join(lines)
+
+
+@app.command(context_settings={"allow_extra_args": False}, epilog=_schema_epilog())
 def train(
     overrides: Optional[List[str]] = typer.Argument(
         None, help="recipe=NAME (default rectified), resume=RUN_DIR, and key=value overrides, e.g. trainer.max_steps=2000"
     ),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config as YAML and exit."),
 ) -> None:
     """Train a recipe and print each eval sampler's metric (W2, FD, ...) against its floor."""
     import logging
 
     from flowkit.errors import ConfigError, Interrupted, TrainingError
-    from flowkit.train import resolve_config, train as run_training
+
+    if print_config:
+        from omegaconf import OmegaConf
+
+        from flowkit.config import validate
+        from flowkit.training import resolve_config
+
+        try:
+            cfg, _ = resolve_config(overrides or [])
+            validate(cfg)
+        except ConfigError as exc:
+            _fail(str(exc), 2)
+        out.print(OmegaConf.to_yaml(cfg), end="", highlight=False, markup=False)
+        return
+
+    from flowkit.training import resolve_config, train as run_training
 
     # Lightning sets its logger to INFO when imported; its banner (GPU available, tips) is noise here.
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)

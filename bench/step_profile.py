@@ -26,7 +26,7 @@ from flowkit.methods import METHODS
 from flowkit.models import MODELS
 from flowkit.paths import PATHS
 from flowkit.timesteps import TIME_SAMPLERS
-from flowkit.train import train
+from flowkit.training import train
 
 # (label, function names in cProfile's stats that hold the time of that part, cumulative)
 PARTS = [("data: source and target draws", ("__iter__",), "flowkit/data.py"),

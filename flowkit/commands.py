@@ -25,7 +25,7 @@ from flowkit.config import apply_overrides, check_ranges
 from flowkit.datasets import Rows, load_array
 from flowkit.errors import ConfigError
 from flowkit.evaluate import label_accuracy, score, straightness_along_paths
-from flowkit.grids import GRIDS
+from flowkit.grids import parse_grid
 from flowkit.likelihood import bits_per_dim, log_likelihood
 from flowkit.memory import ReportOutOfMemory, check_draw_fits
 from flowkit.plots import plot_quality_vs_nfe, save_samples
@@ -112,13 +112,18 @@ def parse_args(schema: type, tokens: list[str]):
     out = Path(args.out) if args.out else None
     if out is not None and (out.name in ("", ".", "..") or (out.suffix and out.is_dir())):  # compare's out is a stem
         raise ConfigError(f"out={args.out!r} is a folder; give a file name in it (e.g. out={out / 'result'})")
-    GRIDS.get(args.grid)
-    device = torch.device(args.device) if args.device in ("cpu", "cuda") or args.device.startswith("cuda:") else None
+    parse_grid(args.grid)
+    return args, parse_device(args.device)
+
+
+def parse_device(name: str) -> torch.device:
+    """cpu, cuda or cuda:N, and only where there is one."""
+    device = torch.device(name) if name in ("cpu", "cuda") or name.startswith("cuda:") else None
     if device is None:
-        raise ConfigError(f"device='{args.device}' is not one of: cpu, cuda, cuda:N")
+        raise ConfigError(f"device='{name}' is not one of: cpu, cuda, cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device='{args.device}' but no CUDA device is available; use device=cpu")
-    return args, device
+        raise ConfigError(f"device='{name}' but no CUDA device is available; use device=cpu")
+    return device
 
 
 def load_on(ckpt: str, device: torch.device, n: int):
@@ -260,15 +265,13 @@ def invert(tokens: list[str]) -> dict[str, Any]:
             "round_trip_max": float(error.max()), "data_rms": float(x1.flatten(1).norm(dim=1).pow(2).mean().sqrt())}
 
 
-@ReportOutOfMemory("n")
-def compare(tokens: list[str]) -> dict[str, Any]:
-    """Every model with every sampler it supports, on the same noise (and labels): NFE, the target's metric,
-    the RMS distance to a tight dopri5 solution (models with a velocity field) and time; the samplers a
-    model does not support are listed with the reason."""
-    args, device = parse_args(CompareArgs, tokens)
-    solvers = [s.strip() for s in args.solvers.split(",") if s.strip()]
+def compare_runs(ckpts: list[str], solvers: list[str], args: Any, device: torch.device) -> dict[str, Any]:
+    """Every model with every sampler it supports, on the same noise (and labels): rows of NFE, the target's
+    metric, the RMS distance to a tight dopri5 solution (models with a velocity field, deterministic samplers)
+    and time; the samplers a model does not support are listed in ``skipped`` with the reason. ``args`` holds
+    n, seed, grid, rtol, atol, reference_tol, label and guidance (``CompareArgs``)."""
     names = [parse_sampler(spec)[0] for spec in solvers]
-    loaded = [(ckpt, *load_on(ckpt, device, args.n)) for ckpt in args.ckpt.split(",")]
+    loaded = [(ckpt, *load_on(ckpt, device, args.n)) for ckpt in ckpts]
     shapes = {tuple(parts.target.shape) for _, _, parts in loaded}
     if len(shapes) > 1:
         raise ConfigError(f"checkpoints have different data shapes {sorted(shapes)}; compare needs one")
@@ -298,10 +301,19 @@ def compare(tokens: list[str]) -> dict[str, Any]:
             error = float((x1 - exact).flatten(1).pow(2).sum(1).mean().sqrt()) if deterministic else float("nan")
             rows.append({"model": ckpt, "name": cfg["name"], "solver": spec, "nfe": nfe, "metric": parts.target.metric,
                          "value": value, "error": error, "seconds": seconds})
-    result = {"rows": rows, "skipped": skipped, "n": args.n, "device": str(device), "reference_tol": args.reference_tol,
-              "grid": args.grid}
+    return {"rows": rows, "skipped": skipped, "n": args.n, "device": str(device), "reference_tol": args.reference_tol,
+            "grid": args.grid}
+
+
+@ReportOutOfMemory("n")
+def compare(tokens: list[str]) -> dict[str, Any]:
+    """``compare_runs`` on the checkpoints and samplers of the command line; writes ``<out>.json`` and ``<out>.png``
+    (quality against NFE, one curve per sampler family)."""
+    args, device = parse_args(CompareArgs, tokens)
+    solvers = [s.strip() for s in args.solvers.split(",") if s.strip()]
+    result = compare_runs(args.ckpt.split(","), solvers, args, device)
     out = Path(args.out)
     write_atomically(out.with_suffix(".json"), lambda p: p.write_text(json.dumps(result, indent=2)))
-    write_atomically(out.with_suffix(".png"), lambda p: plot_quality_vs_nfe(p, rows))
+    write_atomically(out.with_suffix(".png"), lambda p: plot_quality_vs_nfe(p, result["rows"]))
     result["files"] = [str(out.with_suffix(".json")), str(out.with_suffix(".png"))]
     return result

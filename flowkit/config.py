@@ -186,6 +186,29 @@ def schema_type(key: str) -> Any:
     return owner
 
 
+def schema_rows(owner: Any = None, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(key, type, default, allowed range) of every key of the schema, for ``flowkit train --help``."""
+    from dataclasses import MISSING, fields, is_dataclass
+
+    owner = owner or Config
+    hints = typing.get_type_hints(owner)
+    rows = []
+    for f in fields(owner):
+        key, hint = f"{prefix}{f.name}", hints[f.name]
+        default = f.default_factory() if f.default is MISSING else f.default
+        if is_dataclass(hint):
+            rows += schema_rows(hint, f"{key}.")
+            continue
+        if key in COMPONENTS:
+            rows.append((key, "component", f"{default['name']}", "a registered name (flowkit list), or key.option=value"))
+            continue
+        kind = " or ".join("None" if a is type(None) else a.__name__ for a in typing.get_args(hint)) \
+            if typing.get_origin(hint) in (typing.Union,) else getattr(hint, "__name__", str(hint)).replace("List", "list")
+        shown = "null" if default is None else str(default).lower() if isinstance(default, bool) else str(default)
+        rows.append((key, kind, shown.replace("'", ""), _RANGES.get(key, ("", ""))[1]))
+    return rows
+
+
 def _merge(cfg: DictConfig, update: Any, where: str) -> DictConfig:
     try:
         return OmegaConf.merge(cfg, update)

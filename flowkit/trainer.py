@@ -35,7 +35,7 @@ from flowkit.progress import ProgressLines
 
 
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # stop after the current step and save (``flowkit.train``)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # stop after the current step and save (``flowkit.training``)
 
 
 class FlowModule(L.LightningModule):
@@ -61,7 +61,7 @@ class FlowModule(L.LightningModule):
         self.watch = FiniteWatch(finite_kinds(self.names))  # on_nonfinite=stop: recorded on the device, read every check_every
         self.loss_of = compiled(method.loss, config["trainer"]["compile"])
         self._optimizer_names: dict[int, int] = {}
-        self.stop_signal: int | None = None  # a signal asked the run to stop (``flowkit.train``'s handler)
+        self.stop_signal: int | None = None  # a signal asked the run to stop (``flowkit.training``'s handler)
         self.signal_handler: Callable[[int, Any], None] | None = None  # that handler, while fit runs in the main thread
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -72,7 +72,7 @@ class FlowModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         # Lightning's own SIGTERM handler (set up inside fit) exits mid-loop without a checkpoint (and with
-        # status 0); while training, flowkit's handler (``flowkit.train.stop_on_signals``) is the one in force.
+        # status 0); while training, flowkit's handler (``flowkit.training.stop_on_signals``) is the one in force.
         if self.signal_handler is not None:
             for sig in STOP_SIGNALS:
                 signal.signal(sig, self.signal_handler)

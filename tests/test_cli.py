@@ -1,12 +1,14 @@
 """The installed `flowkit` command: bad input, entry-point plugins, `list`, and a non-editable install."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.helpers import run_cli, tiny
 
@@ -125,3 +127,23 @@ def test_bad_user_arrays_through_the_cli(tmp_path):
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
+
+
+def test_train_help_lists_the_schema_and_print_config_resolves_without_training(tmp_path):
+    proc = run_cli(["train", "--help"], cwd=tmp_path)
+    assert proc.returncode == 0
+    assert re.search(r"trainer\.max_steps\s+int = 10000\s+\(>= 1\)", proc.stdout), proc.stdout
+    assert re.search(r"optim\.schedule\s+str = constant\s+\(one of: constant, cosine\)", proc.stdout)
+    proc = run_cli(["train", "recipe=digits_vp", "trainer.max_steps=7", "--print-config"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    printed = yaml.safe_load(proc.stdout)
+    assert printed["path"]["name"] == "vp" and printed["trainer"]["max_steps"] == 7 and printed["name"] == "digits_vp"
+    assert not (tmp_path / "runs").exists()
+    proc = run_cli(["train", "optim.lr=-1", "--print-config"], cwd=tmp_path)
+    assert proc.returncode == 2 and "optim.lr" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_python_dash_m_flowkit_is_the_cli(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "flowkit", "list"], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "200"}, timeout=300)
+    assert proc.returncode == 0 and "dpm++2m" in proc.stdout and "logsnr" in proc.stdout

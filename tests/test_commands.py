@@ -11,7 +11,7 @@ import torch
 from flowkit import commands
 from flowkit.config import apply_overrides, load_recipe
 from flowkit.errors import ConfigError
-from flowkit.train import train
+from flowkit.training import train
 from tests.helpers import run_cli, tiny
 
 

@@ -11,7 +11,7 @@ from flowkit.checkpoint import read_checkpoint
 from flowkit.config import apply_overrides, load_recipe, to_dict
 from flowkit.errors import ConfigError
 from flowkit.metrics import w2
-from flowkit.train import train
+from flowkit.training import train
 from flowkit.trainer import compiled
 from tests.helpers import tiny
 

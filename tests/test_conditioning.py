@@ -14,7 +14,7 @@ from flowkit.methods import CFM, register_method
 from flowkit.models import MODELS, compose
 from flowkit.paths import PATHS
 from flowkit.samplers import Predictor
-from flowkit.train import train
+from flowkit.training import train
 from tests.helpers import run_cli, tiny
 
 

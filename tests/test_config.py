@@ -79,7 +79,7 @@ def test_recipe_file_path_and_unknown_key_in_recipe(tmp_path):
 @pytest.fixture(scope="module")
 def teachers(tmp_path_factory):
     """A tiny trained run per data kind, to stand as the teacher of the distillation recipes."""
-    from flowkit.train import train
+    from flowkit.training import train
 
     root = tmp_path_factory.mktemp("recipe-teachers")
     quiet = ["trainer.max_steps=3", "trainer.enable_progress_bar=false", "eval.n=20", "eval.repeats=1",
@@ -92,7 +92,7 @@ def teachers(tmp_path_factory):
 @pytest.mark.parametrize("name", recipe_names())
 def test_every_recipe_trains_and_evaluates_with_its_own_samplers(name, teachers, tmp_path):
     """Each recipe, shrunk (3 steps, a small network), trains and samples with the eval samplers it names."""
-    from flowkit.train import train
+    from flowkit.training import train
 
     cfg = load_recipe(name)
     digits = cfg.data.target == "digits"

@@ -19,7 +19,7 @@ from flowkit.checkpoint import read_checkpoint, write_atomically
 from flowkit.config import apply_overrides, load_recipe
 from flowkit.errors import ConfigError, TrainingError, WriteError
 from flowkit.rundir import RunLock
-from flowkit.train import resolve_config, train
+from flowkit.training import resolve_config, train
 from tests.helpers import flowkit_command, run_cli, tiny
 
 

@@ -6,7 +6,7 @@ import torch
 from flowkit.build import build_parts
 from flowkit.checkpoint import read_checkpoint
 from flowkit.config import apply_overrides, load_recipe, to_dict
-from flowkit.train import train
+from flowkit.training import train
 from tests.helpers import tiny
 
 

@@ -18,3 +18,20 @@ def test_ci_runs_the_readme_test_command():
 def test_readme_recipes_exist():
     named = set(re.findall(r"recipe=(\w+)", README))
     assert named and named <= set(recipe_names())
+
+
+def python_blocks() -> list[str]:
+    section = README.split("## Python", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+def test_the_readme_python_section_runs(tmp_path, monkeypatch):
+    blocks = python_blocks()
+    assert len(blocks) == 2
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for block in blocks:  # one process, one namespace: the second block trains with the path it registers
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["x"].shape == (1000, 2) and namespace["logp"].shape == (100,)
+    assert namespace["z"].shape == (100, 2) and len(namespace["rows"]) == 4
+    assert namespace["custom"].dir.is_dir() and (tmp_path / "runs").is_dir()

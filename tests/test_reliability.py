@@ -15,7 +15,7 @@ from flowkit.checkpoint import read_checkpoint
 from flowkit.config import apply_overrides, load_recipe, validate
 from flowkit.errors import ConfigError, TrainingError
 from flowkit.methods import CFM, register_method
-from flowkit.train import train
+from flowkit.training import train
 from flowkit.trainer import AtomicCheckpointIO
 from tests.helpers import flowkit_command, run_cli, tiny
 

@@ -14,7 +14,7 @@ from flowkit.errors import TrainingError
 from flowkit.finite import FiniteWatch
 from flowkit.methods import CFM, register_method
 from flowkit.paths import AffinePath, register_path
-from flowkit.train import resolve_config, train
+from flowkit.training import resolve_config, train
 from tests.helpers import tiny
 
 

@@ -13,7 +13,7 @@ from flowkit.metrics import w2
 from flowkit.paths import PATHS
 from flowkit.samplers import sample_with
 from flowkit.timesteps import TIME_SAMPLERS
-from flowkit.train import train
+from flowkit.training import train
 from plugins.adversarial.critic import make_critic
 from plugins.adversarial.losses import hinge_critic, hinge_model, r1_penalty
 from plugins.adversarial.method import data_prediction

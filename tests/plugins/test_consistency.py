@@ -13,7 +13,7 @@ from flowkit.metrics import w2
 from flowkit.models import MODELS
 from flowkit.paths import PATHS
 from flowkit.timesteps import TIME_SAMPLERS
-from flowkit.train import train
+from flowkit.training import train
 from flowkit.samplers import sample_with
 from plugins.consistency.method import consistency_function, teacher_step
 from plugins.consistency.schedule import discretisation, target_decay

@@ -11,7 +11,7 @@ from flowkit.methods import METHODS
 from flowkit.metrics import w2
 from flowkit.models import MODELS
 from flowkit.paths import PATHS, expand_like
-from flowkit.train import train
+from flowkit.training import train
 from flowkit.timesteps import TIME_SAMPLERS
 from flowkit.models import Conditioned, compose
 from flowkit.samplers import Predictor

@@ -7,7 +7,7 @@ from flowkit.checkpoint import read_checkpoint
 from flowkit.config import apply_overrides, load_recipe
 from flowkit.methods import METHODS
 from flowkit.paths import PATHS
-from flowkit.train import train
+from flowkit.training import train
 from flowkit.samplers import Predictor
 from flowkit.samplers.ddim import DDIM, ddim_step
 from plugins.progressive.ddim import endpoints_through

@@ -12,7 +12,7 @@ from flowkit.errors import ConfigError
 from flowkit.methods import METHODS, CFM
 from flowkit.paths import PATHS
 from flowkit.sampling import solve
-from flowkit.train import train
+from flowkit.training import train
 from plugins.reflow.pairs import generate_pairs
 from tests.helpers import run_cli, tiny
 

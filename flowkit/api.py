@@ -1,0 +1,209 @@
+"""The Python API: what the command line does, from a notebook or a script.
+
+    import flowkit
+    run = flowkit.train("rectified", trainer={"max_steps": 2000})   # or **{"trainer.max_steps": 2000}
+    flow = flowkit.load(run)                                       # a run, its directory or a .ckpt
+    x = flow.sample(1000, sampler="dpm++2m:10", grid="logsnr")
+    logp = flow.log_prob(x)
+    z = flow.invert(x, sampler="dopri5")
+    rows = flowkit.compare([run], ["euler:4", "heun:2", "dopri5"])
+
+Every option is checked as the CLI checks it (the same typed schema, the same ranges), and bad input raises
+``flowkit.ConfigError`` with one message naming the value and the valid choices.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from torch import Tensor
+
+from flowkit.build import Parts, load_run
+from flowkit.checkpoint import resolve_checkpoint
+from flowkit.conditioning import Cond, conditioning, labels_for
+from flowkit.errors import ConfigError
+from flowkit.samplers import Predictor
+
+
+def _value(value: Any) -> str:
+    """A Python value as an override's right-hand side (parsed back by the same YAML reader as the CLI's)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return ".nan" if math.isnan(value) else (".inf" if value > 0 else "-.inf")
+    return json.dumps(value)
+
+
+def override_tokens(overrides: dict[str, Any], prefix: str = "") -> list[str]:
+    """``{"trainer": {"max_steps": 2000}, "optim.lr": 1e-3, "path": "cosine"}`` -> CLI tokens. A nested mapping
+    sets options one by one; a component given a mapping with a ``name`` is replaced as a whole."""
+    tokens = []
+    for key, value in overrides.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and "name" not in value:
+            tokens += override_tokens(value, f"{dotted}.")
+        else:
+            tokens.append(f"{dotted}={_value(value)}")
+    return tokens
+
+
+@dataclass
+class Run:
+    """A finished training run: its directory, the numbers of its final evaluation and its checkpoint."""
+
+    dir: Path
+    summary: dict[str, Any]
+    notes: list[str]
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.dir / "last.ckpt"
+
+    def load(self, device: str = "cpu") -> Flow:
+        return load(self, device)
+
+
+def train(recipe: str = "rectified", *, resume: str | Path | Run | None = None, **overrides: Any) -> Run:
+    """Train ``recipe`` (a packaged name or a YAML file) with ``overrides`` (``trainer={"max_steps": 2000}`` or
+    ``**{"trainer.max_steps": 2000}``), or resume a run; returns the last round's ``Run``.
+
+    >>> run = flowkit.train("rectified", trainer={"max_steps": 200}, run_root=str(tmp))  # doctest: +SKIP
+    """
+    from flowkit.training import resolve_config, train as train_config  # Lightning is imported only to train
+
+    tokens = [f"recipe={recipe}", *override_tokens(overrides)]
+    if resume is not None:
+        tokens.append(f"resume={resume.dir if isinstance(resume, Run) else resume}")
+    cfg, checkpoint = resolve_config(tokens)
+    result = train_config(cfg, checkpoint)
+    return Run(result.run_dir, result.summary, result.notes)
+
+
+class Flow:
+    """A trained model with its path, method and conditioning (``flowkit.load``)."""
+
+    def __init__(self, config: dict[str, Any], parts: Parts, device: torch.device) -> None:
+        self.config, self.parts, self.device = config, parts, device
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        return tuple(self.parts.target.shape)
+
+    @property
+    def classes(self) -> int:
+        """The number of classes of a class-conditional model (0: unconditional)."""
+        return self.parts.classes
+
+    def _cond(self, n: int, label: int | Tensor | None, guidance: float | None,
+              generator: torch.Generator | None) -> Cond | None:
+        if label is not None and not self.classes:
+            raise ConfigError(f"label={label}: this model was trained without labels (cond.labels=false)")
+        if self.classes and isinstance(label, Tensor):
+            if label.shape != (n,) or not ((0 <= label) & (label < self.classes)).all():
+                raise ConfigError(f"label: expected {n} class indices in 0..{self.classes - 1}")
+            labels = label.long()
+        elif self.classes:
+            labels = labels_for(n, self.classes, -1 if label is None else int(label),
+                                generator or torch.default_generator)
+        else:
+            labels = None
+        return conditioning(self.classes, None if labels is None else labels.to(self.device), guidance)
+
+    def sample(self, n: int, sampler: str = "dopri5", *, grid: str = "uniform", label: int | Tensor | None = None,
+               guidance: float | None = None, generator: torch.Generator | None = None, rtol: float = 1e-5,
+               atol: float = 1e-5) -> Tensor:
+        """``n`` samples (on the CPU) drawn from the source with ``generator`` (default: torch's global one).
+        ``label``: a class, a tensor of ``n`` classes, or None (random classes) for a class-conditional model."""
+        if not (isinstance(n, int) and n >= 1):
+            raise ConfigError(f"n={n!r}: expected a whole number >= 1")
+        x0 = self.parts.source.sample(n, generator or torch.default_generator).to(self.device)
+        cond = self._cond(n, label, guidance, generator)
+        x1, _ = self.parts.sample(x0, sampler, grid=grid, cond=cond, rtol=rtol, atol=atol)
+        return x1.cpu()
+
+    def invert(self, x: Tensor, sampler: str = "dopri5", *, grid: str = "uniform", label: int | Tensor | None = None,
+               guidance: float | None = None, rtol: float = 1e-5, atol: float = 1e-5) -> Tensor:
+        """Data -> source: a deterministic sampler run backwards (sampling the result returns ``x``)."""
+        x = self._check(x)
+        if self.classes and label is None:
+            raise ConfigError(f"this model is class-conditional: give the class of the points, label=0..{self.classes - 1}")
+        cond = self._cond(x.shape[0], label, guidance, None)
+        z, _ = self.parts.invert(x.to(self.device), sampler, grid=grid, cond=cond, rtol=rtol, atol=atol)
+        return z.cpu()
+
+    @torch.no_grad()
+    def velocity(self, x: Tensor, t: float | Tensor, *, label: int | Tensor | None = None,
+                 guidance: float | None = None) -> Tensor:
+        """The model's velocity v(x, t) (any network read through its method and path; t a number or per sample)."""
+        self._velocity_field()
+        x = self._check(x).to(self.device)
+        t = torch.as_tensor(t, dtype=x.dtype, device=self.device).expand(x.shape[0])
+        cond = None if label is None and guidance is None else self._cond(x.shape[0], label, guidance, None)
+        return self._predictor().velocity(x, t, cond).cpu()
+
+    def log_prob(self, x: Tensor, *, rtol: float = 1e-5, atol: float = 1e-5,
+                 generator: torch.Generator | None = None) -> Tensor:
+        """log p(x) per point by the instantaneous change of variables along dopri5 (exact divergence up to 8
+        dimensions, Hutchinson above); a class-conditional model's unconditional branch."""
+        from flowkit.likelihood import log_likelihood
+
+        self._velocity_field()
+        x = self._check(x).to(self.device)
+        logp, _ = log_likelihood(self._predictor().velocity_field(None), x, rtol=rtol, atol=atol, generator=generator)
+        return logp.cpu()
+
+    def _predictor(self) -> Predictor:
+        return Predictor.of(self.parts.method, self.parts.model, self.parts.path)
+
+    def _velocity_field(self) -> None:
+        if not self.parts.method.ode:
+            raise ConfigError(f"method '{self.parts.method_name}' does not learn a velocity field: no velocity or "
+                              f"likelihood; sample it with {', '.join(self.parts.method.samplers)}")
+
+    def _check(self, x: Any) -> Tensor:
+        if not isinstance(x, Tensor) or tuple(x.shape[1:]) != self.data_shape or x.shape[0] == 0:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ConfigError(f"x: expected a tensor of shape (n, {', '.join(map(str, self.data_shape))}); got {shape}")
+        if not torch.isfinite(x).all():
+            raise ConfigError("x holds NaN or inf")
+        return x.float()
+
+    def __repr__(self) -> str:
+        return (f"Flow({self.config['name']}: method {self.parts.method_name}, path {self.config['path']['name']}, "
+                f"data {self.data_shape}, classes {self.classes}, on {self.device})")
+
+
+def _device(device: str | torch.device) -> torch.device:
+    from flowkit.commands import parse_device
+
+    return parse_device(str(device))
+
+
+def load(run: str | Path | Run, device: str | torch.device = "cpu") -> Flow:
+    """The trained model of a run (its directory, its ``.ckpt`` or a ``Run``), EMA weights, in eval mode."""
+    where = run.dir if isinstance(run, Run) else run
+    target = _device(device)
+    config, parts = load_run(resolve_checkpoint(where))
+    parts.model.to(target)
+    return Flow(config, parts, target)
+
+
+def compare(runs: Iterable[str | Path | Run], samplers: Iterable[str], *, n: int = 2000, grid: str = "uniform",
+            seed: int = 0, label: int = -1, guidance: float | None = None, rtol: float = 1e-5, atol: float = 1e-5,
+            reference_tol: float = 1e-7, device: str = "cpu") -> list[dict[str, Any]]:
+    """The rows ``flowkit compare`` prints: every run with every sampler it supports, on the same noise (model,
+    name, solver, nfe, metric, value, error to a tight dopri5 solution, seconds). Unsupported pairs are skipped."""
+    from flowkit.commands import CompareArgs, compare_runs, parse_args
+
+    ckpts = [str(r.dir if isinstance(r, Run) else r) for r in runs]
+    specs = [str(s) for s in samplers]
+    if not ckpts or not specs:
+        raise ConfigError("compare needs at least one run and one sampler")
+    options = {"ckpt": ",".join(ckpts), "solvers": ",".join(specs), "n": n, "grid": grid, "seed": seed,
+               "label": label, "guidance": guidance, "rtol": rtol, "atol": atol, "reference_tol": reference_tol,
+               "device": str(device)}
+    args, target = parse_args(CompareArgs, override_tokens(options))  # the CLI's checks, the CLI's messages
+    return compare_runs(ckpts, specs, args, target)["rows"]

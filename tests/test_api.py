@@ -1,0 +1,86 @@
+"""The Python API (flowkit.train / load / compare, Flow): the CLI's behaviour and checks from Python."""
+
+import math
+
+import pytest
+import torch
+
+import flowkit
+from flowkit.api import override_tokens
+from tests.gaussian_model import MU, S
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("api")
+    return flowkit.train("rectified", trainer={"max_steps": 150, "enable_progress_bar": False},
+                         **{"optim.ema_decay": 0.9, "eval.n": 200, "eval.repeats": 1, "eval.compare": []},
+                         run_root=str(root))
+
+
+def test_overrides_from_python_values():
+    assert override_tokens({"trainer": {"max_steps": 2000}, "optim.lr": 1e-3, "path": "cosine",
+                            "coupling": {"name": "ot"}, "data": {"path": None}, "eval": {"compare": ["euler:4"]}}) == [
+        "trainer.max_steps=2000", "optim.lr=0.001", 'path="cosine"', 'coupling={"name": "ot"}', "data.path=null",
+        'eval.compare=["euler:4"]']
+
+
+def test_train_load_sample_invert_and_compare(run, tmp_path):
+    assert run.checkpoint.is_file() and run.summary["metric"] == "W2" and run.notes == []  # decay 0.9: no short-EMA note
+    flow = flowkit.load(run)
+    assert flow.data_shape == (2,) and flow.classes == 0 and "rectified" in repr(flow)
+    g = torch.Generator().manual_seed(0)
+    a = flow.sample(300, sampler="dpm++2m:8", grid="logsnr", generator=torch.Generator().manual_seed(0))
+    b = flow.sample(300, sampler="dpm++2m:8", grid="logsnr", generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(a, b)  # the generator decides the draw
+    assert flow.sample(5, sampler="em:20", generator=g).shape == (5, 2)
+    x = flow.sample(100, sampler="dopri5", generator=g, rtol=1e-7, atol=1e-7)
+    z = flow.invert(x, sampler="dopri5", rtol=1e-7, atol=1e-7)
+    back = flowkit.load(run.dir).parts.sample(z, "dopri5", rtol=1e-7, atol=1e-7)[0]
+    torch.testing.assert_close(back, x, atol=1e-4, rtol=0)
+    v = flow.velocity(x[:4], 0.5)
+    assert v.shape == (4, 2) and torch.isfinite(v).all()
+    assert torch.isfinite(flow.log_prob(x[:20])).all()
+    rows = flowkit.compare([run], ["euler:2", "heun:2", "em:10"], n=200)
+    assert [r["nfe"] for r in rows] == [2, 4, 10] and math.isnan(rows[2]["error"])
+
+
+def test_log_prob_is_the_density_of_an_exactly_known_flow(tmp_path):
+    """log_prob of N(MU, S^2 I) through the Gaussian oracle: the closed-form density."""
+    from flowkit.api import Flow
+    from flowkit.build import Parts
+    from flowkit.datasets import DATASETS
+    from flowkit.methods import METHODS
+    from flowkit.paths import PATHS
+    from flowkit.timesteps import TIME_SAMPLERS
+    from tests.gaussian_model import GaussianVelocity
+
+    path = PATHS.build({"name": "rectified"})
+    method = METHODS.build({"name": "cfm"}, path=path, time_sampler=TIME_SAMPLERS.build({"name": "uniform"}))
+    gauss = DATASETS.build({"name": "gaussian"}, data_shape=(2,))
+    parts = Parts(gauss, gauss, GaussianVelocity(path).float(), path, None, method, method_name="cfm")
+    flow = Flow({"name": "oracle", "path": {"name": "rectified"}}, parts, torch.device("cpu"))
+    x = MU.float() + S * torch.randn(50, 2)
+    expected = torch.distributions.Normal(MU.float(), S).log_prob(x).sum(1)
+    torch.testing.assert_close(flow.log_prob(x, rtol=1e-7, atol=1e-7), expected, atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda run: flowkit.train("rectifed"), "unknown recipe 'rectifed'.*did you mean 'rectified'"),
+    (lambda run: flowkit.train("rectified", trainer={"max_stepz": 5}), "max_stepz"),
+    (lambda run: flowkit.train("rectified", optim={"lr": -1}), "optim.lr"),
+    (lambda run: flowkit.train("rectified", path="nope"), "unknown path 'nope'"),
+    (lambda run: flowkit.load("no/such/run"), "no checkpoint or run directory at 'no/such/run'"),
+    (lambda run: flowkit.load(run, device="tpu"), "device='tpu' is not one of"),
+    (lambda run: flowkit.load(run).sample(10, sampler="rk5"), "unknown sampler 'rk5'"),
+    (lambda run: flowkit.load(run).sample(0), "n=0: expected a whole number >= 1"),
+    (lambda run: flowkit.load(run).sample(10, label=3), "trained without labels"),
+    (lambda run: flowkit.load(run).invert(torch.zeros(4, 3)), r"expected a tensor of shape \(n, 2\)"),
+    (lambda run: flowkit.load(run).invert(torch.ones(4, 2), sampler="pc:4"), "cannot invert"),
+    (lambda run: flowkit.compare([run], ["euler:0"]), "needs a step count"),
+    (lambda run: flowkit.compare([run], ["euler:2"], n=1), "n=1 is out of range"),
+    (lambda run: flowkit.compare([run], ["euler:2"], grid="logsnrr"), "unknown grid 'logsnrr'"),
+])
+def test_bad_input_raises_config_error(run, call, message):
+    with pytest.raises(flowkit.ConfigError, match=message):
+        call(run)
