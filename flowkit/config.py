@@ -25,6 +25,7 @@ from flowkit.rundir import NAME_RULE, is_plain_name
 
 COMPONENTS = ("model", "path", "coupling", "time", "method")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+LOGGERS = ("csv", "tensorboard", "wandb")
 
 
 @dataclass
@@ -66,6 +67,7 @@ class TrainerConfig:
     on_nonfinite: str = "stop"  # stop | skip: what a NaN/inf loss or gradient does
     check_finite_every: int = 0  # stop: read the non-finite flag every N steps (0: 1 on CPU, log_every_n_steps else)
     compile: str = "none"  # none | default | reduce-overhead (CUDA graphs) | max-autotune: torch.compile the loss
+    logger: str = "csv"  # csv | tensorboard | wandb: logs/metrics.csv always, and this logger beside it
 
 
 @dataclass
@@ -261,6 +263,7 @@ _RANGES = {
     "trainer.on_nonfinite": (lambda v: v in ("stop", "skip"), "one of: stop, skip"),
     "trainer.check_finite_every": (lambda v: v >= 0, ">= 0 (0: every step on CPU, log_every_n_steps on a GPU)"),
     "trainer.compile": (lambda v: v in COMPILE_MODES, f"one of: {', '.join(COMPILE_MODES)}"),
+    "trainer.logger": (lambda v: v in LOGGERS, f"one of: {', '.join(LOGGERS)}"),
     "cond.drop": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "eval.n": (lambda v: v >= 2, ">= 2"),
     "eval.repeats": (lambda v: v >= 1, ">= 1"),

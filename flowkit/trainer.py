@@ -10,6 +10,8 @@ networks and their optimisation (``Steps``), its after-step hook and its state.
 
 from __future__ import annotations
 
+import importlib.util
+
 import csv
 import math
 import signal
@@ -29,6 +31,7 @@ from torch import nn
 from flowkit.checkpoint import CHECKPOINT_FORMAT, weights_fault, write_atomically
 from flowkit.conditioning import drop_labels
 from flowkit.data import step_seed
+from flowkit.errors import ConfigError
 from flowkit.finite import FiniteWatch, total_norm
 from flowkit.methods import Method
 from flowkit.progress import ProgressLines
@@ -397,6 +400,34 @@ def _devices(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
 
+# trainer.logger -> (the package it needs, the extra that installs it)
+LOGGER_PACKAGES = {"tensorboard": (("tensorboard", "tensorboardX"), "tensorboard"), "wandb": (("wandb",), "wandb")}
+
+
+def check_logger(name: str) -> None:
+    """A ConfigError, before anything is written, when ``trainer.logger`` needs a package this machine lacks."""
+    if name not in LOGGER_PACKAGES:
+        return
+    modules, extra = LOGGER_PACKAGES[name]
+    if not any(importlib.util.find_spec(module) for module in modules):
+        raise ConfigError(f"trainer.logger={name} needs the {modules[0]} package, which is not installed: "
+                          f"pip install 'flowkit[{extra}]' (or trainer.logger=csv)")
+
+
+def extra_loggers(name: str, run_dir: Path) -> list[Any]:
+    """The logger ``trainer.logger`` names beside the CSV log: TensorBoard event files in ``RUN/logs/tensorboard``,
+    or a Weights & Biases run named after the run directory (files in ``RUN/wandb``; offline with WANDB_MODE=offline)."""
+    if name == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        return [TensorBoardLogger(save_dir=run_dir, name="logs", version="tensorboard", default_hp_metric=False)]
+    if name == "wandb":
+        from lightning.pytorch.loggers import WandbLogger
+
+        return [WandbLogger(name=run_dir.name, save_dir=run_dir, project="flowkit")]
+    return []
+
+
 def make_trainer(cfg: dict[str, Any], run_dir: Path, manual: bool = False, resumed_at: int | None = None) -> L.Trainer:
     """``manual``: the method optimises its steps itself (``Steps``), which clip gradients themselves.
     ``resumed_at``: the step a resumed run continues from (its log keeps the rows before it)."""
@@ -420,7 +451,7 @@ def make_trainer(cfg: dict[str, Any], run_dir: Path, manual: bool = False, resum
         gradient_clip_val=None if manual else t["gradient_clip_val"],
         enable_progress_bar=t["enable_progress_bar"] and terminal,
         enable_model_summary=False,
-        logger=ResumedCSVLogger(run_dir, resumed_at),
+        logger=[ResumedCSVLogger(run_dir, resumed_at), *extra_loggers(t["logger"], run_dir)],
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
     )

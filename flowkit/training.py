@@ -34,7 +34,7 @@ from flowkit.memory import MODEL_SIZE, ReportOutOfMemory, check_training_fits
 from flowkit.methods import METHODS
 from flowkit.plots import save_samples
 from flowkit.rundir import RUN_DIR_ENV, RunLock, is_rank_zero, new_run_dir
-from flowkit.trainer import EMA, STOP_SIGNALS, FlowModule, make_trainer
+from flowkit.trainer import EMA, STOP_SIGNALS, FlowModule, check_logger, make_trainer
 
 
 DEVICE_ACCELERATORS = {"cpu": "cpu", "cuda": "gpu", "gpu": "gpu", "auto": "auto"}
@@ -83,7 +83,7 @@ def resolve_config(tokens: list[str]) -> tuple[DictConfig, Path | None]:
 RESUMABLE = ("name", "run_root", "data.workers", "eval.", "trainer.max_steps", "trainer.accelerator", "trainer.devices",
              "trainer.strategy", "trainer.num_nodes", "trainer.log_every_n_steps", "trainer.checkpoint_every",
              "trainer.enable_progress_bar", "trainer.on_nonfinite", "trainer.check_finite_every", "trainer.compile",
-             "trainer.gradient_clip_val")
+             "trainer.gradient_clip_val", "trainer.logger")
 
 
 def check_resumable(saved: DictConfig, cfg: DictConfig) -> None:
@@ -138,6 +138,7 @@ def train_once(cfg: DictConfig, resume: Path | None = None) -> RunResult:
     validate(cfg)
     config = to_dict(cfg)
     check_machine(config["trainer"])
+    check_logger(config["trainer"]["logger"])
     L.seed_everything(config["seed"], verbose=False)  # before building: the model's init is seeded
     parts = build_parts(config)  # every name and option is checked here, before anything is written
     for spec in [config["eval"]["solver"], *config["eval"]["compare"]]:  # refused now, not after training

@@ -1,5 +1,6 @@
 """Training end to end: W2 drops, a NaN stops the run cleanly, resume continues, user paths train."""
 
+import math
 import os
 
 import pytest
@@ -8,9 +9,9 @@ from typer.testing import CliRunner
 
 from cli import app
 from flowkit.checkpoint import read_checkpoint
-from flowkit.config import apply_overrides, load_recipe
+from flowkit.config import apply_overrides, load_recipe, validate
 from flowkit.couplings import ExactOT, register_coupling
-from flowkit.errors import TrainingError
+from flowkit.errors import ConfigError, TrainingError
 from flowkit.finite import FiniteWatch
 from flowkit.methods import CFM, register_method
 from flowkit.paths import AffinePath, register_path
@@ -151,3 +152,29 @@ def test_negative_loader_workers_are_refused(tmp_path):
     with pytest.raises(Exception, match="data.workers=-1.*>= 0"):
         train(apply_overrides(load_recipe("ot_cfm"), tiny(tmp_path, "data.workers=-1")))
     assert not (tmp_path / "runs").exists()
+
+
+def test_tensorboard_logger_writes_events_beside_the_csv(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = train(apply_overrides(load_recipe("rectified"), tiny(tmp_path, "trainer.logger=tensorboard",
+                                                                  "trainer.log_every_n_steps=5", steps=20)))
+    events = EventAccumulator(str(result.run_dir / "logs" / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert "train/loss" in tags, tags
+    losses = [e.value for e in events.Scalars("train/loss")]
+    assert len(losses) >= 3 and all(math.isfinite(v) for v in losses)
+    assert (result.run_dir / "logs" / "metrics.csv").stat().st_size > 0  # the CSV stays
+
+
+def test_a_logger_whose_package_is_missing_is_refused_before_training(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"trainer.logger=wandb needs the wandb package.*pip install 'flowkit\[wandb\]'"):
+        train(apply_overrides(load_recipe("rectified"), tiny(tmp_path, "trainer.logger=wandb", steps=5)))
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    with pytest.raises(ConfigError, match="trainer.logger='mlflow'.*one of: csv, tensorboard, wandb"):
+        validate(apply_overrides(load_recipe("rectified"), ["trainer.logger=mlflow"]))
