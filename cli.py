@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Flow matching: train, distill, compare.")
+app = typer.Typer(add_completion=True, no_args_is_help=True, help="Flow matching: train, distill, compare.")
 out = Console()
 err = Console(stderr=True)
 

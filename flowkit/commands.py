@@ -89,7 +89,7 @@ class CompareArgs(SamplingArgs):
     reference_tol: float = 1e-7  # dopri5 tolerance of the reference solution the error is measured against
     seed: int = 0
     device: str = "cpu"
-    out: str = "compare"  # writes <out>.json and <out>.png
+    out: str = ""  # writes <out>.json and <out>.png; default: compare.json / compare.png in the first run's directory
 
 
 # what the types cannot say (a NaN tolerance fails "> 0" too)
@@ -311,8 +311,10 @@ def compare(tokens: list[str]) -> dict[str, Any]:
     (quality against NFE, one curve per sampler family)."""
     args, device = parse_args(CompareArgs, tokens)
     solvers = [s.strip() for s in args.solvers.split(",") if s.strip()]
-    result = compare_runs(args.ckpt.split(","), solvers, args, device)
-    out = Path(args.out)
+    ckpts = args.ckpt.split(",")
+    result = compare_runs(ckpts, solvers, args, device)
+    first = Path(ckpts[0])
+    out = Path(args.out) if args.out else (first if first.is_dir() else first.parent) / "compare"
     write_atomically(out.with_suffix(".json"), lambda p: p.write_text(json.dumps(result, indent=2)))
     write_atomically(out.with_suffix(".png"), lambda p: plot_quality_vs_nfe(p, result["rows"]))
     result["files"] = [str(out.with_suffix(".json")), str(out.with_suffix(".png"))]

@@ -159,3 +159,5 @@ def test_compare_runs_every_sampler_family_and_skips_stochastic_ones_on_coupled_
     assert ("ot_cfm", "em:20") not in by and ("ot_cfm", "ddim:4") in by
     assert any("em:20: sampler 'em:20' is stochastic" in line and "coupling 'ot'" in line for line in result["skipped"])
     assert out.with_suffix(".png").stat().st_size > 0
+    commands.compare([f"ckpt={runs[0]}", "solvers=euler:2", "n=50"])  # no out=: beside the first run, not in the cwd
+    assert (runs[0] / "compare.json").is_file() and (runs[0] / "compare.png").is_file()
