@@ -50,12 +50,15 @@ class Parts:
         return invert_with(self.method, self.model, self.path, x1, spec, grid=grid, cond=cond, rtol=rtol, atol=atol,
                            method_name=self.method_name)
 
+    def is_stochastic(self, spec: str) -> bool:
+        """Whether the sampler ``spec`` (with this method's options) draws noise."""
+        return build_sampler(self.method, self.path, spec, method_name=self.method_name)[0].stochastic
+
     def stochastic_fault(self, spec: str) -> str | None:
         """Why the stochastic sampler ``spec`` cannot sample this model, or None (also for deterministic ones):
         it needs the score of p_t, which the path gives from a prediction only for an independent standard-normal
         source (Tweedie's formula)."""
-        sampler, _ = build_sampler(self.method, self.path, spec, method_name=self.method_name)
-        if not sampler.stochastic or (self.source.standard_normal and self.coupling_name == "independent"):
+        if not self.is_stochastic(spec) or (self.source.standard_normal and self.coupling_name == "independent"):
             return None
         return (f"sampler '{spec}' is stochastic: it needs the score of p_t, which the model gives only for an "
                 f"independent standard-normal source; this run has data.source='{self.source_name}' and coupling "

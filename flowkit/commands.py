@@ -29,7 +29,7 @@ from flowkit.grids import parse_grid
 from flowkit.likelihood import bits_per_dim, log_likelihood
 from flowkit.memory import ReportOutOfMemory, check_draw_fits
 from flowkit.plots import plot_quality_vs_nfe, save_samples
-from flowkit.samplers import Predictor, build_sampler, parse_sampler, why_not
+from flowkit.samplers import Predictor, parse_sampler, why_not
 from flowkit.sampling import FIXED
 
 
@@ -285,7 +285,9 @@ def compare_runs(ckpts: list[str], solvers: list[str], args: Any, device: torch.
         exact = (draw(parts, x0, "dopri5", args, cond, rtol=args.reference_tol, atol=args.reference_tol)[0]
                  if parts.method.ode else None)
         for spec, name in zip(solvers, names):
-            reason = why_not(parts.method, parts.method_name, name) or parts.stochastic_fault(spec)
+            reason = why_not(parts.method, parts.method_name, name)
+            stochastic = reason is None and parts.is_stochastic(spec)
+            reason = reason or (parts.stochastic_fault(spec) if stochastic else None)
             if reason:
                 skipped.append(f"{cfg['name']} ({ckpt}): {spec}: {reason}")
                 continue
@@ -296,7 +298,6 @@ def compare_runs(ckpts: list[str], solvers: list[str], args: Any, device: torch.
             seconds = time.perf_counter() - start
             value = score(parts.target, x1, [reference])[0]
             # a stochastic sampler draws other points of the same distribution: no distance to the ODE's map
-            stochastic = build_sampler(parts.method, parts.path, spec, method_name=parts.method_name)[0].stochastic
             deterministic = exact is not None and not stochastic
             error = float((x1 - exact).flatten(1).pow(2).sum(1).mean().sqrt()) if deterministic else float("nan")
             rows.append({"model": ckpt, "name": cfg["name"], "solver": spec, "nfe": nfe, "metric": parts.target.metric,

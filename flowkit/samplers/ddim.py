@@ -38,9 +38,8 @@ def interior(path: AffinePath, *times: Tensor) -> bool:
     return all(a > 0 and s > 0 for a, s in (coefficients(path, t) for t in times))
 
 
-def log_snr_gap(path: AffinePath, t: Tensor, s: Tensor) -> float:
-    """h = lambda(s) - lambda(t) between two interior times."""
-    (a_t, s_t), (a_s, s_s) = coefficients(path, t), coefficients(path, s)
+def log_snr_gap(a_t: float, s_t: float, a_s: float, s_s: float) -> float:
+    """h = lambda(s) - lambda(t) from the coefficients of two interior times."""
     return math.log(a_s / s_s) - math.log(a_t / s_t)
 
 

@@ -42,8 +42,8 @@ class DPMSolver2(Sampler):
             if not interior(path, t, s):
                 x = place(path, x0_hat, x1_hat, t, s)
                 continue
-            h = log_snr_gap(path, t, s)
             (a_t, s_t), (a_s, s_s) = coefficients(path, t), coefficients(path, s)
+            h = log_snr_gap(a_t, s_t, a_s, s_s)
             m = path.time_at_log_snr(torch.tensor(math.log(a_t / s_t) + h / 2, dtype=torch.float64))
             a_m, s_m = coefficients(path, m)
             u = (a_m / a_t) * x - s_m * math.expm1(h / 2) * x0_hat
@@ -64,12 +64,12 @@ class DPMSolverPP2M(Sampler):
             if not interior(path, t, s):
                 x, previous = place(path, x0_hat, x1_hat, t, s), None
                 continue
-            h = log_snr_gap(path, t, s)
+            (a_t, s_t), (a_s, s_s) = coefficients(path, t), coefficients(path, s)
+            h = log_snr_gap(a_t, s_t, a_s, s_s)
             d = x1_hat
             if previous is not None:
                 half_inv_r = h / (2 * previous[0])
                 d = (1 + half_inv_r) * x1_hat - half_inv_r * previous[1]
-            (_, s_t), (a_s, s_s) = coefficients(path, t), coefficients(path, s)
             x = (s_s / s_t) * x - a_s * math.expm1(-h) * d
             previous = (h, x1_hat)
         return x, model.nfe
