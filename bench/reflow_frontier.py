@@ -15,7 +15,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from common import flowkit, paired_error, trained, w2_of
+from common import paired_error, trained, w2_of
 
 
 def main() -> None:

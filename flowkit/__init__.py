@@ -1,9 +1,9 @@
 """flowkit: flow-matching training and distillation on shared paths, couplings, trainer and solvers.
 
 The Python API (``flowkit/api.py``): ``train``, ``load`` (a ``Flow``: ``sample``, ``invert``, ``velocity``,
-``log_prob``), ``compare``; the error every bad input raises, ``ConfigError``; and every pluggable kind's
-registry, base class and ``register_*`` decorator, so a notebook can register a unit and train with it in the
-same process:
+``log_prob``), ``compare``, ``catalogue`` (what ``flowkit list`` shows); the error every bad input raises,
+``ConfigError``; and every pluggable kind's registry, base class and ``register_*`` decorator, so a notebook can
+register a unit and train with it in the same process:
 
     import flowkit
 
@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     # the API
     "train": "flowkit.api", "load": "flowkit.api", "compare": "flowkit.api", "Run": "flowkit.api",
-    "Flow": "flowkit.api",
+    "Flow": "flowkit.api", "catalogue": "flowkit.api", "Entry": "flowkit.api",
     "ConfigError": "flowkit.errors", "ContractError": "flowkit.errors", "TrainingError": "flowkit.errors",
     # each pluggable kind: registry, base class (where it has one), decorator
     "PATHS": "flowkit.paths", "AffinePath": "flowkit.paths", "register_path": "flowkit.paths",

@@ -207,3 +207,31 @@ def compare(runs: Iterable[str | Path | Run], samplers: Iterable[str], *, n: int
                "device": str(device)}
     args, target = parse_args(CompareArgs, override_tokens(options))  # the CLI's checks, the CLI's messages
     return compare_runs(ckpts, specs, args, target)["rows"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered unit (or recipe), as ``flowkit list`` shows it."""
+
+    kind: str     # "path", "coupling", ..., "recipe"
+    name: str     # what a recipe or an override names it by
+    source: str   # module.qualname of the object, or the recipe's file
+    summary: str  # the first paragraph of its docstring (a recipe's leading comment), on one line
+    group: str    # the entry-point group third-party packages register it through ('' for a recipe)
+
+
+def catalogue() -> list[Entry]:
+    """Everything registered, kind by kind (paths, couplings, time samplers, methods, samplers, grids, models,
+    datasets, then recipes), entry-point plugins included:
+
+        >>> sorted({e.kind for e in flowkit.catalogue()})[:3]
+        ['coupling', 'dataset', 'grid']
+    """
+    from flowkit.config import recipe_dir, recipe_names, recipe_summary
+    from flowkit.registries import all_registries
+    from flowkit.registry import summary
+
+    entries = [Entry(registry.kind, name, f"{obj.__module__}.{obj.__qualname__}", summary(obj), registry.group)
+               for registry in all_registries() for name, obj in registry.items()]
+    return entries + [Entry("recipe", name, str(recipe_dir() / f"{name}.yaml"), recipe_summary(name), "")
+                      for name in recipe_names()]

@@ -118,6 +118,16 @@ def recipe_names() -> list[str]:
     return sorted(p.stem for p in recipe_dir().glob("*.yaml"))
 
 
+def recipe_summary(name: str) -> str:
+    """A recipe's leading comment block on one line: what ``flowkit list`` shows."""
+    lines = []
+    for line in (recipe_dir() / f"{name}.yaml").read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    return " ".join(" ".join(lines).split())
+
+
 def load_recipe(recipe: str) -> DictConfig:
     """The schema with a recipe merged on: a packaged name (``rectified``) or a path to a YAML file."""
     file = Path(recipe)

@@ -22,12 +22,19 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-import ot
 import torch
 from torch import Tensor
 
 from flowkit.errors import ContractError
 from flowkit.registry import Registry
+
+
+def _pot():
+    """POT, imported when a plan is first solved: its import costs seconds (its backends probe torch, jax...),
+    which ``flowkit list``, ``--help`` and sampling must not pay."""
+    import ot
+
+    return ot
 
 
 class Coupling:
@@ -129,7 +136,7 @@ class ExactOT(Coupling):
         cost = squared_cost(x0.detach().cpu().to(torch.float64), x1.detach().cpu().to(torch.float64))
         n = cost.shape[0]
         weights = torch.full((n,), 1.0 / n, dtype=torch.float64)
-        return ot.emd(weights, weights, cost, numItermax=self.num_iter_max)
+        return _pot().emd(weights, weights, cost, numItermax=self.num_iter_max)
 
     def pair(self, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
         """(x0, x1[j]), j drawn from the plan's rows. The network simplex returns a vertex of the plans
@@ -169,7 +176,7 @@ class SinkhornOT(Coupling):
         cost = cost / cost.max().clamp_min(torch.finfo(cost.dtype).tiny)
         n = cost.shape[0]
         weights = torch.full((n,), 1.0 / n, dtype=cost.dtype, device=cost.device)
-        return ot.sinkhorn(
+        return _pot().sinkhorn(
             weights, weights, cost, self.reg, method="sinkhorn_log",
             numItermax=self.num_iter_max, stopThr=self.stop_threshold,
         )

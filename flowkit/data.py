@@ -6,10 +6,9 @@ Batch k is a pure function of (seed, k, rank), so a resumed run redraws the same
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset, get_worker_info
 
 from flowkit.datasets import Dataset, Rows, build_dataset, load_array
 from flowkit.errors import ConfigError
@@ -65,22 +64,3 @@ class PairStream(IterableDataset):
             torch.manual_seed(step_seed(self.seed + 2, step, self.rank))
             x0, x1 = self.coupling(batch["x0"], batch["x1"], **({"y": batch["y"]} if self.labelled else {}))
         return {**batch, "x0": x0, "x1": x1}
-
-
-class PairDataModule(L.LightningDataModule):
-    """``workers`` > 0: that many loader processes draw the batches and, given a ``coupling``, pair them
-    (minibatch OT on the CPU, overlapped with the training step); 0: drawn in the training process."""
-
-    def __init__(self, source: Dataset, target: Dataset, batch_size: int, seed: int,
-                 labelled: bool = False, workers: int = 0, coupling=None) -> None:
-        super().__init__()
-        self.source, self.target = source, target
-        self.batch_size, self.seed, self.labelled = batch_size, seed, labelled
-        self.workers, self.coupling = workers, coupling
-
-    def train_dataloader(self) -> DataLoader:
-        # On resume Lightning restores global_step before it asks for the loader.
-        start, rank = (self.trainer.global_step, self.trainer.global_rank) if self.trainer is not None else (0, 0)
-        stream = PairStream(self.source, self.target, self.batch_size, self.seed, start, rank, self.labelled,
-                            self.coupling)
-        return DataLoader(stream, batch_size=None, num_workers=self.workers, persistent_workers=self.workers > 0)

@@ -106,6 +106,8 @@ class Gaussian(Dataset):
 
 @register_dataset("8gaussians")
 class EightGaussians(Dataset):
+    """Eight Gaussians of variance ``var`` on a circle of radius ``scale`` (TorchCFM's 8gaussians); labelled by mode."""
+
     shape = (2,)
 
     def __init__(self, scale: float = 5.0, var: float = 0.1) -> None:
@@ -131,6 +133,9 @@ class EightGaussians(Dataset):
 
 @register_dataset("moons")
 class Moons(Dataset):
+    """Two interleaved half circles (scikit-learn's make_moons layout, scaled by 3) with a uniform jitter of size
+    ``noise``; labelled by half circle."""
+
     shape = (2,)
 
     def __init__(self, noise: float = 0.2) -> None:
@@ -157,6 +162,8 @@ class Moons(Dataset):
 
 @register_dataset("checkerboard")
 class Checkerboard(Dataset):
+    """Uniform on the eight black squares of a 4 x 4 board over [-4, 4]^2; labelled by square."""
+
     shape = (2,)
 
     num_classes = 8  # the square: 4 columns x 2 squares per column
@@ -180,6 +187,8 @@ class Checkerboard(Dataset):
 
 @register_dataset("2spirals")
 class TwoSpirals(Dataset):
+    """Two interleaved spiral arms of 1.5 turns, radius up to about 3.3, with Gaussian noise of std 0.1."""
+
     shape = (2,)
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:

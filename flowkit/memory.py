@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from typing import Callable
+
 import torch
 
 from flowkit.errors import ConfigError, TrainingError

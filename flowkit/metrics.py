@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ot
 import torch
 from torch import Tensor
 
@@ -17,6 +16,8 @@ def w2(x: Tensor, y: Tensor, num_iter_max: int = 10_000_000) -> float:
     cost = torch.cdist(x, y) ** 2
     a = torch.full((x.shape[0],), 1.0 / x.shape[0], dtype=torch.float64)
     b = torch.full((y.shape[0],), 1.0 / y.shape[0], dtype=torch.float64)
+    import ot  # here, not at the top: see flowkit.couplings._pot
+
     return float(ot.emd2(a, b, cost, numItermax=num_iter_max)) ** 0.5
 
 

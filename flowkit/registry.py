@@ -26,6 +26,13 @@ T = TypeVar("T")
 INJECTABLE = frozenset({"path", "time_sampler", "data_shape", "coupling", "total_steps", "classes"})
 
 
+def summary(obj: Any) -> str:
+    """The first paragraph of ``obj``'s own docstring on one line ('' without one; a class does not inherit
+    its base's): what ``flowkit list`` shows."""
+    doc = inspect.cleandoc(getattr(obj, "__doc__", None) or "")
+    return " ".join(doc.split("\n\n")[0].split())
+
+
 def _source(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', repr(obj))}"
 

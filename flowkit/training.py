@@ -23,21 +23,19 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from flowkit.build import Parts, build_parts
-from flowkit.checkpoint import read_checkpoint, resolve_checkpoint, write_atomically
+from flowkit.checkpoint import read_checkpoint, write_atomically
 from flowkit.conditioning import conditioning, labels_for
-from flowkit.config import apply_overrides, load_recipe, saved_config, to_dict, validate
+from flowkit.config import to_dict, validate
 from flowkit.couplings import COUPLINGS
-from flowkit.data import PairDataModule
+from flowkit.datamodule import PairDataModule
 from flowkit.errors import ConfigError, Interrupted, TrainingError
 from flowkit.evaluate import label_accuracy, sampler_table
 from flowkit.memory import MODEL_SIZE, ReportOutOfMemory, check_training_fits
 from flowkit.methods import METHODS
 from flowkit.plots import save_samples
+from flowkit.resolve import resolve_config  # noqa: F401  (re-exported: train's inputs)
 from flowkit.rundir import RUN_DIR_ENV, RunLock, is_rank_zero, new_run_dir
 from flowkit.trainer import EMA, STOP_SIGNALS, FlowModule, check_logger, make_trainer
-
-
-DEVICE_ACCELERATORS = {"cpu": "cpu", "cuda": "gpu", "gpu": "gpu", "auto": "auto"}
 
 
 @dataclass
@@ -49,57 +47,6 @@ class RunResult:
     summary: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the user should know about this run (e.g. a short EMA)
     rounds: list[RunResult] = field(default_factory=list)  # every round of a multi-round run, in order
-
-
-def resolve_config(tokens: list[str]) -> tuple[DictConfig, Path | None]:
-    """Config and resume checkpoint from CLI tokens: ``recipe=NAME``, ``resume=RUN``, ``key=value``..."""
-    recipe, resume, rest = "rectified", None, []
-    for token in tokens:
-        key, eq, value = token.partition("=")
-        if eq and key == "recipe":
-            recipe = value
-        elif eq and key == "resume":
-            resume = value
-        elif eq and key == "device":  # shorthand shared with sample/eval/compare
-            if value not in DEVICE_ACCELERATORS:
-                raise ConfigError(f"device='{value}' is not one of: {', '.join(DEVICE_ACCELERATORS)}")
-            rest.append(f"trainer.accelerator={DEVICE_ACCELERATORS[value]}")
-        else:
-            rest.append(token)
-    if resume is not None:
-        ckpt_path = resolve_checkpoint(resume)
-        stored = read_checkpoint(ckpt_path)["flowkit"]["config"]
-        if isinstance(stored.get("optim"), dict):  # a run saved before the EMA warm-up existed continues without it
-            stored["optim"].setdefault("ema_warmup", False)
-        cfg = apply_overrides(saved_config(stored), rest)  # the run's own recipe; recipe= is ignored
-        check_resumable(saved_config(stored), cfg)
-        return cfg, ckpt_path
-    return apply_overrides(load_recipe(recipe), rest), None
-
-
-# What a resumed run may change: how long it trains, where and how it runs, logs, checks and evaluates. Everything
-# else is in the saved weights and optimiser state (an optimiser restored with lr 1e-3 keeps it whatever the config
-# says), so a change there would be written into the run's config without taking effect.
-RESUMABLE = ("name", "run_root", "data.workers", "eval.", "trainer.max_steps", "trainer.accelerator", "trainer.devices",
-             "trainer.strategy", "trainer.num_nodes", "trainer.log_every_n_steps", "trainer.checkpoint_every",
-             "trainer.enable_progress_bar", "trainer.on_nonfinite", "trainer.check_finite_every", "trainer.compile",
-             "trainer.gradient_clip_val", "trainer.logger")
-
-
-def check_resumable(saved: DictConfig, cfg: DictConfig) -> None:
-    """A ConfigError naming the first override a resumed run cannot honour."""
-    def flat(node: Any, prefix: str = "") -> dict[str, Any]:
-        if isinstance(node, dict):
-            return {k: v for key, value in node.items() for k, v in flat(value, f"{prefix}{key}.").items()} or {prefix[:-1]: {}}
-        return {prefix[:-1]: node}
-
-    before, after = flat(OmegaConf.to_container(saved)), flat(OmegaConf.to_container(cfg))
-    for key in sorted(before.keys() | after.keys()):
-        if before.get(key) != after.get(key) and not key.startswith(RESUMABLE):
-            raise ConfigError(f"{key} cannot change when resuming (the run has {before.get(key)!r}, asked "
-                              f"{after.get(key)!r}): a resumed run continues its saved weights and optimiser state. "
-                              f"Keys that may change: {', '.join(k.rstrip('.') + ('.*' if k.endswith('.') else '') for k in RESUMABLE)}; "
-                              f"to change the others, start a new run")
 
 
 def train(cfg: DictConfig, resume: Path | None = None) -> RunResult:

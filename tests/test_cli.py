@@ -1,4 +1,4 @@
-"""The installed `flowkit` command: bad input, entry-point plugins, `list`, and a non-editable install."""
+"""The installed `flowkit` command: bad input, entry-point plugins, `list`, and the wheel in a fresh venv."""
 
 import os
 import re
@@ -78,23 +78,89 @@ def test_list_shows_every_registry_and_recipe(tmp_path):
         assert word in proc.stdout, word
 
 
-def test_non_editable_install_finds_recipes_and_runs(tmp_path):
-    target = tmp_path / "site"
-    build = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(REPO)],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert build.returncode == 0, build.stderr
-    assert (target / "flowkit" / "recipes" / "rectified.yaml").exists()
-    env = {**os.environ, "PYTHONPATH": str(target)}
-    where = subprocess.run([sys.executable, "-c", "from flowkit.config import recipe_dir; print(recipe_dir())"],
-                           cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
-    assert where.stdout.strip() == str(target / "flowkit" / "recipes"), where.stderr
-    proc = subprocess.run([str(target / "bin" / "flowkit"), "train", *tiny(tmp_path, steps=5)], cwd=tmp_path,
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "W2 (dopri5)" in proc.stdout
+def test_every_unit_and_recipe_has_a_summary_of_whole_sentences():
+    import flowkit
+
+    entries = flowkit.catalogue()
+    assert {e.kind for e in entries} == {"path", "coupling", "time sampler", "method", "sampler", "grid", "model",
+                                         "dataset", "recipe"}
+    for e in entries:
+        assert e.summary.endswith(".") and e.summary.count("(") == e.summary.count(")"), (e.kind, e.name, e.summary)
+        assert "\n" not in e.summary and "  " not in e.summary
+
+
+@pytest.mark.parametrize("args", [["list"], ["--help"], ["train", "--help"], ["train", "recipe=nope"],
+                                  ["train", "path=curvy"], ["sample"]])
+def test_help_list_and_usage_errors_do_not_import_lightning(tmp_path, args):
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "flowkit", *args], cwd=tmp_path,
+                          capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=300)
+    assert proc.returncode in (0, 2), proc.stderr
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    assert imported and not [m for m in imported if m.split(".")[0] in ("lightning", "pytorch_lightning", "ot")]
+
+
+def _borrowed_site_packages(into: Path) -> Path:
+    """This environment's installed packages without flowkit itself (its editable finder and dist-info): links
+    a fresh venv reads through a .pth line, since nothing can be downloaded. Lines of .pth files inside a
+    directory named by a .pth line are not processed, so flowkit cannot come in through them."""
+    import site
+
+    into.mkdir()
+    for directory in site.getsitepackages():
+        for item in Path(directory).iterdir():
+            if not item.name.lower().startswith(("flowkit", "__editable__")) and not (into / item.name).exists():
+                (into / item.name).symlink_to(item)
+    return into
+
+
+def test_the_wheel_installs_only_flowkit_and_runs_in_a_fresh_venv(tmp_path):
+    import shutil
+    import zipfile
+
+    # Built from a clean copy of the sources: a build/ left in the checkout would carry stale files into the wheel.
+    source = tmp_path / "src"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "runs", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis"))
+    wheels = tmp_path / "wheels"
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                            "--wheel-dir", str(wheels), str(source)], capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr
+    (wheel,) = wheels.glob("flowkit-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {name.split("/")[0] for name in names} == {"flowkit", wheel.name.split("-py")[0] + ".dist-info"}
+    for inside in ("flowkit/cli.py", "flowkit/plugins/reflow/coupling.py", "flowkit/recipes/rectified.yaml",
+                   "flowkit/py.typed"):
+        assert inside in names, inside
+    entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "flowkit = flowkit.cli:main" in entry_points and "= plugins." not in entry_points
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    (site_dir,) = venv.glob("lib/python*/site-packages")
+    (site_dir / "borrowed.pth").write_text(str(_borrowed_site_packages(tmp_path / "borrowed")) + "\n")
+    installed = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
+                                "--quiet", "--no-deps", str(wheel)], capture_output=True, text=True, timeout=600)
+    assert installed.returncode == 0, installed.stderr
+    assert not (site_dir / "cli.py").exists() and not (site_dir / "plugins").exists()
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["COLUMNS"] = "200"
+    run = tmp_path / "elsewhere"
+    run.mkdir()
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import flowkit, flowkit.config as c; "
+                            "print(flowkit.__file__); print(c.recipe_dir())"],
+                           cwd=run, capture_output=True, text=True, env=env, timeout=120)
+    assert where.returncode == 0, where.stderr
+    assert where.stdout.split() == [str(site_dir / "flowkit" / "__init__.py"), str(site_dir / "flowkit" / "recipes")]
+    for command in ([str(venv / "bin" / "flowkit"), "list"], [str(venv / "bin" / "python"), "-m", "flowkit", "list"]):
+        listed = subprocess.run(command, cwd=run, capture_output=True, text=True, env=env, timeout=300)
+        assert listed.returncode == 0, listed.stderr
+        assert "flowkit.plugins.reflow.coupling.ReflowCoupling" in listed.stdout and "digits_vp" in listed.stdout
+        assert "skipped" not in listed.stderr, listed.stderr
+    trained = subprocess.run([str(venv / "bin" / "flowkit"), "train", *tiny(run, steps=5)], cwd=run,
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert trained.returncode == 0, trained.stderr
+    assert "W2 (dopri5)" in trained.stdout
 
 
 def test_ddp_on_cpu_writes_one_run_directory(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli import app
+from flowkit.cli import app
 from flowkit.checkpoint import read_checkpoint
 from flowkit.config import apply_overrides, load_recipe, validate
 from flowkit.couplings import ExactOT, register_coupling

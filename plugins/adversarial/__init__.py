@@ -1,5 +1,5 @@
 """Adversarial diffusion distillation (Sauer et al. 2023) adapted to flows."""
 
-from plugins.adversarial.method import AdversarialDistillation
+from flowkit.plugins.adversarial.method import AdversarialDistillation
 
 __all__ = ["AdversarialDistillation"]

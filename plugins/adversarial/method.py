@@ -35,8 +35,8 @@ from flowkit.errors import ConfigError
 from flowkit.methods import Method
 from flowkit.paths import AffinePath
 from flowkit.teacher import Teacher
-from plugins.adversarial.critic import make_critic
-from plugins.adversarial.losses import hinge_critic, hinge_model, r1_penalty
+from flowkit.plugins.adversarial.critic import make_critic
+from flowkit.plugins.adversarial.losses import hinge_critic, hinge_model, r1_penalty
 
 if TYPE_CHECKING:
     from flowkit.trainer import Steps
@@ -48,6 +48,9 @@ def data_prediction(net: nn.Module, path: AffinePath, x: Tensor, t: Tensor, **co
 
 
 class AdversarialDistillation(Method):
+    """ADD (Sauer et al. 2023) on flows: a few-step student from its teacher, trained against a critic learnt
+    from scratch and distilled to the teacher's data prediction from its own re-noised samples."""
+
     ode = False  # a few-step data predictor, not a velocity field
     samplers = ("renoise",)
 

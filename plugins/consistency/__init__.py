@@ -1,6 +1,6 @@
 """Consistency plugin (methods ``cd`` and ``ct``), registered through the entry points in pyproject.toml
 like any third party."""
 
-from plugins.consistency.method import ConsistencyDistillation, ConsistencyTraining
+from flowkit.plugins.consistency.method import ConsistencyDistillation, ConsistencyTraining
 
 __all__ = ["ConsistencyDistillation", "ConsistencyTraining"]

@@ -45,7 +45,7 @@ from flowkit.methods import Method, per_sample_mse
 from flowkit.paths import AffinePath, expand_like
 from flowkit.samplers.renoise import PAIRINGS
 from flowkit.teacher import Teacher
-from plugins.consistency.schedule import SCHEDULES, discretisation, target_decay
+from flowkit.plugins.consistency.schedule import SCHEDULES, discretisation, target_decay
 
 DISTANCES = ("pseudo_huber", "l2")
 TEACHER_SOLVERS = ("heun", "euler")

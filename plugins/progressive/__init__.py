@@ -1,6 +1,6 @@
 """Progressive distillation plugin (method ``progressive``), registered through the entry points in
 pyproject.toml like any third party."""
 
-from plugins.progressive.method import ProgressiveDistillation
+from flowkit.plugins.progressive.method import ProgressiveDistillation
 
 __all__ = ["ProgressiveDistillation"]

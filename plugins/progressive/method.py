@@ -26,7 +26,7 @@ from flowkit.methods import Method, per_sample_mse
 from flowkit.paths import AffinePath
 from flowkit.samplers.ddim import ddim_step
 from flowkit.teacher import Teacher, follow_teacher
-from plugins.progressive.ddim import endpoints_through
+from flowkit.plugins.progressive.ddim import endpoints_through
 
 WEIGHTINGS = ("velocity", "truncated_snr")
 

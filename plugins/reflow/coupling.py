@@ -19,7 +19,7 @@ from flowkit.couplings import Coupling
 from flowkit.errors import ConfigError
 from flowkit.samplers import parse_sampler, sample_with
 from flowkit.teacher import check_shape, follow_teacher, load_teacher
-from plugins.reflow.pairs import generate_pairs, load_pairs, save_pairs
+from flowkit.plugins.reflow.pairs import generate_pairs, load_pairs, save_pairs
 
 
 class ReflowCoupling(Coupling):

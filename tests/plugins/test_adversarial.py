@@ -14,9 +14,9 @@ from flowkit.paths import PATHS
 from flowkit.samplers import sample_with
 from flowkit.timesteps import TIME_SAMPLERS
 from flowkit.training import train
-from plugins.adversarial.critic import make_critic
-from plugins.adversarial.losses import hinge_critic, hinge_model, r1_penalty
-from plugins.adversarial.method import data_prediction
+from flowkit.plugins.adversarial.critic import make_critic
+from flowkit.plugins.adversarial.losses import hinge_critic, hinge_model, r1_penalty
+from flowkit.plugins.adversarial.method import data_prediction
 from tests.helpers import tiny
 
 

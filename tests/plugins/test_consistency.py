@@ -15,8 +15,8 @@ from flowkit.paths import PATHS
 from flowkit.timesteps import TIME_SAMPLERS
 from flowkit.training import train
 from flowkit.samplers import sample_with
-from plugins.consistency.method import consistency_function, teacher_step
-from plugins.consistency.schedule import discretisation, target_decay
+from flowkit.plugins.consistency.method import consistency_function, teacher_step
+from flowkit.plugins.consistency.schedule import discretisation, target_decay
 from tests.helpers import tiny
 
 

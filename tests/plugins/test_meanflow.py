@@ -15,7 +15,7 @@ from flowkit.training import train
 from flowkit.timesteps import TIME_SAMPLERS
 from flowkit.models import Conditioned, compose
 from flowkit.samplers import Predictor
-from plugins.meanflow.method import MeanFlowJumps
+from flowkit.plugins.meanflow.method import MeanFlowJumps
 from tests.helpers import tiny
 
 

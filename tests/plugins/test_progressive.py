@@ -10,7 +10,7 @@ from flowkit.paths import PATHS
 from flowkit.training import train
 from flowkit.samplers import Predictor
 from flowkit.samplers.ddim import DDIM, ddim_step
-from plugins.progressive.ddim import endpoints_through
+from flowkit.plugins.progressive.ddim import endpoints_through
 from tests.helpers import tiny
 
 

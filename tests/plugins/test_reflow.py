@@ -13,7 +13,7 @@ from flowkit.methods import METHODS, CFM
 from flowkit.paths import PATHS
 from flowkit.sampling import solve
 from flowkit.training import train
-from plugins.reflow.pairs import generate_pairs
+from flowkit.plugins.reflow.pairs import generate_pairs
 from tests.helpers import run_cli, tiny
 
 MU = torch.tensor([3.0, -1.0], dtype=torch.float64)

@@ -1,0 +1,199 @@
+"""The ``flowkit`` command line: argument parsing only; the work lives in ``flowkit``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=True, no_args_is_help=True, help="Flow matching: train, distill, compare.")
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _schema_epilog() -> str:
+    """Every key of the typed schema with its type, default and range (``flowkit.config.schema_rows``)."""
+    from rich.markup import escape
+
+    from flowkit.config import schema_rows
+
+    lines = [f"[bold]{key}[/]  {kind} = {escape(default)}" + (f"  ({escape(allowed)})" if allowed else "")
+             for key, kind, default, allowed in schema_rows()]
+    return "Keys (key=value; a recipe sets its own defaults, --print-config shows them):\n\n" + "\n\n".join(lines)
+
+
+@app.command(context_settings={"allow_extra_args": False}, epilog=_schema_epilog())
+def train(
+    overrides: Optional[List[str]] = typer.Argument(
+        None, help="recipe=NAME (default rectified), resume=RUN_DIR, and key=value overrides, e.g. trainer.max_steps=2000"
+    ),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config as YAML and exit."),
+) -> None:
+    """Train a recipe and print each eval sampler's metric (W2, FD, ...) against its floor."""
+    import logging
+
+    from flowkit.config import validate
+    from flowkit.errors import ConfigError, Interrupted, TrainingError
+    from flowkit.resolve import check_names, resolve_config
+
+    try:  # the config is checked before Lightning is imported: a usage error answers at once
+        cfg, resume = resolve_config(overrides or [])
+        validate(cfg)
+        check_names(cfg)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    if print_config:
+        from omegaconf import OmegaConf
+
+        out.print(OmegaConf.to_yaml(cfg), end="", highlight=False, markup=False)
+        return
+
+    from flowkit.training import train as run_training
+
+    # Lightning sets its logger to INFO when imported; its banner (GPU available, tips) is noise here.
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+
+    try:
+        result = run_training(cfg, resume)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    except Interrupted as exc:
+        err.print(str(exc), highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.code)
+    except TrainingError as exc:
+        _fail(str(exc), 1)
+    for done in result.rounds if len(result.rounds) > 1 else [result]:
+        _print_summary(done)
+
+
+def _print_summary(result) -> None:
+    s = result.summary
+    if not s:
+        return
+    metric = s["metric"]
+    table = Table(title=f"samplers after {result.steps} steps ({result.seconds:.0f} s of training)")
+    for column in ("solver", "NFE", metric, f"{metric} / floor"):
+        table.add_column(column, justify="right" if column != "solver" else "left")
+    for row in s["rows"]:
+        ratio = row["value"] / s["floor"] if s["floor"] else float("nan")
+        table.add_row(row["solver"], str(row["nfe"]), f"{row['value']:.3f} ± {row['std']:.3f}", f"{ratio:.2f}")
+    out.print(table)
+    main = s["rows"][0]
+    out.print(
+        f"{metric} ({main['solver']}): [bold]{main['value']:.3f}[/] ± {main['std']:.3f}   "
+        f"floor (real data against the reference): [bold]{s['floor']:.3f}[/] ± {s['floor_std']:.3f}   "
+        f"(means over eval.repeats draws of eval.n points)"
+    )
+    if s["straightness"] is not None:
+        out.print(f"straightness (Liu et al. 2022, along dopri5 paths): {s['straightness']:.4f}")
+    if s.get("label_accuracy") is not None:
+        out.print(f"samples in the class they were asked for: {s['label_accuracy']:.1%}")
+    if result.skipped:
+        out.print(f"[yellow]skipped {result.skipped} batches with a non-finite loss or gradient[/]")
+    for note in result.notes:
+        out.print(f"[yellow]note: {note}[/]", highlight=False)
+    out.print(f"run directory: [bold]{s['run_dir']}[/]  (last.ckpt, samples.png, summary.json, logs/metrics.csv)")
+
+
+def _run(command, tokens: list[str]):
+    from flowkit.errors import ConfigError, TrainingError
+
+    try:
+        return command(tokens or [])
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    except TrainingError as exc:  # e.g. an output the disk refuses
+        _fail(str(exc), 1)
+
+
+TOKENS = typer.Argument(None, help="key=value arguments, e.g. ckpt=runs/rectified-... n=2000 device=cuda")
+
+
+@app.command()
+def sample(tokens: Optional[List[str]] = TOKENS) -> None:
+    """Draw samples from a checkpoint: ckpt=RUN n=10000 solver=dopri5 out=samples.pt (.npy, .png)."""
+    from flowkit.commands import sample as run
+
+    r = _run(run, tokens)
+    out.print(f"wrote {r['n']} samples to [bold]{r['out']}[/] ({r['solver']}, NFE {r['nfe']}, {r['seconds']:.2f} s)")
+
+
+@app.command("eval")
+def evaluate(tokens: Optional[List[str]] = TOKENS) -> None:
+    """Evaluate a checkpoint: the target's metric (W2 for arrays and toys, FD for digits), its further metrics, straightness and NLL."""
+    from flowkit.commands import evaluate as run
+
+    r = _run(run, tokens)
+    table = Table(title=f"eval of {r['ckpt']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in r.items():
+        if key not in ("ckpt",):
+            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    out.print(table)
+
+
+@app.command()
+def invert(tokens: Optional[List[str]] = TOKENS) -> None:
+    """Map data back to source points with a deterministic sampler run backwards: ckpt=RUN in=x.npy out=z.npy solver=dopri5."""
+    from flowkit.commands import invert as run
+
+    r = _run(run, tokens)
+    out.print(f"wrote {r['n']} source points to [bold]{r['out']}[/] ({r['solver']}, grid {r['grid']}, NFE {r['nfe']}, "
+              f"{r['seconds']:.2f} s); round trip (generated again, NFE {r['nfe_generate']}): RMS error "
+              f"{r['round_trip_rms']:.3g}, max {r['round_trip_max']:.3g}, data RMS {r['data_rms']:.3g}")
+
+
+@app.command()
+def compare(tokens: Optional[List[str]] = TOKENS) -> None:
+    """Samplers and models side by side on the same noise: ckpt=A[,B] solvers=euler:1,rk4:4,dopri5."""
+    from flowkit.commands import compare as run
+
+    r = _run(run, tokens)
+    table = Table(title=f"n={r['n']} on {r['device']}; error = RMS distance to dopri5 at tol {r['reference_tol']:g}")
+    for column in ("model", "solver", "NFE", r["rows"][0]["metric"] if r["rows"] else "quality", "error", "time (s)"):
+        table.add_column(column, justify="left" if column in ("model", "solver") else "right")
+    for row in r["rows"]:
+        table.add_row(row["name"], row["solver"], str(row["nfe"]), f"{row['value']:.4f}", f"{row['error']:.2e}",
+                      f"{row['seconds']:.3f}")
+    out.print(table)
+    for line in r["skipped"]:
+        out.print(f"[yellow]skipped {line}[/]")
+    out.print("wrote " + ", ".join(r["files"]))
+
+
+@app.command("list")
+def list_registered() -> None:
+    """Show the registered paths, couplings, time samplers, methods, samplers, grids, models, datasets and recipes."""
+    from itertools import groupby
+
+    from flowkit.api import catalogue
+
+    for kind, group in groupby(catalogue(), key=lambda entry: entry.kind):
+        entries = list(group)
+        where = f"entry point group {entries[0].group}" if entries[0].group else str(Path(entries[0].source).parent)
+        table = Table(title=f"{kind}s  ({where})", title_justify="left")
+        table.add_column("name", style="bold")
+        if entries[0].group:
+            table.add_column("source")
+        table.add_column("summary")
+        for entry in entries:
+            table.add_row(entry.name, *([entry.source] if entry.group else []), entry.summary)
+        out.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
