@@ -98,29 +98,38 @@ class Flow:
         return self.parts.classes
 
     def _cond(self, n: int, label: int | Tensor | None, guidance: float | None,
-              generator: torch.Generator | None) -> Cond | None:
-        if label is not None and not self.classes:
-            raise ConfigError(f"label={label}: this model was trained without labels (cond.labels=false)")
-        if self.classes and isinstance(label, Tensor):
-            if label.shape != (n,) or not ((0 <= label) & (label < self.classes)).all():
-                raise ConfigError(f"label: expected {n} class indices in 0..{self.classes - 1}")
+              generator: torch.Generator | None, classifier: Any = None) -> Cond | None:
+        classes = self.classes or (classifier.classes if classifier is not None else 0)
+        if label is not None and not classes:
+            raise ConfigError(f"label={label}: this model was trained without labels (cond.labels=false); sample "
+                              f"a class with classifier guidance (classifier=RUN)")
+        if classes and isinstance(label, Tensor):
+            if label.shape != (n,) or not ((0 <= label) & (label < classes)).all():
+                raise ConfigError(f"label: expected {n} class indices in 0..{classes - 1}")
             labels = label.long()
-        elif self.classes:
-            labels = labels_for(n, self.classes, -1 if label is None else int(label),
-                                generator or torch.default_generator)
+        elif classes:
+            labels = labels_for(n, classes, -1 if label is None else int(label), generator or torch.default_generator)
         else:
             labels = None
-        return conditioning(self.classes, None if labels is None else labels.to(self.device), guidance)
+        return conditioning(self.classes, None if labels is None else labels.to(self.device), guidance, classifier)
 
     def sample(self, n: int, sampler: str = "dopri5", *, grid: str = "uniform", label: int | Tensor | None = None,
-               guidance: float | None = None, generator: torch.Generator | None = None, rtol: float = 1e-5,
+               guidance: float | None = None, classifier: str | Path | Run | None = None,
+               classifier_scale: float = 1.0, generator: torch.Generator | None = None, rtol: float = 1e-5,
                atol: float = 1e-5) -> Tensor:
         """``n`` samples (on the CPU) drawn from the source with ``generator`` (default: torch's global one).
-        ``label``: a class, a tensor of ``n`` classes, or None (random classes) for a class-conditional model."""
+        ``label``: a class, a tensor of ``n`` classes, or None (random classes) for a class-conditional model, or
+        with ``classifier`` (a classifier run of the same path: classifier guidance at ``classifier_scale``)."""
+        from flowkit.commands import guide_of
+
         if not (isinstance(n, int) and n >= 1):
             raise ConfigError(f"n={n!r}: expected a whole number >= 1")
+        guide = None
+        if classifier is not None:
+            guide = guide_of(self.parts, str(classifier.dir if isinstance(classifier, Run) else classifier),
+                             classifier_scale)
         x0 = self.parts.source.sample(n, generator or torch.default_generator).to(self.device)
-        cond = self._cond(n, label, guidance, generator)
+        cond = self._cond(n, label, guidance, generator, guide)
         x1, _ = self.parts.sample(x0, sampler, grid=grid, cond=cond, rtol=rtol, atol=atol)
         return x1.cpu()
 

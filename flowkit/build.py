@@ -54,11 +54,17 @@ class Parts:
         """Whether the sampler ``spec`` (with this method's options) draws noise."""
         return build_sampler(self.method, self.path, spec, method_name=self.method_name)[0].stochastic
 
+    @property
+    def has_score(self) -> bool:
+        """Whether the model's prediction gives the score of p_t (Tweedie's formula): only for an independent
+        standard-normal source. Stochastic samplers and classifier guidance need it."""
+        return bool(self.source.standard_normal) and self.coupling_name == "independent"
+
     def stochastic_fault(self, spec: str) -> str | None:
         """Why the stochastic sampler ``spec`` cannot sample this model, or None (also for deterministic ones):
         it needs the score of p_t, which the path gives from a prediction only for an independent standard-normal
         source (Tweedie's formula)."""
-        if not self.is_stochastic(spec) or (self.source.standard_normal and self.coupling_name == "independent"):
+        if not self.is_stochastic(spec) or self.has_score:
             return None
         return (f"sampler '{spec}' is stochastic: it needs the score of p_t, which the model gives only for an "
                 f"independent standard-normal source; this run has data.source='{self.source_name}' and coupling "
@@ -92,8 +98,10 @@ def build_parts(cfg: dict[str, Any], with_coupling: bool = True) -> Parts:
     model_spec = dict(cfg["model"])
     prediction = model_spec.pop("prediction", "velocity")  # what the network outputs; see AsVelocity
     init_from = model_spec.pop("init_from", None)
-    def network() -> nn.Module:
-        return compose(MODELS.build(model_spec, data_shape=target.shape), tuple(method.inputs), classes)
+    def network() -> nn.Module:  # a classifier's labels are its outputs, not its inputs
+        label_input = 0 if method.classifier else classes
+        return compose(MODELS.build(model_spec, data_shape=target.shape, classes=classes), tuple(method.inputs),
+                       label_input)
 
     parameters = meta_parameters(network)  # counted before allocating: model.width=1e9 is one line, not a crash
     if parameters is not None:

@@ -79,6 +79,11 @@ def _print_summary(result) -> None:
     s = result.summary
     if not s:
         return
+    if "classifier_accuracy" in s:
+        accuracy = "   ".join(f"{k}: [bold]{v:.1%}[/]" for k, v in s["classifier_accuracy"].items())
+        out.print(f"classifier of noisy data after {result.steps} steps; accuracy along the path: {accuracy}")
+        out.print(f"run directory: [bold]{s['run_dir']}[/]  (guides sampling: classifier={s['run_dir']})")
+        return
     metric = s["metric"]
     table = Table(title=f"samplers after {result.steps} steps ({result.seconds:.0f} s of training)")
     for column in ("solver", "NFE", metric, f"{metric} / floor"):
@@ -125,6 +130,8 @@ def sample(tokens: Optional[List[str]] = TOKENS) -> None:
 
     r = _run(run, tokens)
     out.print(f"wrote {r['n']} samples to [bold]{r['out']}[/] ({r['solver']}, NFE {r['nfe']}, {r['seconds']:.2f} s)")
+    if r.get("label_accuracy") is not None:
+        out.print(f"samples in the class they were asked for (the target's own classifier): {r['label_accuracy']:.1%}")
 
 
 @app.command("eval")

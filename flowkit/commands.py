@@ -40,6 +40,8 @@ class SamplingArgs:
     grid: str = "uniform"  # the time grid of fixed-step samplers (``flowkit list``: grids)
     label: int = -1  # class-conditional models: the class to sample, or -1 for uniformly random classes
     guidance: Optional[float] = None  # classifier-free guidance weight w (None: 1, the conditional model)
+    classifier: str = ""  # classifier guidance: a classifier run (directory or .ckpt) trained on the model's path
+    classifier_scale: float = 1.0  # its scale s: the score gains s grad log p(y | x_t, t)
 
 
 @dataclass
@@ -136,13 +138,32 @@ def load_on(ckpt: str, device: torch.device, n: int):
 
 def for_sampling(parts, args, n: int, generator: torch.Generator) -> tuple[Cond | None, torch.Tensor | None]:
     """(the conditioning samplers get, the labels it samples): labels and guidance for a class-conditional
-    model (``args.label`` / ``args.guidance``), nothing for any other."""
-    if not parts.classes:
+    model (``args.label`` / ``args.guidance``), a classifier's labels and gradient with ``args.classifier``
+    (``flowkit.guidance``), nothing for any other."""
+    classifier = guide_of(parts, args.classifier, args.classifier_scale) if args.classifier else None
+    classes = parts.classes or (classifier.classes if classifier is not None else 0)
+    if not classes:
         if args.label != -1:
-            raise ConfigError(f"label={args.label}: this model was trained without labels (cond.labels=false)")
+            raise ConfigError(f"label={args.label}: this model was trained without labels (cond.labels=false); "
+                              f"sample a class with classifier guidance (classifier=RUN)")
         return conditioning(0, None, args.guidance), None
-    labels = labels_for(n, parts.classes, args.label, generator)
-    return conditioning(parts.classes, labels, args.guidance), labels
+    labels = labels_for(n, classes, args.label, generator)
+    return conditioning(parts.classes, labels, args.guidance, classifier), labels
+
+
+def guide_of(parts, run: str, scale: float):
+    """The classifier of run ``run`` that guides ``parts``' model, checked against it."""
+    from flowkit.guidance import load_classifier
+
+    if not parts.has_score:
+        raise ConfigError(f"classifier={run}: classifier guidance moves the score of p_t, which the model gives only "
+                          f"for an independent standard-normal source; this run has data.source="
+                          f"'{parts.source_name}' and coupling '{parts.coupling_name}'")
+    classifier = load_classifier(run, scale, parts.path, tuple(parts.target.shape),
+                                 next(parts.model.parameters()).device)
+    if parts.classes and classifier.classes != parts.classes:
+        raise ConfigError(f"classifier={run} has {classifier.classes} classes, the model {parts.classes}")
+    return classifier
 
 
 def draw(parts, x0: torch.Tensor, spec: str, args, cond: Cond | None, **tolerances: float) -> tuple[torch.Tensor, int]:

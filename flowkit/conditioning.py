@@ -52,11 +52,13 @@ def guided(net: Callable[..., Tensor], x: Tensor, t: Tensor, *, labels: Tensor, 
 @dataclass
 class Cond:
     """The conditioning of a sampling call: a label per sample, the guidance weight (None: w = 1, the plain
-    conditional model) and the null class (the model's class count)."""
+    conditional model), the null class (the model's class count; 0: the model takes no labels) and a classifier
+    whose gradient guides the score (``flowkit.guidance``; None: none)."""
 
     labels: Tensor
     guidance: float | None
     null: int
+    classifier: Any = None
 
 
 def labels_for(n: int, classes: int, label: int, generator: torch.Generator) -> Tensor:
@@ -68,11 +70,12 @@ def labels_for(n: int, classes: int, label: int, generator: torch.Generator) -> 
     return torch.full((n,), label, dtype=torch.long)
 
 
-def conditioning(classes: int, labels: Tensor | None, guidance: float | None) -> Cond | None:
-    """What samplers get: None for an unconditional model, else ``Cond`` (guidance None means w = 1)."""
-    if not classes:
-        if guidance is not None:
-            raise ConfigError(f"guidance={guidance}: this model was trained without labels (cond.labels=false); "
-                              "guidance needs a class-conditional model")
+def conditioning(classes: int, labels: Tensor | None, guidance: float | None, classifier: Any = None) -> Cond | None:
+    """What samplers get: None for an unconditional model without a classifier, else ``Cond`` (guidance None
+    means w = 1). A classifier needs ``labels`` (its classes), whether or not the model takes them."""
+    if not classes and guidance is not None:
+        raise ConfigError(f"guidance={guidance}: this model was trained without labels (cond.labels=false); "
+                          "guidance needs a class-conditional model (or classifier guidance: classifier=RUN)")
+    if not classes and classifier is None:
         return None
-    return Cond(labels, guidance, classes)
+    return Cond(labels, guidance, classes, classifier)

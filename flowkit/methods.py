@@ -16,6 +16,11 @@ capabilities (class attributes, or properties when they depend on hyperparameter
                       velocity ODE applies, and so do straightness and likelihood.
     ``samplers``      further samplers (registered names) this method supports; with ``ode = False``, its
                       only ones.
+    ``classifier``    the network is a classifier of noisy data, (x_t, t) -> logits over the run's classes
+                      (its predictor's kind is ``"logits"``): the labels reach the loss, never the network
+                      (a backbone that asks for ``classes`` is told how many); the run is not sampled but
+                      reports its accuracy along the path, and guides other runs of its path
+                      (``classifier=RUN``, ``flowkit.guidance``). Requires ``ode = False``.
 
 hooks (methods; override what you need)
     ``predictor(net)``          (function of (x, t, **inputs), what it predicts: velocity, x1, x0 or score);
@@ -54,7 +59,7 @@ if TYPE_CHECKING:  # the trainer imports Lightning; a method module need not
     from flowkit.trainer import Steps
 
 INPUTS = ("t_end", "guidance")  # network inputs a method may ask for, beyond (x, t) and the run's labels
-CAPABILITIES = ("inputs", "needs_labels", "ode", "samplers")
+CAPABILITIES = ("inputs", "needs_labels", "ode", "samplers", "classifier")
 HOOKS = ("loss", "predictor", "sampler_options", "networks", "training_step", "setup", "after_step", "state_dict",
          "load_state_dict", "next_round")
 
@@ -66,6 +71,7 @@ class Method:
     needs_labels: bool = False
     ode: bool = True
     samplers: tuple[str, ...] = ()
+    classifier: bool = False
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
         raise NotImplementedError(f"{type(self).__name__} defines no loss")
@@ -132,10 +138,13 @@ def check_capabilities(name: str, method: Any) -> None:
         raise ContractError(f"method '{name}': inputs={inputs!r}; expected a tuple of: {', '.join(INPUTS)}")
     if not isinstance(samplers, (tuple, list)) or not all(isinstance(s, str) for s in samplers):
         raise ContractError(f"method '{name}': samplers={samplers!r}; expected a tuple of sampler names")
-    for cap in ("needs_labels", "ode"):
+    for cap in ("needs_labels", "ode", "classifier"):
         if not isinstance(values[cap], bool):
             raise ContractError(f"method '{name}': {cap}={values[cap]!r}; expected True or False")
-    if not values["ode"] and not samplers:
+    if values["classifier"] and (values["ode"] or samplers or not values["needs_labels"]):
+        raise ContractError(f"method '{name}': a classifier (classifier=True) is not sampled and learns labels: "
+                            f"declare ode = False, no samplers and needs_labels = True")
+    if not values["ode"] and not samplers and not values["classifier"]:
         raise ContractError(f"method '{name}': ode=False and no samplers: it could never be sampled")
     cls = method if inspect.isclass(method) else type(method)
     if cls.networks is not Method.networks and cls.training_step is Method.training_step:

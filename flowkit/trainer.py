@@ -96,7 +96,7 @@ class FlowModule(L.LightningModule):
         x0, x1 = batch["x0"], batch["x1"]
         if self.coupling is not None:
             x0, x1 = self.coupling(x0, x1) if y is None else self.coupling(x0, x1, y=y)
-        if y is not None:
+        if y is not None and not self.method.classifier:  # a classifier learns the labels: none dropped
             y = drop_labels(y, self.config["cond"]["drop"], self.classes)
         return {**batch, "x0": x0, "x1": x1, "y": y, "step": self.global_step}
 

@@ -30,6 +30,7 @@ from flowkit.couplings import COUPLINGS
 from flowkit.datamodule import PairDataModule
 from flowkit.errors import ConfigError, Interrupted, TrainingError
 from flowkit.evaluate import label_accuracy, sampler_table
+from flowkit.guidance import classifier_accuracy
 from flowkit.memory import MODEL_SIZE, ReportOutOfMemory, check_training_fits
 from flowkit.methods import METHODS
 from flowkit.plots import save_samples
@@ -88,8 +89,8 @@ def train_once(cfg: DictConfig, resume: Path | None = None) -> RunResult:
     check_logger(config["trainer"]["logger"])
     L.seed_everything(config["seed"], verbose=False)  # before building: the model's init is seeded
     parts = build_parts(config)  # every name and option is checked here, before anything is written
-    for spec in [config["eval"]["solver"], *config["eval"]["compare"]]:  # refused now, not after training
-        parts.check_stochastic(spec)
+    for spec in [] if parts.method.classifier else [config["eval"]["solver"], *config["eval"]["compare"]]:
+        parts.check_stochastic(spec)  # refused now, not after training
     check_training_fits(parts.model, config["data"]["batch_size"],
                         tuple(parts.target.shape), config["trainer"]["accelerator"])
     workers = config["data"]["workers"]
@@ -196,6 +197,12 @@ def summarize(module: FlowModule, parts: Parts, config: dict[str, Any], run_dir:
     ecfg = config["eval"]
     summary: dict[str, Any] = {"run_dir": str(run_dir), "steps": module.global_step, "train_seconds": seconds,
                                "skipped_batches": module.skipped, "notes": notes or []}
+    if parts.method.classifier:  # not sampled: its accuracy along the path instead
+        generator = torch.Generator().manual_seed(ecfg["seed"])
+        summary["classifier_accuracy"] = classifier_accuracy(parts.method.predictor(module.model)[0], parts.path,
+                                                             parts.source, parts.target, ecfg["n"], generator, device)
+        write_atomically(run_dir / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
+        return summary
     # a class-conditional model samples uniformly random classes, unguided (w = 1)
     labels = labels_for(ecfg["n"] * ecfg["repeats"], parts.classes, -1,
                         torch.Generator().manual_seed(ecfg["seed"] + 2)) if parts.classes else None

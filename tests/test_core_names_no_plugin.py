@@ -6,7 +6,8 @@ from pathlib import Path
 
 import flowkit
 
-PLUGIN_NAMES = ("critic", "consistency", "meanflow", "mean flow", "progressive", "reflow", "adversarial")
+PLUGIN_NAMES = ("critic", "consistency", "meanflow", "mean flow", "progressive", "reflow", "adversarial",
+                "noisy_classifier", "noisy classifier")
 
 
 def test_no_module_under_flowkit_mentions_a_plugin():

@@ -104,6 +104,27 @@ class AffinePath(ABC):
         x0, x1 = self.endpoints(value, x_t, t, src)
         return self.from_endpoints(x0, x1, t, dst)
 
+    def score_gain(self, x_t: Tensor, t: Tensor, kind: str) -> Tensor:
+        """d(kind prediction) / d(score) at time t, broadcastable to ``x_t``: every conversion is affine in the
+        score, so adding delta to the score (classifier guidance) adds ``score_gain * delta`` to the prediction.
+
+            score: 1    x0: -sigma    x1: sigma^2 / alpha    velocity: alpha' sigma^2 / alpha - sigma sigma'
+
+        0 where the gain is singular or undefined: alpha = 0 (t at the source end, where x_t carries nothing of
+        the data, so a classifier's gradient there is 0 in the exact model) and sigma = 0 (the data end).
+        """
+        a, s, da, ds = self._coefficients(t, x_t)
+        if kind == "score":
+            return torch.ones_like(a)
+        if kind == "x0":
+            return -s
+        if kind not in ("x1", "velocity"):
+            raise ValueError(f"unknown prediction '{kind}'; valid: {', '.join(PREDICTIONS)}")
+        inside = (a > 0) & (s > 0) & torch.isfinite(ds)
+        a, s, ds = (torch.where(inside, c, torch.ones_like(c)) for c in (a, s, ds))
+        gain = s * s / a if kind == "x1" else da * s * s / a - s * ds
+        return torch.where(inside, gain, torch.zeros_like(gain))
+
     def log_snr(self, t: Tensor) -> Tensor:
         """lambda(t) = log(alpha(t) / sigma(t)), increasing in t; -inf where alpha = 0, +inf where sigma = 0."""
         return torch.log(self.alpha(t)) - torch.log(self.sigma(t))

@@ -58,7 +58,14 @@ class Predictor:
 
     def __call__(self, x: Tensor, t: Tensor, cond: Cond | None = None, **inputs: Tensor) -> Tensor:
         self.nfe += 1
-        if cond is None:
+        raw = self._raw(x, t, cond, **inputs)
+        if cond is not None and cond.classifier is not None:  # classifier guidance: the score moves by s grad log p
+            labels = cond.labels[: x.shape[0]].to(x.device)
+            raw = raw + self.path.score_gain(x, t, self.kind) * cond.classifier.shift(x, t, labels)
+        return raw
+
+    def _raw(self, x: Tensor, t: Tensor, cond: Cond | None, **inputs: Tensor) -> Tensor:
+        if cond is None or not cond.null:  # no labels, or a model that takes none (guided by a classifier only)
             return self.fn(x, t, **inputs)
         labels = cond.labels[: x.shape[0]].to(x.device)
         if cond.guidance is None and not self.takes_w:
@@ -151,6 +158,9 @@ def why_not(method: Any, method_name: str, name: str) -> str | None:
     """None when ``method`` supports sampler ``name``, else one sentence saying why and what it supports."""
     if supports(method, name):
         return None
+    if getattr(method, "classifier", False):
+        return (f"method '{method_name}' trains a classifier of noisy data: it is not sampled; it guides the "
+                f"sampling of another run on its path (classifier=RUN classifier_scale=s)")
     own = ", ".join(method.samplers) or "none"
     if method.ode:
         return f"sampler '{name}' is not one of method '{method_name}''s; it samples with any ODE sampler and: {own}"
