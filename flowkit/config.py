@@ -31,10 +31,12 @@ LOGGERS = ("csv", "tensorboard", "wandb")
 @dataclass
 class DataConfig:
     source: str = "gaussian"  # a registered dataset (``flowkit list``)
-    target: str = "8gaussians"  # a registered dataset; ignored when ``path`` is set
+    target: str = "8gaussians"  # a registered dataset, or folder:PATH / images:FILE (user images); ignored when ``path`` is set
     path: Optional[str] = None  # a .npy / .pt array of target samples, shape (n, *data_shape)
     batch_size: int = 256
     workers: int = 0  # DataLoader processes drawing batches and solving a data-only coupling (OT) off the step
+    resolution: Optional[int] = None  # image datasets: shorter side resized to this, centre-cropped square
+    flip: bool = False  # image datasets: random horizontal flips
 
 
 @dataclass
@@ -275,6 +277,7 @@ _RANGES = {
     "trainer.compile": (lambda v: v in COMPILE_MODES, f"one of: {', '.join(COMPILE_MODES)}"),
     "trainer.logger": (lambda v: v in LOGGERS, f"one of: {', '.join(LOGGERS)}"),
     "cond.drop": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "data.resolution": (lambda v: v is None or 1 <= v <= 4096, "null or in [1, 4096]"),
     "eval.n": (lambda v: v >= 2, ">= 2"),
     "eval.repeats": (lambda v: v >= 1, ">= 1"),
     "eval.rtol": (lambda v: v > 0, "> 0"),

@@ -330,3 +330,6 @@ def check_npy_header(path: Path, key: str = "data.path") -> None:
     if dtype.kind not in "biufc":  # bool and complex are refused by Rows, with their own message
         raise ConfigError(f"{where}: holds {dtype} values ({'records' if dtype.names else 'not numbers'}); expected "
                           f"real numbers (a float or integer array)")
+
+
+import flowkit.images  # noqa: E402,F401  (registers the image datasets folder and images, built on Rows)

@@ -76,7 +76,7 @@ def test_an_unknown_or_misspelt_capability_is_refused_naming_the_valid_ones():
 
     message = contract_error(Misspelt)
     assert message == ("method 'mine' declares unknown capability 'sampler'; valid: inputs, needs_labels, ode, "
-                       "samplers (did you mean 'samplers'?)")
+                       "samplers, classifier (did you mean 'samplers'?)")
 
     class Made(Method):
         model_options = {"times": 2}  # an old-style probe attribute

@@ -19,7 +19,7 @@ from flowkit.training import train
 from flowkit.trainer import AtomicCheckpointIO
 from tests.helpers import flowkit_command, run_cli, tiny
 
-KILL_RUN = ["trainer.max_steps=600", "trainer.checkpoint_every=50", "coupling=ot", "optim.warmup_steps=20"]
+KILL_RUN = ["trainer.max_steps=300", "trainer.checkpoint_every=25", "coupling=ot", "optim.warmup_steps=20"]
 
 
 # A consistency-training run also carries a target network (the method's own state) through the resume.
@@ -48,7 +48,7 @@ def test_kill_9_mid_run_then_resume_ends_bit_identical_to_an_uninterrupted_run(t
         teacher = train(apply_overrides(load_recipe("rectified"), tiny(tmp_path / "teacher", steps=30))).run_dir
         run = [*run, f"method.teacher={teacher}"]
     killed_root = tmp_path / "killed"
-    proc = subprocess.Popen(flowkit_command() + ["train", *tiny(killed_root, *run, steps=600)], cwd=tmp_path,
+    proc = subprocess.Popen(flowkit_command() + ["train", *tiny(killed_root, *run, steps=300)], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not list(killed_root.glob("runs/*/last.ckpt")):
@@ -57,17 +57,17 @@ def test_kill_9_mid_run_then_resume_ends_bit_identical_to_an_uninterrupted_run(t
     proc.wait()
     (run_dir,) = list((killed_root / "runs").iterdir())
     step_at_kill = read_checkpoint(run_dir)["global_step"]
-    assert 0 < step_at_kill < 600, "the run must be killed mid-way for this test to mean anything"
+    assert 0 < step_at_kill < 300, "the run must be killed mid-way for this test to mean anything"
 
     resumed = run_cli(["train", f"resume={run_dir}", "trainer.enable_progress_bar=false"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    straight = run_cli(["train", *tiny(tmp_path / "straight", *run, steps=600)], cwd=tmp_path)
+    straight = run_cli(["train", *tiny(tmp_path / "straight", *run, steps=300)], cwd=tmp_path)
     assert straight.returncode == 0, straight.stderr
     (straight_dir,) = list((tmp_path / "straight" / "runs").iterdir())
 
     step_a, a = weights(run_dir)
     step_b, b = weights(straight_dir)
-    assert step_a == step_b == 600
+    assert step_a == step_b == 300
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # model, EMA, target: bit for bit
     assert any(k.startswith("target.") for k in a) == (run is KILL_CT)
     assert any(k.startswith("raw.networks.critic.") for k in a) == (run[0] == KILL_ADV[0])

@@ -1,0 +1,105 @@
+"""Image data a user brings, on files the tests write: a PNG folder with class subfolders, .npz / .npy arrays in
+both layouts, resizing and cropping, flips, and each bad file as one error naming it."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from flowkit.data import build_pair
+from flowkit.errors import ConfigError
+from tests.helpers import run_cli, tiny
+
+
+def write_png(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def rgb(seed, h=10, w=12):
+    return np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    for label, name in enumerate(["cat", "dog"]):
+        for i in range(3):
+            write_png(tmp_path / "pets" / name / f"{i}.png", rgb(10 * label + i))
+    return tmp_path / "pets"
+
+
+def test_a_png_folder_loads_with_labels_from_subfolders_resized_and_scaled(folder):
+    _, target = build_pair("gaussian", f"folder:{folder}", None, resolution=8)
+    assert target.shape == (3, 8, 8) and target.data.dtype == torch.uint8 and target.data.shape[0] == 6
+    assert target.labels.tolist() == [0, 0, 0, 1, 1, 1] and target.num_classes == 2
+    x, y = target.sample_labelled(64, torch.Generator().manual_seed(0))
+    assert x.shape == (64, 3, 8, 8) and -1 <= x.min() < x.max() <= 1 and set(y.tolist()) == {0, 1}
+    # the centre crop of the resized image: 10x12 -> shorter side 8 -> 8x10 (bicubic) -> columns 1..8
+    expected = np.asarray(Image.fromarray(rgb(0)).resize((10, 8), Image.Resampling.BICUBIC))[:, 1:9]
+    assert np.array_equal(target.data[0].numpy().transpose(1, 2, 0), expected)
+
+
+def test_flips_mirror_about_half_of_the_draws(folder):
+    _, target = build_pair("gaussian", f"folder:{folder}", None, resolution=8, flip=True)
+    single = target.data[:1].float().div(127.5).sub(1)
+    target.data = target.data[:1]
+    x = target.sample(400, torch.Generator().manual_seed(0))
+    mirrored = (x == single.flip(-1)).flatten(1).all(1)
+    assert ((x == single).flatten(1).all(1) | mirrored).all() and 0.4 < mirrored.float().mean() < 0.6
+
+
+@pytest.mark.parametrize("layout", ["nhwc", "nchw"])
+def test_npz_and_npy_arrays_load_in_either_layout_with_labels(tmp_path, layout):
+    images = np.stack([rgb(i, 8, 8) for i in range(5)])
+    stored = images if layout == "nhwc" else images.transpose(0, 3, 1, 2)
+    np.savez(tmp_path / "set.npz", images=stored, labels=np.array([0, 1, 2, 1, 0]))
+    np.save(tmp_path / "set.npy", stored)
+    _, with_labels = build_pair("gaussian", f"images:{tmp_path / 'set.npz'}", None)
+    _, plain = build_pair("gaussian", f"images:{tmp_path / 'set.npy'}", None)
+    for target in (with_labels, plain):
+        assert target.shape == (3, 8, 8)
+        assert np.array_equal(target.data.numpy(), images.transpose(0, 3, 1, 2))
+    assert with_labels.labels.tolist() == [0, 1, 2, 1, 0] and with_labels.num_classes == 3 and plain.labels is None
+
+
+def test_grayscale_images_have_one_channel(tmp_path):
+    for i in range(3):
+        write_png(tmp_path / "g" / f"{i}.png", rgb(i)[..., 0])
+    _, target = build_pair("gaussian", f"folder:{tmp_path / 'g'}", None)
+    assert target.shape == (1, 10, 12)
+
+
+def test_each_bad_file_is_one_error_naming_it(tmp_path, folder):
+    truncated = folder / "cat" / "1.png"
+    truncated.write_bytes(truncated.read_bytes()[:60])
+    with pytest.raises(ConfigError, match=r"1\.png: cannot be read as an image"):
+        build_pair("gaussian", f"folder:{folder}", None, resolution=8)
+
+    for i, size in enumerate([(10, 12), (10, 12), (9, 12)]):
+        write_png(tmp_path / "mixed" / f"{i}.png", rgb(i, *size))
+    with pytest.raises(ConfigError, match=r"2\.png: size 12x9, but 0\.png is 12x10; set data.resolution"):
+        build_pair("gaussian", f"folder:{tmp_path / 'mixed'}", None)
+    assert build_pair("gaussian", f"folder:{tmp_path / 'mixed'}", None, resolution=6)[1].shape == (3, 6, 6)
+
+    write_png(tmp_path / "modes" / "0.png", rgb(0)[..., 0])
+    write_png(tmp_path / "modes" / "1.png", rgb(1))
+    with pytest.raises(ConfigError, match=r"1\.png: a colour image among grayscale ones"):
+        build_pair("gaussian", f"folder:{tmp_path / 'modes'}", None)
+
+    np.save(tmp_path / "floats.npy", np.zeros((3, 8, 8, 3), dtype=np.float32))
+    with pytest.raises(ConfigError, match="expected uint8 images of shape"):
+        build_pair("gaussian", f"images:{tmp_path / 'floats.npy'}", None)
+    with pytest.raises(ConfigError, match="no such folder"):
+        build_pair("gaussian", f"folder:{tmp_path / 'nowhere'}", None)
+    with pytest.raises(ConfigError, match="data.resolution=8: dataset '8gaussians' takes no resolution"):
+        build_pair("gaussian", "8gaussians", None, resolution=8)
+
+
+def test_an_image_folder_trains_from_the_command_line(tmp_path, folder):
+    proc = run_cli(["train", "recipe=digits_rectified", f"data.target=folder:{folder}", "data.resolution=8",
+                    "data.flip=true", "model.channels=8", "cond.labels=true", "eval.solver=euler:2", "eval.compare=[]",
+                    "trainer.max_steps=3", "trainer.enable_progress_bar=false", "eval.n=50", "eval.repeats=1",
+                    f"run_root={tmp_path / 'runs'}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli(["train", f"data.target=folder:{folder / 'cat' / '1.png'}", *tiny(tmp_path, steps=3)], cwd=tmp_path)
+    assert proc.returncode == 2 and "no such folder" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
