@@ -55,6 +55,7 @@ def rows_of(run: Path, teacher: str, budgets: list[int], n: int) -> list[dict]:
     x1, nfe = parts.sample(x0, "dopri5")
     rows = [{"teacher": teacher, "sampler": "dopri5", "grid": "-", "budget": 0, "spec": "dopri5", "nfe": nfe,
              "metric": parts.target.metric, "value": parts.target.quality(x1, reference)}]
+    print(teacher, "dopri5", nfe, f"{rows[0]['value']:.4f}", flush=True)
     for grid in GRIDS:
         for name in SAMPLERS:
             for budget in budgets:
@@ -69,10 +70,11 @@ def rows_of(run: Path, teacher: str, budgets: list[int], n: int) -> list[dict]:
 
 def table(rows: list[dict], teacher: str, budgets: list[int]) -> list[str]:
     mine = [r for r in rows if r["teacher"] == teacher]
-    ref = next(r for r in mine if r["sampler"] == "dopri5")
+    ref = next((r for r in mine if r["sampler"] == "dopri5"), None)  # rows of an older run may lack it
+    reference = f"dopri5: {ref['value']:.3f} at {ref['nfe']} NFE" if ref else "dopri5 not measured"
     head = " | ".join(f"{g} {b}" for g in GRIDS for b in budgets)
-    lines = [f"**{teacher}** ({ref['metric']}; dopri5: {ref['value']:.3f} at {ref['nfe']} NFE; columns: grid and NFE "
-             "budget, cells: value (NFE spent))", "", f"| sampler | {head} |", "|---|" + "---|" * len(GRIDS) * len(budgets)]
+    lines = [f"**{teacher}** ({mine[0]['metric']}; {reference}; columns: grid and NFE budget, cells: value "
+             "(NFE spent))", "", f"| sampler | {head} |", "|---|" + "---|" * len(GRIDS) * len(budgets)]
     for name, label in SAMPLERS.items():
         cells = []
         for grid in GRIDS:
