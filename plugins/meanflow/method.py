@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from flowkit.conditioning import Cond, cond_of
 from flowkit.errors import ConfigError
 from flowkit.methods import Method, per_sample_mse
+from flowkit.models.attention import jvp_safe_attention
 from flowkit.paths import AffinePath, expand_like
 from flowkit.samplers import Predictor, Sampler
 
@@ -82,7 +83,8 @@ class MeanFlow(Method):
     def average_velocity(model: nn.Module, z: Tensor, r: Tensor, t: Tensor, v: Tensor,
                          **cond: Tensor) -> tuple[Tensor, Tensor]:
         """(u(z, r, t), its total derivative in r along the flow, v d_z u + d_r u) in one forward-mode pass."""
-        return torch.func.jvp(lambda z_, r_: model(z_, r_, t, **cond), (z, r), (v, torch.ones_like(r)))
+        with jvp_safe_attention():  # fused attention kernels have no forward-mode derivative
+            return torch.func.jvp(lambda z_, r_: model(z_, r_, t, **cond), (z, r), (v, torch.ones_like(r)))
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         x0, x1 = batch["x0"], batch["x1"]
