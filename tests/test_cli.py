@@ -85,6 +85,8 @@ def test_every_unit_and_recipe_has_a_summary_of_whole_sentences():
     assert {e.kind for e in entries} == {"path", "coupling", "time sampler", "method", "sampler", "grid", "model",
                                          "dataset", "recipe"}
     for e in entries:
+        if e.kind != "recipe" and not e.source.startswith("flowkit."):
+            continue  # a unit another test registered in this process
         assert e.summary.endswith(".") and e.summary.count("(") == e.summary.count(")"), (e.kind, e.name, e.summary)
         assert "\n" not in e.summary and "  " not in e.summary
 
