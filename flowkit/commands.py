@@ -308,7 +308,8 @@ def compare_runs(ckpts: list[str], solvers: list[str], args: Any, device: torch.
         for spec, name in zip(solvers, names):
             reason = why_not(parts.method, parts.method_name, name)
             stochastic = reason is None and parts.is_stochastic(spec)
-            reason = reason or (parts.stochastic_fault(spec) if stochastic else None)
+            if stochastic and not parts.has_score:  # the sampler is built once more only to word the reason
+                reason = parts.stochastic_fault(spec)
             if reason:
                 skipped.append(f"{cfg['name']} ({ckpt}): {spec}: {reason}")
                 continue

@@ -34,11 +34,8 @@ class Classifier:
     """A trained classifier of noisy data and its guidance scale ``scale`` (s above)."""
 
     net: Any  # (x_t, t) -> logits (batch, classes): the classifier method's predictor
-    path: AffinePath
     classes: int
-    data_shape: tuple[int, ...]
     scale: float = 1.0
-    source: str = ""  # the run it was loaded from
 
     def logits(self, x: Tensor, t: Tensor) -> Tensor:
         return self.net(x, t.expand(x.shape[0]) if t.dim() == 0 else t)
@@ -65,9 +62,9 @@ def load_classifier(run: str | Path, scale: float, path: AffinePath, data_shape:
     from flowkit.checkpoint import resolve_checkpoint
     from flowkit.methods import METHODS
 
-    if not scale >= 0 or scale != scale or scale == float("inf"):
+    if not 0 <= scale < float("inf"):  # NaN fails it too
         raise ConfigError(f"classifier_scale={scale} is out of range; expected a finite scale >= 0")
-    config, parts = load_run(resolve_checkpoint(run))
+    _, parts = load_run(resolve_checkpoint(run))
     if not getattr(parts.method, "classifier", False):
         valid = [name for name, method in METHODS.items() if getattr(method, "classifier", False)]
         raise ConfigError(f"classifier={run}: its method '{parts.method_name}' does not train a classifier; "
@@ -80,7 +77,7 @@ def load_classifier(run: str | Path, scale: float, path: AffinePath, data_shape:
                           f"data have shape {tuple(data_shape)}")
     parts.model.to(device)
     fn, _ = parts.method.predictor(parts.model)
-    return Classifier(fn, parts.path, parts.classes, tuple(data_shape), float(scale), str(run))
+    return Classifier(fn, parts.classes, float(scale))
 
 
 @torch.no_grad()

@@ -28,7 +28,7 @@ def test_a_guided_prediction_implies_the_model_score_plus_the_scaled_classifier_
     y = torch.randint(3, (32,), generator=g)
     field = torch.randn(2, 2, generator=g, dtype=torch.float64)
     predictor = Predictor(lambda x, t: x @ field + t[:, None], kind, path)
-    classifier = Classifier(lambda x, t: x @ W.T, path, 3, (2,), scale=2.5)
+    classifier = Classifier(lambda x, t: x @ W.T, 3, scale=2.5)
     guided = predictor(x, t, Cond(y, None, 0, classifier))
     plain = predictor(x, t)
     implied = path.convert(guided, x, t, kind, "score") - path.convert(plain, x, t, kind, "score")
