@@ -36,6 +36,7 @@ _EXPORTS = {
     "GRIDS": "flowkit.grids", "register_grid": "flowkit.grids",
     "MODELS": "flowkit.models", "register_model": "flowkit.models",
     "DATASETS": "flowkit.datasets", "Dataset": "flowkit.datasets", "register_dataset": "flowkit.datasets",
+    "FEATURES": "flowkit.features", "register_features": "flowkit.features",
 }
 
 __all__ = ["__version__", *_EXPORTS]

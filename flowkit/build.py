@@ -85,7 +85,8 @@ def build_parts(cfg: dict[str, Any], with_coupling: bool = True) -> Parts:
     starts it from that run's EMA weights, e.g. a student from its teacher.
     """
     d = cfg["data"]
-    source, target = build_pair(d["source"], d["target"], d["path"], d.get("resolution"), d.get("flip", False))
+    source, target = build_pair(d["source"], d["target"], d["path"], d.get("resolution"), d.get("flip", False),
+                                d.get("features"))
     path = PATHS.build(cfg["path"])
     time_sampler = TIME_SAMPLERS.build(cfg["time"])
     classes = conditioning_classes(cfg, target)

@@ -37,6 +37,7 @@ class DataConfig:
     workers: int = 0  # DataLoader processes drawing batches and solving a data-only coupling (OT) off the step
     resolution: Optional[int] = None  # image datasets: shorter side resized to this, centre-cropped square
     flip: bool = False  # image datasets: random horizontal flips
+    features: Optional[str] = None  # image datasets: FD in this feature network (inception[:WEIGHTS]: FID; digits)
 
 
 @dataclass
@@ -174,11 +175,12 @@ def parse_overrides(tokens: list[str]) -> list[tuple[str, Any]]:
 def apply_overrides(cfg: DictConfig, tokens: list[str]) -> DictConfig:
     for key, value in parse_overrides(tokens):
         where = f"{key}={value!r}"
-        if key in COMPONENTS and not isinstance(value, dict):
-            if not isinstance(value, str):
+        if key in COMPONENTS and not (isinstance(value, dict) and "name" not in value):
+            if isinstance(value, dict) and not isinstance(value["name"], str) or not isinstance(value, (dict, str)):
                 raise ConfigError(f"{where}: expected a registered {key} name")
             cfg = cfg.copy()
-            cfg[key] = {"name": value}  # a new component starts from its own defaults
+            # a new component starts from its own defaults: a name alone, or a mapping with a name, replaces it whole
+            cfg[key] = value if isinstance(value, dict) else {"name": value}
             continue
         if schema_type(key) is bool and not isinstance(value, bool):  # OmegaConf would read 2 or "yes" as true
             raise ConfigError(f"{where}: {key} must be true or false")

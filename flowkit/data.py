@@ -17,23 +17,26 @@ from flowkit.errors import ConfigError
 
 
 def build_pair(source: str, target: str, path: str | None, resolution: int | None = None,
-               flip: bool = False) -> tuple[Dataset, Dataset]:
+               flip: bool = False, features: str | None = None) -> tuple[Dataset, Dataset]:
     """The (source, target) datasets a recipe's ``data`` section names; ``path``: a user array as target.
     ``target`` may carry an argument, ``name:ARG`` (``folder:PATH``, ``images:FILE``): the dataset's first option;
-    ``resolution`` and ``flip`` go to a target that takes them (image data) and are refused by any other."""
+    ``resolution``, ``flip`` and ``features`` go to a target that takes them (image data) and are refused by any
+    other."""
     if path is not None:
         tgt = Rows(load_array(path), f"data.path={path!r}")
     else:
         name, colon, argument = target.partition(":")
-        takes = list(inspect.signature(DATASETS.get(name)).parameters) if (resolution is not None or flip or colon) else []
+        options = {"resolution": resolution, "flip": flip, "features": features}
+        asked = {key: value for key, value in options.items() if value not in (None, False)}
+        takes = list(inspect.signature(DATASETS.get(name)).parameters) if (asked or colon) else []
         if colon and not takes:
             raise ConfigError(f"data.target='{target}': dataset '{name}' takes no argument after ':'")
         spec = {"name": name, **({takes[0]: argument} if colon else {})}  # name:ARG is the first option
-        for key, value in (("resolution", resolution), ("flip", flip)):
-            if value not in (None, False) and key not in takes:
+        for key, value in asked.items():
+            if key not in takes:
                 raise ConfigError(f"data.{key}={value}: dataset '{name}' takes no {key} (image data does: "
                                   f"folder:PATH, images:FILE)")
-        spec.update({key: value for key, value in (("resolution", resolution), ("flip", flip)) if key in takes})
+        spec.update(asked)
         tgt = build_dataset(spec)
     src = build_dataset({"name": source}, data_shape=tgt.shape)
     if tuple(src.shape) != tuple(tgt.shape):

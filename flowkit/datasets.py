@@ -256,25 +256,39 @@ class Digits(Rows):
     """scikit-learn's bundled 8x8 digits (offline), pixels 0..16 scaled to [-1, 1], shape (1, 8, 8), 10 classes.
 
     Scored by FD in the features of a fixed classifier shipped with flowkit (``digits_features``), against the
-    held-out test split (297 images); bits/dim on its 17 levels."""
+    held-out test split (297 images); bits/dim on its 17 levels. With ``resolution`` R (``data.resolution``, a
+    multiple of 8) the images are upscaled bilinearly to R x R (shape (1, R, R), no longer quantised), and samples
+    and reference are scored after averaging each R/8 x R/8 block back to 8 x 8, in the same features. With
+    ``features`` (``data.features``) FD is taken in that feature network instead (``inception``: FID)."""
 
-    metric = "FD"
     bin_width = 2 / 16
 
-    def __init__(self, split: str = "train") -> None:
+    def __init__(self, split: str = "train", resolution: int | None = None, features: str | None = None) -> None:
+        from flowkit.features import metric_name
+
+        if resolution is not None and (resolution < 8 or resolution % 8):
+            raise ConfigError(f"data.resolution={resolution}: digits are 8x8; expected a multiple of 8 (8, 16, 32, 64)")
+        self.resolution = resolution or 8
+        self.features = features or "digits"
+        self.metric = metric_name(self.features)
         images, labels = digit_images(split)
-        super().__init__(images, f"digits[{split}]", labels, 10)
+        super().__init__(self._upscaled(images), f"digits[{split}]", labels, 10)
+        if self.resolution != 8:
+            self.bin_width = None
+
+    def _upscaled(self, images: Tensor) -> Tensor:
+        if self.resolution == 8:
+            return images
+        return torch.nn.functional.interpolate(images, size=self.resolution, mode="bilinear", align_corners=False)
 
     def reference(self, n: int, generator: torch.Generator) -> Tensor:
         """The held-out test split, whatever n."""
-        return digit_images("test")[0]
+        return self._upscaled(digit_images("test")[0])
 
     def quality(self, samples: Tensor, reference: Tensor) -> float:
-        from flowkit.digits_features import digits_classifier
-        from flowkit.metrics import frechet_distance
+        from flowkit.features import fd
 
-        net = digits_classifier()
-        return frechet_distance(net.features(samples.float().clamp(-1, 1)), net.features(reference.float()))
+        return fd(samples, reference, self.features)
 
     def metrics(self, samples: Tensor, reference: Tensor) -> dict[str, float]:
         """The classifier's test accuracy, and the class balance of the samples (normalised entropy, 1 = uniform)."""
@@ -286,10 +300,10 @@ class Digits(Rows):
                 "class_balance": float(-(p[p > 0] * p[p > 0].log()).sum() / math.log(10))}
 
     def classify(self, x: Tensor) -> Tensor:
-        from flowkit.digits_features import digits_classifier
+        from flowkit.digits_features import at_8x8, digits_classifier
 
         with torch.no_grad():
-            return digits_classifier()(x.float().clamp(-1, 1).cpu()).argmax(1)
+            return digits_classifier()(at_8x8(x.cpu())).argmax(1)
 
 
 def load_array(path: str | Path, key: str = "data.path") -> Tensor:

@@ -40,6 +40,15 @@ def digits_classifier() -> DigitsClassifier:
     return model.eval().requires_grad_(False)
 
 
+def at_8x8(x: Tensor) -> Tensor:
+    """Grey digits at 8 x 8 or a multiple of it (``data.resolution``), clamped to [-1, 1] and averaged back to
+    8 x 8 by blocks: the classifier's input."""
+    if x.dim() != 4 or x.shape[1] != 1 or x.shape[-1] % 8 or x.shape[-2] % 8:
+        raise ValueError(f"the digits classifier takes grey images (N, 1, 8k, 8k); got shape {tuple(x.shape)}")
+    x = x.detach().float().clamp(-1, 1)
+    return x if x.shape[-1] == 8 else nn.functional.adaptive_avg_pool2d(x, 8)
+
+
 CLASSIFIER_ACCURACY = 0.9596  # its accuracy on the held-out test split (297 images); a test checks it
 
 

@@ -7,6 +7,8 @@
     data.resolution=R            each image resized (shorter side to R, bicubic) and centre-cropped to R x R;
                                  without it every image must have one size
     data.flip=true               random horizontal flips when drawn
+    data.features=inception      scored by FID (weights found on disk; inception:WEIGHTS names the file), or by
+                                 FD in another registered feature network (``flowkit.features``); default: W2
 
 Images are decoded once, when the run starts, into one uint8 tensor (N, C, H, W) in memory (a quarter of the
 floats' size; DataLoader workers share it), so no epoch decodes a file again; they are scaled to [-1, 1] when
@@ -150,29 +152,46 @@ def load_image_array(file: str | Path, resolution: int | None) -> tuple[Tensor, 
 
 
 @register_dataset("folder")
-def image_folder(root: str = "", resolution: int | None = None, flip: bool = False) -> Images:
+def image_folder(root: str = "", resolution: int | None = None, flip: bool = False,
+                 features: str | None = None) -> Images:
     """A folder of PNG / JPEG images (``data.target=folder:PATH``); class subfolders give labels."""
     images, labels, _ = load_folder(root, resolution)
-    return Images(images, f"folder:{root}", labels, flip)
+    return Images(images, f"folder:{root}", labels, flip, features)
 
 
 @register_dataset("images")
-def image_array(file: str = "", resolution: int | None = None, flip: bool = False) -> Images:
+def image_array(file: str = "", resolution: int | None = None, flip: bool = False,
+                features: str | None = None) -> Images:
     """A .npz / .npy of uint8 images, NHWC or NCHW (``data.target=images:FILE``); ``labels`` in a .npz give labels."""
     images, labels = load_image_array(file, resolution)
-    return Images(images, f"images:{file}", labels, flip)
+    return Images(images, f"images:{file}", labels, flip, features)
 
 
 class Images(Rows):
-    """Images held as uint8 (N, C, H, W), drawn scaled to [-1, 1], with random horizontal flips if ``flip``."""
+    """Images held as uint8 (N, C, H, W), drawn scaled to [-1, 1], with random horizontal flips if ``flip``.
+    Scored by FD in the feature network ``features`` (``data.features``; ``inception``: FID), or without one by
+    W2 on the pixels."""
 
     bin_width = 2 / 255
 
-    def __init__(self, images: Tensor, label: str, labels: Tensor | None = None, flip: bool = False) -> None:
+    def __init__(self, images: Tensor, label: str, labels: Tensor | None = None, flip: bool = False,
+                 features: str | None = None) -> None:
+        from flowkit.features import metric_name
+
         classes = int(labels.max()) + 1 if labels is not None and labels.numel() else 0
         super().__init__(images, label, labels, classes)  # checks shape, finiteness, distinctness once
         self.data = images  # uint8: a quarter of the memory of floats
         self.flip = flip
+        self.features = features
+        if features is not None:
+            self.metric = metric_name(features)
+
+    def quality(self, samples: Tensor, reference: Tensor) -> float:
+        if self.features is None:
+            return super().quality(samples, reference)
+        from flowkit.features import fd
+
+        return fd(samples, reference, self.features)
 
     def _draw(self, rows: Tensor, generator: torch.Generator) -> Tensor:
         x = self.data[rows].float().div(127.5).sub(1)

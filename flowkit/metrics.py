@@ -66,12 +66,10 @@ def straightness(velocity_fn, trajectory: Tensor, times: Tensor) -> float:
 
 
 def frechet_distance(a: Tensor, b: Tensor) -> float:
-    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between Gaussian fits of two feature sets
-    (Heusel et al. 2017)."""
-    from scipy import linalg
-
-    a, b = a.detach().double().cpu().numpy(), b.detach().double().cpu().numpy()
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = torch.from_numpy(a).T.cov().numpy(), torch.from_numpy(b).T.cov().numpy()
-    root = linalg.sqrtm(cov_a @ cov_b).real
-    return float(((mu_a - mu_b) ** 2).sum() + (cov_a + cov_b - 2 * root).trace())
+    """||mu_a - mu_b||^2 + Tr(S_a) + Tr(S_b) - 2 Tr((S_a S_b)^(1/2)) between Gaussian fits of two feature sets
+    (Heusel et al. 2017), in float64 with covariances over n - 1; the last trace is the sum of the square roots
+    of S_a S_b's eigenvalues (real parts), as torchmetrics computes FID."""
+    a, b = a.detach().double().cpu().flatten(1), b.detach().double().cpu().flatten(1)
+    cov_a, cov_b = torch.atleast_2d(a.T.cov()), torch.atleast_2d(b.T.cov())
+    root_trace = torch.linalg.eigvals(cov_a @ cov_b).sqrt().real.sum()
+    return float((a.mean(0) - b.mean(0)).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * root_trace)

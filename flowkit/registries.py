@@ -2,6 +2,7 @@
 
 from flowkit.couplings import COUPLINGS
 from flowkit.datasets import DATASETS
+from flowkit.features import FEATURES
 from flowkit.grids import GRIDS
 from flowkit.methods import METHODS
 from flowkit.models import MODELS
@@ -12,4 +13,4 @@ from flowkit.timesteps import TIME_SAMPLERS
 
 
 def all_registries() -> list[Registry]:
-    return [PATHS, COUPLINGS, TIME_SAMPLERS, METHODS, SAMPLERS, GRIDS, MODELS, DATASETS]
+    return [PATHS, COUPLINGS, TIME_SAMPLERS, METHODS, SAMPLERS, GRIDS, MODELS, DATASETS, FEATURES]

@@ -195,8 +195,9 @@ def summarize(module: FlowModule, parts: Parts, config: dict[str, Any], run_dir:
     module.model.eval()
     device = next(module.model.parameters()).device
     ecfg = config["eval"]
+    world = module.trainer.world_size if module._trainer is not None else 1  # DDP: processes that trained it
     summary: dict[str, Any] = {"run_dir": str(run_dir), "steps": module.global_step, "train_seconds": seconds,
-                               "skipped_batches": module.skipped, "notes": notes or []}
+                               "world_size": world, "skipped_batches": module.skipped, "notes": notes or []}
     if parts.method.classifier:  # not sampled: its accuracy along the path instead
         generator = torch.Generator().manual_seed(ecfg["seed"])
         summary["classifier_accuracy"] = classifier_accuracy(parts.method.predictor(module.model)[0], parts.path,

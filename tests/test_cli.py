@@ -1,5 +1,6 @@
 """The installed `flowkit` command: bad input, entry-point plugins, `list`, and the wheel in a fresh venv."""
 
+import json
 import os
 import re
 import subprocess
@@ -8,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from tests.helpers import run_cli, tiny
@@ -83,7 +85,7 @@ def test_every_unit_and_recipe_has_a_summary_of_whole_sentences():
 
     entries = flowkit.catalogue()
     assert {e.kind for e in entries} == {"path", "coupling", "time sampler", "method", "sampler", "grid", "model",
-                                         "dataset", "recipe"}
+                                         "dataset", "feature network", "recipe"}
     for e in entries:
         if e.kind != "recipe" and not e.source.startswith("flowkit."):
             continue  # a unit another test registered in this process
@@ -165,13 +167,25 @@ def test_the_wheel_installs_only_flowkit_and_runs_in_a_fresh_venv(tmp_path):
     assert "W2 (dopri5)" in trained.stdout
 
 
-def test_ddp_on_cpu_writes_one_run_directory(tmp_path):
-    """Lightning re-runs the CLI for rank 1; both ranks must share rank 0's run directory."""
-    proc = run_cli(["train", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
-                    *tiny(tmp_path, steps=12)], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    runs = list((tmp_path / "runs").iterdir())
-    assert len(runs) == 1 and (runs[0] / "last.ckpt").exists()
+def test_ddp_on_cpu_trains_the_unet_in_two_gloo_processes_into_one_run_directory(tmp_path):
+    """Lightning re-runs the CLI for rank 1; both ranks share rank 0's run directory, and rank 1's batches count:
+    the weights differ from the same run in one process (same seed, same steps)."""
+    unet = ["recipe=digits_rectified", "model.channels=8", "eval.solver=euler:2", "eval.compare=[]", "eval.repeats=1",
+            "eval.n=50", "trainer.enable_progress_bar=false"]
+    weights = {}
+    for devices in (2, 1):
+        root = tmp_path / f"on{devices}"
+        proc = run_cli(["train", "trainer.accelerator=cpu", f"trainer.devices={devices}",
+                        f"trainer.strategy={'ddp' if devices == 2 else 'auto'}", *unet, "trainer.max_steps=3",
+                        f"run_root={root / 'runs'}"], cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        runs = list((root / "runs").iterdir())
+        assert len(runs) == 1 and (runs[0] / "last.ckpt").exists()
+        summary = json.loads((runs[0] / "summary.json").read_text())
+        assert summary["world_size"] == devices and summary["steps"] == 3
+        state = torch.load(runs[0] / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+        weights[devices] = torch.cat([v.flatten().float() for k, v in sorted(state.items()) if "model" in k])
+    assert torch.isfinite(weights[2]).all() and not torch.equal(weights[2], weights[1])
 
 
 def test_bad_user_arrays_through_the_cli(tmp_path):

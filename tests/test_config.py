@@ -35,6 +35,12 @@ def test_overrides_set_values_and_replace_components():
     assert (cfg.data.source, cfg.data.target) == ("8gaussians", "moons")
     cfg = apply_overrides(cfg, ["path=ot", "path.sigma_min=0.01"])
     assert OmegaConf.to_container(cfg.path) == {"name": "ot", "sigma_min": 0.01}
+    # a mapping with a name replaces the component whole (flowkit.train(model={"name": "dit", ...}) sends this):
+    # the recipe's unet options (channels, mults) must not leak into the DiT
+    cfg = apply_overrides(load_recipe("digits_rectified"), ["model={name: dit, hidden: 32}"])
+    assert OmegaConf.to_container(cfg.model) == {"name": "dit", "hidden": 32}
+    cfg = apply_overrides(cfg, ["model={hidden: 64}"])  # without a name: options set one by one
+    assert OmegaConf.to_container(cfg.model) == {"name": "dit", "hidden": 64}
 
 
 @pytest.mark.parametrize("tokens,message", [
@@ -98,8 +104,9 @@ def test_every_recipe_trains_and_evaluates_with_its_own_samplers(name, teachers,
     cfg = load_recipe(name)
     digits = cfg.data.target == "digits"
     teacher = str(teachers["digits" if digits else "2d"])
+    small = {"unet": ["model.channels=8"], "adm": ["model.channels=8"], "dit": ["model.hidden=32", "model.depth=1"]}
     tokens = ["trainer.max_steps=3", "trainer.enable_progress_bar=false", "eval.n=20", "eval.repeats=1",
-              f"run_root={tmp_path}", "model.channels=8" if cfg.model.name == "unet" else "model.width=16"]
+              f"run_root={tmp_path}", *small.get(cfg.model.name, ["model.width=16"])]
     if "teacher" in cfg.method:
         tokens.append(f"method.teacher={teacher}")
     if "teacher" in cfg.coupling:
