@@ -1,0 +1,155 @@
+"""Every GPU row of the README in one call (`bash bench/gpu.sh`, which installs the wheels prepared beside it and
+runs this), one JSON out (`results/gpu.json`, and a table in `results/gpu.md`):
+
+1. training steps/s on the 2-D MLP (3 x 256, gaussian -> 8gaussians, I-CFM) at batch 256 and 4096: flowkit
+   eager and with `trainer.compile=reduce-overhead`, against TorchCFM's and flow_matching's documented loops
+   (`bench/throughput.py`'s peers, same network, data and optimiser);
+2. OT-CFM at batch 1024: flowkit `recipe=ot_cfm` (exact minibatch OT in the step) against TorchCFM's
+   `ExactOptimalTransportConditionalFlowMatcher` loop;
+3. dopri5 (rtol = atol = 1e-5) on 100,000 2-D points: flowkit's `solve` against flow_matching's `ODESolver`,
+   same network (samples/s and NFE);
+4. one training step of each image backbone (unet, adm, dit at CIFAR size: 3 x 32 x 32) at batch 128 in bf16
+   (`trainer.precision=bf16-mixed`), on uint8 images given as `data.target=images:FILE`.
+
+flowkit runs in-process through the public API (`flowkit.train`): steps/s = (N2 - N1) / (t(N2) - t(N1)) from two
+runs' fit times, so start-up and compilation cancel. `--smoke` runs every row on the CPU with tiny models and a
+few steps, one run each (the test suite runs it: the rows' code, not their numbers).
+
+    python bench/gpu.py [--device cuda|cpu] [--smoke] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import flowkit
+from common import report
+from throughput import MODEL, device_name, peer_steps_per_s, sampling
+
+PEERS = ("torchcfm", "flow_matching")
+# the backbones at CIFAR-10 size (as in ADM / DDPM++ and DiT-S/2), and tiny ones for --smoke
+BACKBONES = {
+    "unet": {"name": "unet", "channels": 128, "mults": [1, 2, 2, 2], "time_dim": 256},
+    "adm": {"name": "adm", "channels": 128, "mults": [1, 2, 2, 2], "blocks": 2, "attn_resolutions": [16], "heads": 4,
+            "dropout": 0.1, "time_dim": 256},
+    "dit": {"name": "dit", "hidden": 384, "depth": 12, "heads": 6, "patch": 2, "time_dim": 256},
+}
+SMOKE_BACKBONES = {
+    "unet": {"name": "unet", "channels": 8, "mults": [1, 2], "time_dim": 16},
+    "adm": {"name": "adm", "channels": 8, "mults": [1, 2], "blocks": 1, "attn_resolutions": [16], "heads": 2,
+            "dropout": 0.1, "time_dim": 16},
+    "dit": {"name": "dit", "hidden": 32, "depth": 2, "heads": 2, "patch": 4, "time_dim": 16},
+}
+QUIET = {"eval": {"solver": "euler:2", "compare": [], "n": 64, "repeats": 1}}
+
+
+def fit_seconds(root: Path, recipe: str, steps: int, device: str, **overrides) -> float:
+    """The fit time of one in-process `flowkit.train` run of ``steps`` steps."""
+    trainer = {"max_steps": steps, "checkpoint_every": 10 * steps, "enable_progress_bar": False,
+               "accelerator": device, **overrides.pop("trainer", {})}
+    run = flowkit.train(recipe, run_root=str(root), trainer=trainer, **QUIET, **overrides)
+    return run.summary["train_seconds"]
+
+
+def steps_per_s(root: Path, recipe: str, steps: int, device: str, smoke: bool, **overrides) -> float:
+    """Steps/s from two run lengths (start-up and compilation cancel); one run when ``smoke``."""
+    if smoke:
+        return steps / fit_seconds(root, recipe, steps, device, **overrides)
+    n1 = max(10, steps // 5)
+    return (steps - n1) / (fit_seconds(root, recipe, steps, device, **overrides)
+                           - fit_seconds(root, recipe, n1, device, **overrides))
+
+
+def timed(rows: dict, seconds: dict, key: str, work) -> None:
+    """``rows[key] = work()``, its wall time in ``seconds[key]``."""
+    start = time.perf_counter()
+    rows[key] = work()
+    seconds[key] = time.perf_counter() - start
+    print(f"{key} ({seconds[key]:.0f} s): {rows[key]}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--smoke", action="store_true", help="CPU, tiny models, a few steps: every row's code runs")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    device = torch.device("cpu" if args.smoke else args.device)
+    accelerator = "gpu" if device.type == "cuda" else "cpu"
+    smoke = args.smoke
+    steps = 20 if smoke else 2000
+    compile_mode = "reduce-overhead"
+    backbones = SMOKE_BACKBONES if smoke else BACKBONES
+    image_batch = 4 if smoke else 128
+    started = time.perf_counter()
+    rows: dict = {}
+    seconds: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+
+        def mlp() -> dict:
+            out = {}
+            for batch in (256, 4096):
+                data = {"batch_size": batch}
+                row = {"flowkit": steps_per_s(root, "rectified", steps, accelerator, smoke, data=data),
+                       "flowkit_compiled": steps_per_s(root, "rectified", steps, accelerator, smoke, data=data,
+                                                       trainer={"compile": compile_mode})}
+                row.update({peer: peer_steps_per_s(peer, "rectified", "8gaussians", batch, steps, device)
+                            for peer in PEERS})
+                out[str(batch)] = row
+            return out
+
+        def ot_cfm() -> dict:
+            batch = 1024
+            n = max(20, steps // 4)  # the peer loop times the steps after a warm-up of 10
+            return {"batch": batch, "steps": n,
+                    "flowkit": steps_per_s(root, "ot_cfm", n, accelerator, smoke, data={"batch_size": batch}),
+                    "torchcfm_ot": peer_steps_per_s("torchcfm_ot", "rectified", "8gaussians", batch, n, device)}
+
+        def dopri5() -> dict:
+            n = 2000 if smoke else 100_000
+            return {"points": n, **sampling("rectified", "8gaussians", device, n)}
+
+        def images() -> dict:
+            pixels = np.random.default_rng(0).integers(0, 256, size=(1024, 32, 32, 3), dtype=np.uint8)
+            np.savez(root / "images.npz", images=pixels)
+            n = 10 if smoke else 200
+            out = {}
+            for name, spec in backbones.items():
+                rate = steps_per_s(root, "digits_rectified", n, accelerator, smoke, model=spec,
+                                   data={"target": f"images:{root / 'images.npz'}", "batch_size": image_batch},
+                                   trainer={"precision": "bf16-mixed"})
+                out[name] = {"ms_per_step": 1000 / rate, "batch": image_batch, "model": spec}
+            return out
+
+        for key, work in (("mlp", mlp), ("ot_cfm", ot_cfm), ("dopri5", dopri5), ("backbones", images)):
+            timed(rows, seconds, key, work)
+    payload = {"device": device_name(device), "smoke": smoke, "torch": torch.__version__,
+               "python": platform.python_version(), "steps": steps, "compile": compile_mode, "rows": rows,
+               "seconds": time.perf_counter() - started, "seconds_per_part": seconds, "mlp_model": MODEL["rectified"]}
+    lines = [f"GPU rows on {payload['device']}{' (SMOKE: tiny models, a few steps; not a measurement)' if smoke else ''}"
+             f": `bash bench/gpu.sh` ({payload['seconds']:.0f} s)", "",
+             "| 2-D MLP, batch | flowkit steps/s | flowkit, compile=reduce-overhead | TorchCFM | flow_matching | "
+             "flowkit / TorchCFM |", "|---|---|---|---|---|---|"]
+    lines += [f"| {b} | {r['flowkit']:.0f} | {r['flowkit_compiled']:.0f} | {r['torchcfm']:.0f} | "
+              f"{r['flow_matching']:.0f} | {max(r['flowkit'], r['flowkit_compiled']) / r['torchcfm']:.2f} |"
+              for b, r in rows["mlp"].items()]
+    ot, d = rows["ot_cfm"], rows["dopri5"]
+    lines += ["", f"OT-CFM, batch {ot['batch']}: flowkit {ot['flowkit']:.0f} steps/s, TorchCFM {ot['torchcfm_ot']:.0f} "
+              f"({ot['flowkit'] / ot['torchcfm_ot']:.2f}x).",
+              f"dopri5 on {d['points']:,} points: flowkit {d['flowkit']:,.0f} samples/s ({d['flowkit_nfe']} NFE), "
+              f"flow_matching {d['flow_matching']:,.0f} ({d['flow_matching_nfe']} NFE).", "",
+              f"| backbone (3x32x32, bf16, batch {image_batch}) | ms per training step |", "|---|---|"]
+    lines += [f"| {name} | {r['ms_per_step']:.1f} |" for name, r in rows["backbones"].items()]
+    report(args.out, "gpu_smoke" if smoke else "gpu", payload, lines)
+
+
+if __name__ == "__main__":
+    main()
