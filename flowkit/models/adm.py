@@ -15,7 +15,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from flowkit.models.attention import SelfAttention
-from flowkit.models.embeddings import TimeMLP
+from flowkit.models.embeddings import TimeMLP, conditioning, zeroed
 from flowkit.models.registry import register_model
 
 
@@ -31,9 +31,7 @@ class ResBlock(nn.Module):
         self.in_layers = nn.Sequential(_norm(c_in), nn.SiLU(), nn.Conv2d(c_in, c_out, 3, padding=1))
         self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * c_out))
         self.norm = _norm(c_out)
-        self.out_layers = nn.Sequential(nn.SiLU(), nn.Dropout(dropout), nn.Conv2d(c_out, c_out, 3, padding=1))
-        nn.init.zeros_(self.out_layers[-1].weight)
-        nn.init.zeros_(self.out_layers[-1].bias)
+        self.out_layers = nn.Sequential(nn.SiLU(), nn.Dropout(dropout), zeroed(nn.Conv2d(c_out, c_out, 3, padding=1)))
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
@@ -117,12 +115,10 @@ class ADMUNet(nn.Module):
                 self.up.append(nn.Sequential(nn.Upsample(scale_factor=2.0, mode="nearest"),
                                              nn.Conv2d(prev, prev, 3, padding=1)))
                 size *= 2
-        self.out = nn.Sequential(_norm(prev), nn.SiLU(), nn.Conv2d(prev, c, 3, padding=1))
-        nn.init.zeros_(self.out[-1].weight)
-        nn.init.zeros_(self.out[-1].bias)
+        self.out = nn.Sequential(_norm(prev), nn.SiLU(), zeroed(nn.Conv2d(prev, c, 3, padding=1)))
 
     def forward(self, x: Tensor, t: Tensor, emb: Tensor | None = None) -> Tensor:
-        emb = (self.time(t) if emb is None else self.time(t) + emb).to(x.dtype)
+        emb = conditioning(self.time, t, emb, x.dtype)
         h = self.stem(x)
         skips = [h]
         for layer in self.down:

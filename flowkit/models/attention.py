@@ -14,6 +14,8 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from flowkit.models.embeddings import zeroed
+
 
 class SelfAttention(nn.Module):
     """softmax(Q K^T / sqrt(d)) V over ``heads`` heads of tokens (batch, n, dim); the output projection starts at 0
@@ -25,10 +27,7 @@ class SelfAttention(nn.Module):
             raise ValueError(f"heads={heads} must divide the width {dim}")
         self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-        if zero_init:
-            nn.init.zeros_(self.proj.weight)
-            nn.init.zeros_(self.proj.bias)
+        self.proj = zeroed(nn.Linear(dim, dim)) if zero_init else nn.Linear(dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
         q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)

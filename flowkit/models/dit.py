@@ -17,7 +17,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from flowkit.models.attention import SelfAttention
-from flowkit.models.embeddings import TimeMLP
+from flowkit.models.embeddings import TimeMLP, conditioning, zeroed
 from flowkit.models.registry import register_model
 
 
@@ -45,9 +45,7 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         inner = int(hidden * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(hidden, inner), nn.GELU(approximate="tanh"), nn.Linear(inner, hidden))
-        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 6 * hidden))
-        nn.init.zeros_(self.ada[-1].weight)
-        nn.init.zeros_(self.ada[-1].bias)
+        self.ada = nn.Sequential(nn.SiLU(), zeroed(nn.Linear(hidden, 6 * hidden)))
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=1)
@@ -85,16 +83,13 @@ class DiT(nn.Module):
             self.register_buffer("pos", sincos_2d(hidden, rows, cols)[None], persistent=False)
         self.blocks = nn.ModuleList(Block(hidden, heads, mlp_ratio) for _ in range(depth))
         self.final_norm = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
-        self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * hidden))
-        self.final = nn.Linear(hidden, patch * patch * c)
-        for layer in (self.final_ada[-1], self.final):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        self.final_ada = nn.Sequential(nn.SiLU(), zeroed(nn.Linear(hidden, 2 * hidden)))
+        self.final = zeroed(nn.Linear(hidden, patch * patch * c))
         bound = math.sqrt(6 / (c * patch * patch + hidden))  # the patch embedding as a linear layer (Xavier)
         nn.init.uniform_(self.embed.weight.view(hidden, -1), -bound, bound)
 
     def forward(self, x: Tensor, t: Tensor, emb: Tensor | None = None) -> Tensor:
-        c = (self.time(t) if emb is None else self.time(t) + emb).to(x.dtype)
+        c = conditioning(self.time, t, emb, x.dtype)
         tokens = rearrange(self.embed(x), "b d r c -> b (r c) d") + self.pos.to(x.dtype)
         for block in self.blocks:
             tokens = block(tokens, c)

@@ -34,3 +34,17 @@ class TimeMLP(nn.Sequential):
 
     def __init__(self, dim: int, out: int, scale: float = 1000.0) -> None:
         super().__init__(SinusoidalEmbedding(dim, scale=scale), nn.Linear(dim, out), nn.SiLU(), nn.Linear(out, out))
+
+
+def zeroed(layer: nn.Module) -> nn.Module:
+    """``layer`` with weight and bias 0: an output, gate or modulation that starts switched off."""
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def conditioning(time: nn.Module, t: Tensor, emb: Tensor | None, dtype: torch.dtype) -> Tensor:
+    """A backbone's conditioning vector: its time embedding of ``t``, plus ``emb`` (the embedding of the inputs
+    composed onto it: labels, an end time, a guidance weight) when given, in ``dtype``."""
+    c = time(t)
+    return (c if emb is None else c + emb).to(dtype)

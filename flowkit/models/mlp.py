@@ -8,7 +8,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from flowkit.models.embeddings import TimeMLP
+from flowkit.models.embeddings import TimeMLP, conditioning
 from flowkit.models.registry import register_model
 
 
@@ -37,6 +37,5 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor, emb: Tensor | None = None) -> Tensor:
         h = rearrange(x, "b ... -> b (...)")
-        c = self.time(t) if emb is None else self.time(t) + emb
-        h = self.net(torch.cat([h, c.to(h.dtype)], dim=1))
+        h = self.net(torch.cat([h, conditioning(self.time, t, emb, h.dtype)], dim=1))
         return h.reshape(x.shape)

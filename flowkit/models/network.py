@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from flowkit.errors import ConfigError
-from flowkit.models.embeddings import TimeMLP
+from flowkit.models.embeddings import TimeMLP, zeroed
 
 
 class Conditioned(nn.Module):
@@ -44,8 +44,7 @@ class Conditioned(nn.Module):
         self.classes = nn.Embedding(classes + 1, dim) if classes else None
         self.guidance = TimeMLP(features, dim, scale) if "guidance" in inputs else None
         if self.guidance is not None:
-            nn.init.zeros_(self.guidance[-1].weight)
-            nn.init.zeros_(self.guidance[-1].bias)
+            zeroed(self.guidance[-1])
 
     def forward(self, x: Tensor, t: Tensor, t_end: Tensor | None = None, cond: Tensor | None = None,
                 w: Tensor | None = None) -> Tensor:

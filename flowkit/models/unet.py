@@ -10,7 +10,7 @@ from einops import rearrange
 import torch
 from torch import Tensor, nn
 
-from flowkit.models.embeddings import TimeMLP
+from flowkit.models.embeddings import TimeMLP, conditioning, zeroed
 from flowkit.models.registry import register_model
 
 
@@ -89,12 +89,10 @@ class UNet(nn.Module):
             self.up.append(ResBlock(prev + width, width, emb_dim))
             self.upsample.append(Upsample(width) if i > 0 else nn.Identity())
             prev = width
-        self.out = nn.Sequential(_norm(prev), nn.SiLU(), nn.Conv2d(prev, c, 3, padding=1))
-        nn.init.zeros_(self.out[-1].weight)
-        nn.init.zeros_(self.out[-1].bias)
+        self.out = nn.Sequential(_norm(prev), nn.SiLU(), zeroed(nn.Conv2d(prev, c, 3, padding=1)))
 
     def forward(self, x: Tensor, t: Tensor, emb: Tensor | None = None) -> Tensor:
-        emb = (self.time(t) if emb is None else self.time(t) + emb).to(x.dtype)
+        emb = conditioning(self.time, t, emb, x.dtype)
         h = self.stem(x)
         skips = []
         for block, down in zip(self.down, self.downsample):
