@@ -67,6 +67,21 @@ def steps_per_s(root: Path, recipe: str, steps: int, device: str, smoke: bool, *
                            - fit_seconds(root, recipe, n1, device, **overrides))
 
 
+ERRORS: list[str] = []  # what failed on a real run (a row's failure must not cost the call's other rows)
+
+
+def guarded(label: str, smoke: bool, work) -> float:
+    """``work()``; on a real run a failure is recorded in ERRORS and the number is NaN (the smoke raises)."""
+    try:
+        return work()
+    except Exception as exc:  # noqa: BLE001 - any failure of one row, recorded with its message
+        if smoke:
+            raise
+        ERRORS.append(f"{label}: {type(exc).__name__}: {' '.join(str(exc).split())[:500]}")
+        print(f"FAILED {ERRORS[-1]}", flush=True)
+        return float("nan")
+
+
 def timed(rows: dict, seconds: dict, key: str, work) -> None:
     """``rows[key] = work()``, its wall time in ``seconds[key]``."""
     start = time.perf_counter()
@@ -98,11 +113,12 @@ def main() -> None:
             out = {}
             for batch in (256, 4096):
                 data = {"batch_size": batch}
-                row = {"flowkit": steps_per_s(root, "rectified", steps, accelerator, smoke, data=data),
-                       "flowkit_compiled": steps_per_s(root, "rectified", steps, accelerator, smoke, data=data,
-                                                       trainer={"compile": compile_mode})}
-                row.update({peer: peer_steps_per_s(peer, "rectified", "8gaussians", batch, steps, device)
-                            for peer in PEERS})
+                row = {"flowkit": guarded(f"flowkit {batch}", smoke, lambda: steps_per_s(
+                           root, "rectified", steps, accelerator, smoke, data=data)),
+                       "flowkit_compiled": guarded(f"flowkit compiled {batch}", smoke, lambda: steps_per_s(
+                           root, "rectified", steps, accelerator, smoke, data=data, trainer={"compile": compile_mode}))}
+                row.update({peer: guarded(f"{peer} {batch}", smoke, lambda: peer_steps_per_s(
+                    peer, "rectified", "8gaussians", batch, steps, device)) for peer in PEERS})
                 out[str(batch)] = row
             return out
 
@@ -110,12 +126,23 @@ def main() -> None:
             batch = 1024
             n = max(20, steps // 4)  # the peer loop times the steps after a warm-up of 10
             return {"batch": batch, "steps": n,
-                    "flowkit": steps_per_s(root, "ot_cfm", n, accelerator, smoke, data={"batch_size": batch}),
-                    "torchcfm_ot": peer_steps_per_s("torchcfm_ot", "rectified", "8gaussians", batch, n, device)}
+                    "flowkit": guarded("OT-CFM flowkit", smoke, lambda: steps_per_s(
+                        root, "ot_cfm", n, accelerator, smoke, data={"batch_size": batch})),
+                    "torchcfm_ot": guarded("OT-CFM torchcfm", smoke, lambda: peer_steps_per_s(
+                        "torchcfm_ot", "rectified", "8gaussians", batch, n, device))}
 
         def dopri5() -> dict:
             n = 2000 if smoke else 100_000
-            return {"points": n, **sampling("rectified", "8gaussians", device, n)}
+            nan = float("nan")
+            failed = {"flowkit": nan, "flowkit_nfe": -1, "flow_matching": nan, "flow_matching_nfe": -1}
+            result = {}
+
+            def run() -> float:
+                result.update(sampling("rectified", "8gaussians", device, n))
+                return 0.0
+
+            guarded("dopri5", smoke, run)
+            return {"points": n, **(result or failed)}
 
         def images() -> dict:
             pixels = np.random.default_rng(0).integers(0, 256, size=(1024, 32, 32, 3), dtype=np.uint8)
@@ -123,9 +150,10 @@ def main() -> None:
             n = 10 if smoke else 200
             out = {}
             for name, spec in backbones.items():
-                rate = steps_per_s(root, "digits_rectified", n, accelerator, smoke, model=spec,
-                                   data={"target": f"images:{root / 'images.npz'}", "batch_size": image_batch},
-                                   trainer={"precision": "bf16-mixed"})
+                rate = guarded(f"backbone {name}", smoke, lambda: steps_per_s(
+                    root, "digits_rectified", n, accelerator, smoke, model=spec,
+                    data={"target": f"images:{root / 'images.npz'}", "batch_size": image_batch},
+                    trainer={"precision": "bf16-mixed"}))
                 out[name] = {"ms_per_step": 1000 / rate, "batch": image_batch, "model": spec}
             return out
 
@@ -133,7 +161,8 @@ def main() -> None:
             timed(rows, seconds, key, work)
     payload = {"device": device_name(device), "smoke": smoke, "torch": torch.__version__,
                "python": platform.python_version(), "steps": steps, "compile": compile_mode, "rows": rows,
-               "seconds": time.perf_counter() - started, "seconds_per_part": seconds, "mlp_model": MODEL["rectified"]}
+               "seconds": time.perf_counter() - started, "seconds_per_part": seconds,
+               "errors": ERRORS, "mlp_model": MODEL["rectified"]}
     lines = [f"GPU rows on {payload['device']}{' (SMOKE: tiny models, a few steps; not a measurement)' if smoke else ''}"
              f": `bash bench/gpu.sh` ({payload['seconds']:.0f} s)", "",
              "| 2-D MLP, batch | flowkit steps/s | flowkit, compile=reduce-overhead | TorchCFM | flow_matching | "
@@ -148,6 +177,7 @@ def main() -> None:
               f"flow_matching {d['flow_matching']:,.0f} ({d['flow_matching_nfe']} NFE).", "",
               f"| backbone (3x32x32, bf16, batch {image_batch}) | ms per training step |", "|---|---|"]
     lines += [f"| {name} | {r['ms_per_step']:.1f} |" for name, r in rows["backbones"].items()]
+    lines += ["", "Failed (NaN above): " + "; ".join(ERRORS)] if ERRORS else []
     report(args.out, "gpu_smoke" if smoke else "gpu", payload, lines)
 
 

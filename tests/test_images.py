@@ -97,7 +97,8 @@ def test_each_bad_file_is_one_error_naming_it(tmp_path, folder):
 
 def test_an_image_folder_trains_from_the_command_line(tmp_path, folder):
     proc = run_cli(["train", "recipe=digits_rectified", f"data.target=folder:{folder}", "data.resolution=8",
-                    "data.flip=true", "model.channels=8", "cond.labels=true", "eval.solver=euler:2", "eval.compare=[]",
+                    "data.flip=true", "data.workers=1", "model.channels=8", "cond.labels=true", "eval.solver=euler:2",
+                    "eval.compare=[]",
                     "trainer.max_steps=3", "trainer.enable_progress_bar=false", "eval.n=50", "eval.repeats=1",
                     f"run_root={tmp_path / 'runs'}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
