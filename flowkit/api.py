@@ -25,7 +25,7 @@ from torch import Tensor
 
 from flowkit.build import Parts, load_run
 from flowkit.checkpoint import resolve_checkpoint
-from flowkit.conditioning import Cond, conditioning, labels_for
+from flowkit.conditioning import Cond, conditioning, sampling_labels
 from flowkit.errors import ConfigError
 from flowkit.samplers import Predictor
 
@@ -99,18 +99,7 @@ class Flow:
 
     def _cond(self, n: int, label: int | Tensor | None, guidance: float | None,
               generator: torch.Generator | None, classifier: Any = None) -> Cond | None:
-        classes = self.classes or (classifier.classes if classifier is not None else 0)
-        if label is not None and not classes:
-            raise ConfigError(f"label={label}: this model was trained without labels (cond.labels=false); sample "
-                              f"a class with classifier guidance (classifier=RUN)")
-        if classes and isinstance(label, Tensor):
-            if label.shape != (n,) or not ((0 <= label) & (label < classes)).all():
-                raise ConfigError(f"label: expected {n} class indices in 0..{classes - 1}")
-            labels = label.long()
-        elif classes:
-            labels = labels_for(n, classes, -1 if label is None else int(label), generator or torch.default_generator)
-        else:
-            labels = None
+        labels = sampling_labels(n, self.classes, classifier, label, generator or torch.default_generator)
         return conditioning(self.classes, None if labels is None else labels.to(self.device), guidance, classifier)
 
     def sample(self, n: int, sampler: str = "dopri5", *, grid: str = "uniform", label: int | Tensor | None = None,

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from flowkit.build import load_run
 from flowkit.checkpoint import write_atomically
-from flowkit.conditioning import Cond, conditioning, labels_for
+from flowkit.conditioning import Cond, conditioning, sampling_labels
 from flowkit.config import apply_overrides, check_ranges
 from flowkit.datasets import Rows, load_array
 from flowkit.errors import ConfigError
@@ -141,13 +141,7 @@ def for_sampling(parts, args, n: int, generator: torch.Generator) -> tuple[Cond 
     model (``args.label`` / ``args.guidance``), a classifier's labels and gradient with ``args.classifier``
     (``flowkit.guidance``), nothing for any other."""
     classifier = guide_of(parts, args.classifier, args.classifier_scale) if args.classifier else None
-    classes = parts.classes or (classifier.classes if classifier is not None else 0)
-    if not classes:
-        if args.label != -1:
-            raise ConfigError(f"label={args.label}: this model was trained without labels (cond.labels=false); "
-                              f"sample a class with classifier guidance (classifier=RUN)")
-        return conditioning(0, None, args.guidance), None
-    labels = labels_for(n, classes, args.label, generator)
+    labels = sampling_labels(n, parts.classes, classifier, args.label, generator)
     return conditioning(parts.classes, labels, args.guidance, classifier), labels
 
 

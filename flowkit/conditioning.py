@@ -70,6 +70,24 @@ def labels_for(n: int, classes: int, label: int, generator: torch.Generator) -> 
     return torch.full((n,), label, dtype=torch.long)
 
 
+def sampling_labels(n: int, classes: int, classifier: Any, label: int | Tensor | None,
+                    generator: torch.Generator) -> Tensor | None:
+    """The labels ``n`` samples are drawn with: ``label`` (a class, or ``n`` classes), or uniformly random classes
+    (None or -1), over the model's ``classes`` or else the guiding ``classifier``'s; None when neither has any
+    (and a label asked for then is an error)."""
+    classes = classes or (classifier.classes if classifier is not None else 0)
+    if not classes:
+        if label is not None and not (isinstance(label, int) and label == -1):
+            raise ConfigError(f"label={label}: this model was trained without labels (cond.labels=false); sample "
+                              f"a class with classifier guidance (classifier=RUN)")
+        return None
+    if isinstance(label, Tensor):
+        if label.shape != (n,) or not ((0 <= label) & (label < classes)).all():
+            raise ConfigError(f"label: expected {n} class indices in 0..{classes - 1}")
+        return label.long()
+    return labels_for(n, classes, -1 if label is None else int(label), generator)
+
+
 def conditioning(classes: int, labels: Tensor | None, guidance: float | None, classifier: Any = None) -> Cond | None:
     """What samplers get: None for an unconditional model without a classifier, else ``Cond`` (guidance None
     means w = 1). A classifier needs ``labels`` (its classes), whether or not the model takes them."""
