@@ -8,7 +8,8 @@
                                  without it every image must have one size
     data.flip=true               random horizontal flips when drawn
     data.features=inception      scored by FID (weights found on disk; inception:WEIGHTS names the file), or by
-                                 FD in another registered feature network (``flowkit.features``); default: W2
+                                 FD in another registered feature network (``flowkit.features``); default: W2;
+                                 either against real images, each at most once and never flipped (FID's way)
 
 Images are decoded once, when the run starts, into one uint8 tensor (N, C, H, W) in memory (a quarter of the
 floats' size; DataLoader workers share it), so no epoch decodes a file again; they are scaled to [-1, 1] when
@@ -170,7 +171,7 @@ def image_array(file: str = "", resolution: int | None = None, flip: bool = Fals
 class Images(Rows):
     """Images held as uint8 (N, C, H, W), drawn scaled to [-1, 1], with random horizontal flips if ``flip``.
     Scored by FD in the feature network ``features`` (``data.features``; ``inception``: FID), or without one by
-    W2 on the pixels."""
+    W2 on the pixels, against distinct real images drawn without the flip (``reference``)."""
 
     bin_width = 2 / 255
 
@@ -193,8 +194,12 @@ class Images(Rows):
 
         return fd(samples, reference, self.features)
 
+    def _pixels(self, rows: Tensor) -> Tensor:
+        """Rows of the uint8 images, scaled to [-1, 1]."""
+        return self.data[rows].float().div(127.5).sub(1)
+
     def _draw(self, rows: Tensor, generator: torch.Generator) -> Tensor:
-        x = self.data[rows].float().div(127.5).sub(1)
+        x = self._pixels(rows)
         if self.flip:
             mirrored = torch.rand(rows.shape[0], generator=generator) < 0.5
             x = torch.where(mirrored[:, None, None, None], x.flip(-1), x)
@@ -202,6 +207,13 @@ class Images(Rows):
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         return self._draw(torch.randint(self.data.shape[0], (n,), generator=generator), generator)
+
+    def reference(self, n: int, generator: torch.Generator) -> Tensor:
+        """FID's convention: the real images themselves, each at most once (all of them when ``n`` exceeds the
+        set, then repeats), without the flip augmentation of training."""
+        count = self.data.shape[0]
+        rows = torch.cat([torch.randperm(count, generator=generator) for _ in range(-(-n // count))])[:n]
+        return self._pixels(rows)
 
     def sample_labelled(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         if self.labels is None:

@@ -48,6 +48,18 @@ def test_flips_mirror_about_half_of_the_draws(folder):
     assert ((x == single).flatten(1).all(1) | mirrored).all() and 0.4 < mirrored.float().mean() < 0.6
 
 
+def test_the_reference_is_real_images_each_at_most_once_and_never_flipped(folder):
+    """FID's convention: samples are scored against the real images themselves, not the training augmentation."""
+    _, target = build_pair("gaussian", f"folder:{folder}", None, resolution=8, flip=True)
+    real = target.data.float().div(127.5).sub(1)
+    for seed in range(5):
+        reference = target.reference(6, torch.Generator().manual_seed(seed))
+        rows = [int(((real == r).flatten(1).all(1)).nonzero()) for r in reference]  # fails on a flipped image
+        assert sorted(rows) == list(range(6))
+    assert target.reference(4, torch.Generator().manual_seed(0)).unique(dim=0).shape[0] == 4
+    assert target.reference(20, torch.Generator().manual_seed(0)).shape == (20, 3, 8, 8)  # more than held: repeats
+
+
 @pytest.mark.parametrize("layout", ["nhwc", "nchw"])
 def test_npz_and_npy_arrays_load_in_either_layout_with_labels(tmp_path, layout):
     images = np.stack([rgb(i, 8, 8) for i in range(5)])
