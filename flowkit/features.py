@@ -15,6 +15,7 @@ The distance itself is ``flowkit.metrics.frechet_distance``.
 
 from __future__ import annotations
 
+import weakref
 from functools import lru_cache
 
 import torch
@@ -94,6 +95,27 @@ def features_of(spec: str, images: Tensor, batch: int = 250) -> Tensor:
     return torch.cat([net(chunk) for chunk in images.detach().split(batch)]).double().cpu()
 
 
+# The last reference's features: (spec, a weak reference to the tensor, its version counter, features). The weak
+# reference dies with the tensor (nothing large is kept alive, and no other tensor can pass for it); an in-place
+# change bumps the version and the features are taken again.
+_last_reference: tuple[str, weakref.ref, int, Tensor] | None = None
+
+
+def reference_features(spec: str, reference: Tensor) -> Tensor:
+    """``features_of(spec, reference)``, taken once while the same, unchanged tensor is scored against again (compare
+    scores every sampler against one reference)."""
+    global _last_reference
+    if reference.is_inference():  # keeps no version counter: taken every time
+        return features_of(spec, reference)
+    cached = _last_reference
+    if cached is not None and cached[0] == spec and cached[1]() is reference and cached[2] == reference._version:
+        return cached[3]
+    features = features_of(spec, reference)
+    _last_reference = (spec, weakref.ref(reference), reference._version, features)
+    return features
+
+
 def fd(samples: Tensor, reference: Tensor, spec: str) -> float:
-    """The Frechet distance between two image sets in the features of ``spec`` (FID for ``inception``)."""
-    return frechet_distance(features_of(spec, samples), features_of(spec, reference))
+    """The Frechet distance between two image sets in the features of ``spec`` (FID for ``inception``); the
+    reference's features are reused while the same unchanged tensor comes again."""
+    return frechet_distance(features_of(spec, samples), reference_features(spec, reference))

@@ -2,9 +2,11 @@
 Inception network on weights the tests write (its resize in closed form, its loading errors, its cache lookup, and
 bit-for-bit against torch-fidelity's network when that is installed), and data.features through datasets and a run."""
 
+import gc
 import importlib.util
 import sys
 import types
+import weakref
 
 import numpy as np
 import pytest
@@ -65,6 +67,39 @@ def test_fd_in_a_fixed_network_matches_an_independent_computation():
     assert fd(x, y, "test_tiny") == pytest.approx(scipy_fd(fx, fy), rel=1e-8)
     assert fd(x, x, "test_tiny") == pytest.approx(0.0, abs=1e-9)
     assert fd(x, y, "test_tiny") > fd(x, images(2), "test_tiny")  # the shifted set is the farther one
+
+
+class Counting(Tiny):
+    """Tiny, counting the images it is shown."""
+
+    seen = 0
+
+    def forward(self, x):
+        Counting.seen += x.shape[0]
+        return super().forward(x)
+
+
+if "test_counting" not in FEATURES:
+    register_features("test_counting")(lambda: Counting().eval().requires_grad_(False))
+
+
+def test_the_reference_features_are_computed_once_while_the_reference_is_unchanged():
+    """compare scores every sampler against one reference: its features are taken once, not once per row."""
+    x, y, ref = images(0), images(1), images(2)
+    Counting.seen = 0
+    first = fd(x, ref, "test_counting")
+    assert fd(y, ref, "test_counting") == pytest.approx(fd(y, ref.clone(), "test_tiny"))
+    assert Counting.seen == 3 * 64  # x, y and the reference once
+    assert fd(x, ref.clone(), "test_counting") == pytest.approx(first) and Counting.seen == 5 * 64  # another tensor
+    ref.mul_(0.5)  # changed in place: taken again, and the distance follows
+    assert fd(x, ref, "test_counting") != pytest.approx(first) and Counting.seen == 7 * 64
+    alive = weakref.ref(ref)
+    del ref
+    gc.collect()
+    assert alive() is None  # the memo does not keep a reference alive
+    with torch.inference_mode():  # Lightning's evaluation loops: no version counter, so no reuse, and no error
+        frozen = images(2)
+        assert fd(x, frozen, "test_counting") == fd(x, frozen, "test_counting") and Counting.seen == 11 * 64
 
 
 def test_tf1_resize_in_closed_form():
