@@ -68,7 +68,7 @@ class Parts:
             return None
         return (f"sampler '{spec}' is stochastic: it needs the score of p_t, which the model gives only for an "
                 f"independent standard-normal source; this run has data.source='{self.source_name}' and coupling "
-                f"'{self.coupling_name}'. Use a deterministic sampler (euler, heun, ddim, dpm2, dpm++2m, edm, dopri5)")
+                f"'{self.coupling_name}'. Use a deterministic sampler (euler, heun, ddim, dpm2, dpm++2m, dpm++3m, edm, dopri5)")
 
     def check_stochastic(self, spec: str) -> None:
         """``stochastic_fault`` as a ConfigError."""

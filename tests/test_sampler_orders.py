@@ -38,13 +38,15 @@ def error(name, spec, x0):
 
 @pytest.mark.parametrize("name", PATH_NAMES)
 @pytest.mark.parametrize("sampler,order", [("euler", 1), ("ddim", 1), ("heun", 2), ("dpm2", 2), ("dpm++2m", 2),
-                                           ("edm", 2)])
+                                           ("dpm++3m", 3), ("edm", 2)])
 def test_deterministic_samplers_converge_at_their_order(name, sampler, order):
     x0 = torch.randn(256, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     coarse, fine = error(name, f"{sampler}:32", x0), error(name, f"{sampler}:64", x0)
     ratio = coarse / fine
     assert 0.75 * 2**order < ratio < 1.35 * 2**order, (coarse, fine, ratio)
     assert fine < (0.1 if order == 1 else 1e-2)
+    if order == 3:  # and in absolute terms ahead of the second-order multistep at the same step count
+        assert fine < 0.75 * error(name, "dpm++2m:64", x0)
 
 
 @pytest.mark.parametrize("name", PATH_NAMES)
@@ -64,7 +66,7 @@ def test_stochastic_samplers_reach_the_data_distribution(name, spec, steps):
 
 @pytest.mark.parametrize("name", PATH_NAMES)
 @pytest.mark.parametrize("spec,tol", [("ddim:400", 5e-2), ("heun:64", 1e-2), ("dpm2:64", 1e-2),
-                                      ("dpm++2m:64", 1e-2), ("edm:64", 1e-2), ("dopri5", 1e-4)])
+                                      ("dpm++2m:64", 1e-2), ("dpm++3m:64", 1e-2), ("edm:64", 1e-2), ("dopri5", 1e-4)])
 def test_inversion_then_generation_returns_the_data(name, spec, tol):
     path, method, net, grid = setup(name)
     x1 = MU + S * torch.randn(256, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
@@ -84,7 +86,8 @@ def test_stochastic_samplers_cannot_invert():
 
 @pytest.mark.parametrize("name,spec,nfe", [("rectified", "dpm2:10", 18), ("vp", "dpm2:10", 19),
                                            ("rectified", "edm:10", 18), ("vp", "edm:10", 19),
-                                           ("rectified", "dpm++2m:10", 10), ("rectified", "pc:10", 20),
+                                           ("rectified", "dpm++2m:10", 10), ("rectified", "dpm++3m:10", 11),
+                                           ("vp", "dpm++3m:10", 11), ("rectified", "pc:10", 20),
                                            ("rectified", "pc:10:corrector_steps=2", 30), ("cosine", "em:10", 10)])
 def test_nfe_is_counted_per_network_call(name, spec, nfe):
     path, method, _, _ = setup(name)

@@ -1,5 +1,5 @@
-"""DPM-Solver-2 (Lu et al. 2022, Alg. 1 with r1 = 1/2) and DPM-Solver++(2M) (Lu et al. 2023, Alg. 2) on any
-affine path, written in our time (t=0 source, t=1 data; lambda = log(alpha / sigma) increases with t).
+"""DPM-Solver-2 (Lu et al. 2022, Alg. 1 with r1 = 1/2) and DPM-Solver++(2M) / (3M) (Lu et al. 2023, Alg. 2 and
+its third-order multistep update) on any affine path, written in our time (t=0 source, t=1 data; lambda = log(alpha / sigma) increases with t).
 
 From x_t at t to s, h = lambda(s) - lambda(t) > 0 (< 0 when inverting):
 
@@ -13,6 +13,24 @@ r = h' / h,
 
     D   = (1 + 1/(2r)) x1_hat - 1/(2r) x1_hat'          (D = x1_hat on the first step)
     x_s = sigma(s)/sigma(t) x_t - alpha(s) (e^(-h) - 1) D
+
+DPM-Solver++(3M), 1 NFE a step: with the data predictions D0, D1, D2 at the current and the two earlier
+evaluations (log-SNR lambda0 > lambda1 > lambda2), r0 = (lambda0 - lambda1) / h, r1 = (lambda1 - lambda2) / h,
+the divided differences give the slope and curvature of D in lambda,
+
+    d0 = (D0 - D1) / r0,   d1 = (D1 - D2) / r1
+    slope = d0 + r0 / (r0 + r1) (d0 - d1),   curvature = (d0 - d1) / (r0 + r1)
+    phi1 = e^(-h) - 1,   phi2 = phi1 / h + 1,   phi3 = phi2 / h - 1/2
+    x_s = sigma(s)/sigma(t) x_t - alpha(s) (phi1 D0 - phi2 slope + phi3 curvature)
+
+(2M is the same expansion cut after the slope, with the slope from D0 and D1 alone.) phi1, -h phi2 and h^2 phi3
+are the exact integrals of e^(-(h - tau)) against 1, tau and tau^2 / 2 over the step, so the curvature must be
+h^2 D'' in full: the multistep third-order update as published in code (DPM-Solver's, diffusers', k-diffusion's)
+divides by (r0 + r1) without the 2, taking h^2 D'' / 2 (their singlestep third-order solver keeps the 2), and on
+the closed-form Gaussian flow it converges at order 2; with the 2 it converges at order 3
+(tests/test_sampler_orders.py). The first step of an interior run has no earlier evaluations; a first-order step
+there would cap the global order at 2, so 3M starts with one second-order singlestep (DPM-Solver++(2S): the data
+prediction at the log-SNR midpoint, 1 NFE more), whose two evaluations are the earlier ones of the next step.
 
 A step that touches an end of the path where lambda is infinite (alpha = 0 at the source of the rectified,
 CondOT and cosine paths, sigma = 0 at the data) is the first-order DDIM step: its log-SNR gap is infinite,
@@ -31,6 +49,12 @@ from flowkit.samplers.base import Predictor, Sampler, register_sampler
 from flowkit.samplers.ddim import at, coefficients, interior, log_snr_gap, place
 
 
+def midpoint(path, a_t: float, s_t: float, h: float) -> tuple[Tensor, float, float]:
+    """The time halfway in log-SNR between t and a step h away, and its (alpha, sigma)."""
+    m = path.time_at_log_snr(torch.tensor(math.log(a_t / s_t) + h / 2, dtype=torch.float64))
+    return (m, *coefficients(path, m))
+
+
 @register_sampler("dpm2")
 class DPMSolver2(Sampler):
     """DPM-Solver-2 (singlestep, noise prediction, midpoint in log-SNR), 2 NFE a step (1 at the path's ends)."""
@@ -44,32 +68,70 @@ class DPMSolver2(Sampler):
                 continue
             (a_t, s_t), (a_s, s_s) = coefficients(path, t), coefficients(path, s)
             h = log_snr_gap(a_t, s_t, a_s, s_s)
-            m = path.time_at_log_snr(torch.tensor(math.log(a_t / s_t) + h / 2, dtype=torch.float64))
-            a_m, s_m = coefficients(path, m)
+            m, a_m, s_m = midpoint(path, a_t, s_t, h)
             u = (a_m / a_t) * x - s_m * math.expm1(h / 2) * x0_hat
             eps_m = model.predict("x0", u, at(m, x), cond)
             x = (a_s / a_t) * x - s_s * math.expm1(h) * eps_m
         return x, model.nfe
 
 
-@register_sampler("dpm++2m")
-class DPMSolverPP2M(Sampler):
-    """DPM-Solver++(2M): multistep, data prediction, 1 NFE a step; first order on the first step and at the ends."""
+class DPMSolverPPMultistep(Sampler):
+    """DPM-Solver++ multistep in data prediction, 1 NFE a step, of order ``order`` (2 or 3) from the earlier
+    evaluations of the same interior run (module docstring)."""
+
+    order = 2
 
     def __call__(self, model: Predictor, x0: Tensor, ts: Tensor, *, cond: Cond | None = None) -> tuple[Tensor, int]:
         path, x = model.path, x0
-        previous: tuple[float, Tensor] | None = None  # (h, x1_hat) of the step before, when it was interior
+        history: list[tuple[float, Tensor]] = []  # (lambda, x1_hat) at earlier interior evaluations, newest last
         for t, s in zip(ts[:-1], ts[1:]):
             x0_hat, x1_hat = model.endpoints(x, at(t, x), cond)
             if not interior(path, t, s):
-                x, previous = place(path, x0_hat, x1_hat, t, s), None
+                x, history = place(path, x0_hat, x1_hat, t, s), []
                 continue
             (a_t, s_t), (a_s, s_s) = coefficients(path, t), coefficients(path, s)
-            h = log_snr_gap(a_t, s_t, a_s, s_s)
-            d = x1_hat
-            if previous is not None:
-                half_inv_r = h / (2 * previous[0])
-                d = (1 + half_inv_r) * x1_hat - half_inv_r * previous[1]
-            x = (s_s / s_t) * x - a_s * math.expm1(-h) * d
-            previous = (h, x1_hat)
+            h, lam = log_snr_gap(a_t, s_t, a_s, s_s), math.log(a_t / s_t)
+            if self.order == 3 and not history:  # the starter: a second-order singlestep (2S) through the midpoint
+                m, a_m, s_m = midpoint(path, a_t, s_t, h)
+                u = (s_m / s_t) * x - a_m * math.expm1(-h / 2) * x1_hat
+                x1_mid = model.predict("x1", u, at(m, x), cond)
+                x = (s_s / s_t) * x - a_s * math.expm1(-h) * x1_mid
+                history = [(lam, x1_hat), (lam + h / 2, x1_mid)]
+                continue
+            x = (s_s / s_t) * x - a_s * increment(h, lam, x1_hat, history)
+            history = (history + [(lam, x1_hat)])[1 - self.order:]  # the order - 1 newest
         return x, model.nfe
+
+
+def increment(h: float, lam: float, d0: Tensor, earlier: list[tuple[float, Tensor]]) -> Tensor:
+    """(sigma(s)/sigma(t) x_t - x_s) / alpha(s) of a DPM-Solver++ multistep update from lambda to lambda + h: the
+    Taylor terms of the data prediction in lambda that the earlier (lambda, D) allow (module docstring)."""
+    phi1 = math.expm1(-h)
+    if not earlier:
+        return phi1 * d0
+    if len(earlier) == 1:
+        half_inv_r = h / (2 * (lam - earlier[0][0]))
+        return phi1 * ((1 + half_inv_r) * d0 - half_inv_r * earlier[0][1])
+    (lam2, d2), (lam1, d1) = earlier
+    r0, r1 = (lam - lam1) / h, (lam1 - lam2) / h
+    first_0, first_1 = (d0 - d1) / r0, (d1 - d2) / r1  # h D' at the midpoints of the two earlier gaps
+    slope = first_0 + r0 / (r0 + r1) * (first_0 - first_1)  # h D'(lambda)
+    curvature = 2 * (first_0 - first_1) / (r0 + r1)  # h^2 D''(lambda)
+    phi2 = phi1 / h + 1
+    phi3 = phi2 / h - 0.5
+    return phi1 * d0 - phi2 * slope + phi3 * curvature
+
+
+@register_sampler("dpm++2m")
+class DPMSolverPP2M(DPMSolverPPMultistep):
+    """DPM-Solver++(2M): multistep, data prediction, 1 NFE a step; first order on the first step and at the ends."""
+
+    order = 2
+
+
+@register_sampler("dpm++3m")
+class DPMSolverPP3M(DPMSolverPPMultistep):
+    """DPM-Solver++(3M): multistep, data prediction, 1 NFE a step after a second-order starter step (2 NFE) at the
+    start of each interior run; first order at the path's ends."""
+
+    order = 3
