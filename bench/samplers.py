@@ -6,7 +6,8 @@ uniform and the log-SNR time grids, for three teachers trained with `flowkit tra
     digits_vp  8x8 digits, VP path (recipe digits_vp), FD to the held-out split in the fixed classifier's features
 
 Each sampler gets the largest step count whose NFE fits the budget (Heun, DPM-Solver-2 and EDM spend 2 NFE a
-step, 1 on a step that touches an end of the path where log-SNR is infinite); all draw from the same 2,000
+step, 1 on a step that touches an end of the path where log-SNR is infinite; DPM-Solver++(3M) 1 more on its
+starter step); all draw from the same 2,000
 source points; the dopri5 row (rtol = atol = 1e-5) is the reference quality.
 
     python bench/samplers.py [--budgets 5 10 20] [--work DIR]
@@ -28,7 +29,7 @@ from flowkit.samplers.ddim import interior
 
 TEACHERS = {"rectified": ["recipe=rectified"], "vp": ["recipe=vp"], "digits_vp": ["recipe=digits_vp"]}
 SAMPLERS = {"euler": "Euler", "heun": "Heun", "ddim": "DDIM", "dpm2": "DPM-Solver-2", "dpm++2m": "DPM-Solver++(2M)",
-            "em": "Euler-Maruyama", "edm": "EDM Heun"}
+            "dpm++3m": "DPM-Solver++(3M)", "em": "Euler-Maruyama", "edm": "EDM Heun"}
 GRIDS = ["uniform", "logsnr"]
 
 
@@ -36,9 +37,12 @@ def nfe_of(name: str, path, grid: str, steps: int) -> int:
     """NFE of ``steps`` steps of sampler ``name`` on ``grid`` (without running it)."""
     if name == "heun":
         return 2 * steps
-    if name in ("dpm2", "edm"):
+    if name in ("dpm2", "edm", "dpm++3m"):
         ts = grid_times(grid, path, steps)
-        return sum(2 if interior(path, t, s) else 1 for t, s in zip(ts[:-1], ts[1:]))
+        inside = [interior(path, t, s) for t, s in zip(ts[:-1], ts[1:])]
+        if name == "dpm++3m":  # one more on the starter step of each interior run
+            return steps + sum(now and (i == 0 or not inside[i - 1]) for i, now in enumerate(inside))
+        return steps + sum(inside)
     return steps
 
 
