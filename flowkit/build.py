@@ -21,6 +21,7 @@ from flowkit.models.network import load_into
 from flowkit.models.parameterisation import AsVelocity
 from flowkit.paths import PATHS, AffinePath
 from flowkit.samplers import build_sampler, invert_with, sample_with
+from flowkit.samplers.base import DETERMINISTIC
 from flowkit.timesteps import TIME_SAMPLERS
 
 
@@ -68,7 +69,7 @@ class Parts:
             return None
         return (f"sampler '{spec}' is stochastic: it needs the score of p_t, which the model gives only for an "
                 f"independent standard-normal source; this run has data.source='{self.source_name}' and coupling "
-                f"'{self.coupling_name}'. Use a deterministic sampler (euler, heun, ddim, dpm2, dpm++2m, dpm++3m, edm, dopri5)")
+                f"'{self.coupling_name}'. Use a deterministic sampler ({DETERMINISTIC})")
 
     def check_stochastic(self, spec: str) -> None:
         """``stochastic_fault`` as a ConfigError."""

@@ -9,7 +9,8 @@ from flowkit.errors import ConfigError
 from flowkit.grids import register_grid
 from flowkit.methods import METHODS
 from flowkit.paths import PATHS
-from flowkit.samplers import invert_with, sample_with
+from flowkit.samplers import SAMPLERS, invert_with, sample_with
+from flowkit.samplers.base import DETERMINISTIC, build_sampler
 from flowkit.timesteps import TIME_SAMPLERS
 from tests.gaussian_model import MU, S, GaussianVelocity, exact_inverse, exact_map
 
@@ -75,6 +76,13 @@ def test_inversion_then_generation_returns_the_data(name, spec, tol):
     torch.testing.assert_close(z, exact_inverse(path, x1), atol=tol, rtol=0)
     back, _ = sample_with(method, net, path, z, spec, grid=grid, rtol=1e-8, atol=1e-8)
     torch.testing.assert_close(back, x1, atol=tol, rtol=0)
+
+
+def test_the_samplers_error_messages_offer_as_deterministic_are_registered_and_deterministic():
+    path, method, _, _ = setup("rectified")
+    for name in DETERMINISTIC.split(", "):
+        sampler, _ = build_sampler(method, path, name if SAMPLERS.get(name).adaptive else f"{name}:4")
+        assert type(sampler).ode and not sampler.stochastic, name
 
 
 def test_stochastic_samplers_cannot_invert():

@@ -84,6 +84,9 @@ class Predictor:
         return self.path.endpoints(self(x, t, cond), x, t, self.kind)
 
 
+DETERMINISTIC = "euler, heun, rk4, dopri5, ddim, dpm2, dpm++2m, dpm++3m, edm"  # the built-in ones, for messages
+
+
 class Sampler:
     """Base class of every sampler (module docstring)."""
 
@@ -204,7 +207,7 @@ def invert_with(method: Any, net: nn.Module, path: AffinePath, x1: Tensor, spec:
     sampler, steps = build_sampler(method, path, spec, rtol=rtol, atol=atol, method_name=method_name)
     if sampler.stochastic or not type(sampler).ode:
         raise ConfigError(f"sampler '{spec}' cannot invert: inversion integrates the probability-flow ODE backwards, "
-                          "so it needs a deterministic ODE sampler (euler, heun, rk4, dopri5, ddim, dpm2, dpm++2m, dpm++3m, edm)")
+                          f"so it needs a deterministic ODE sampler ({DETERMINISTIC})")
     ts = torch.tensor([0.0, 1.0], dtype=torch.float64) if sampler.adaptive else grid_times(grid, path, steps)
     model = Predictor.of(method, net, path)
     x0, _ = sampler(model, x1, ts.flip(0).to(x1.device, x1.dtype), cond=cond)

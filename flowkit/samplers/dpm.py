@@ -1,5 +1,6 @@
 """DPM-Solver-2 (Lu et al. 2022, Alg. 1 with r1 = 1/2) and DPM-Solver++(2M) / (3M) (Lu et al. 2023, Alg. 2 and
-its third-order multistep update) on any affine path, written in our time (t=0 source, t=1 data; lambda = log(alpha / sigma) increases with t).
+its third-order multistep update) on any affine path, written in our time (t=0 source, t=1 data;
+lambda = log(alpha / sigma) increases with t).
 
 From x_t at t to s, h = lambda(s) - lambda(t) > 0 (< 0 when inverting):
 
@@ -19,13 +20,13 @@ evaluations (log-SNR lambda0 > lambda1 > lambda2), r0 = (lambda0 - lambda1) / h,
 the divided differences give the slope and curvature of D in lambda,
 
     d0 = (D0 - D1) / r0,   d1 = (D1 - D2) / r1
-    slope = d0 + r0 / (r0 + r1) (d0 - d1),   curvature = (d0 - d1) / (r0 + r1)
+    slope = d0 + r0 / (r0 + r1) (d0 - d1),   curvature = 2 (d0 - d1) / (r0 + r1)
     phi1 = e^(-h) - 1,   phi2 = phi1 / h + 1,   phi3 = phi2 / h - 1/2
     x_s = sigma(s)/sigma(t) x_t - alpha(s) (phi1 D0 - phi2 slope + phi3 curvature)
 
 (2M is the same expansion cut after the slope, with the slope from D0 and D1 alone.) phi1, -h phi2 and h^2 phi3
 are the exact integrals of e^(-(h - tau)) against 1, tau and tau^2 / 2 over the step, so the curvature must be
-h^2 D'' in full: the multistep third-order update as published in code (DPM-Solver's, diffusers', k-diffusion's)
+h^2 D'' in full: the multistep third-order update as published in code (DPM-Solver's and diffusers')
 divides by (r0 + r1) without the 2, taking h^2 D'' / 2 (their singlestep third-order solver keeps the 2), and on
 the closed-form Gaussian flow it converges at order 2; with the 2 it converges at order 3
 (tests/test_sampler_orders.py). The first step of an interior run has no earlier evaluations; a first-order step
@@ -96,7 +97,7 @@ class DPMSolverPPMultistep(Sampler):
                 u = (s_m / s_t) * x - a_m * math.expm1(-h / 2) * x1_hat
                 x1_mid = model.predict("x1", u, at(m, x), cond)
                 x = (s_s / s_t) * x - a_s * math.expm1(-h) * x1_mid
-                history = [(lam, x1_hat), (lam + h / 2, x1_mid)]
+                history = [(lam, x1_hat), (math.log(a_m / s_m), x1_mid)]  # the midpoint as found
                 continue
             x = (s_s / s_t) * x - a_s * increment(h, lam, x1_hat, history)
             history = (history + [(lam, x1_hat)])[1 - self.order:]  # the order - 1 newest
