@@ -22,7 +22,7 @@ import torch
 
 from common import report
 from flowkit.couplings import COUPLINGS
-from flowkit.data import build_pair
+from flowkit.data.pair import build_pair
 from throughput import device_name, flowkit_steps_per_s, peer_steps_per_s, sync
 
 

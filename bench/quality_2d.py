@@ -25,7 +25,7 @@ import torch
 
 from common import report, trained
 from flowkit.build import load_run
-from flowkit.data import build_pair
+from flowkit.data.pair import build_pair
 from flowkit.metrics import w2
 from flowkit.models import MODELS
 from flowkit.sampling import solve

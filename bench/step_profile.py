@@ -21,7 +21,7 @@ import torch
 
 from common import report
 from flowkit.config import apply_overrides, load_recipe
-from flowkit.data import build_pair
+from flowkit.data.pair import build_pair
 from flowkit.methods import METHODS
 from flowkit.models import MODELS
 from flowkit.paths import PATHS
@@ -29,7 +29,7 @@ from flowkit.timesteps import TIME_SAMPLERS
 from flowkit.training import train
 
 # (label, function names in cProfile's stats that hold the time of that part, cumulative)
-PARTS = [("data: source and target draws", ("__iter__",), "flowkit/data.py"),
+PARTS = [("data: source and target draws", ("__iter__",), "flowkit/data/pair.py"),
          ("loss forward (time draws, path, network)", ("loss",), "flowkit/methods.py"),
          ("backward", ("backward",), "torch/_tensor.py"),
          ("AdamW step", ("step",), "torch/optim/adamw.py"),

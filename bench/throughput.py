@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from common import report, trained
-from flowkit.data import build_pair
+from flowkit.data.pair import build_pair
 from flowkit.models import MODELS
 from flowkit.sampling import solve
 

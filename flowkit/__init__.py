@@ -35,7 +35,7 @@ _EXPORTS = {
     "SAMPLERS": "flowkit.samplers", "Sampler": "flowkit.samplers", "register_sampler": "flowkit.samplers",
     "GRIDS": "flowkit.grids", "register_grid": "flowkit.grids",
     "MODELS": "flowkit.models", "register_model": "flowkit.models",
-    "DATASETS": "flowkit.datasets", "Dataset": "flowkit.datasets", "register_dataset": "flowkit.datasets",
+    "DATASETS": "flowkit.data", "Dataset": "flowkit.data", "register_dataset": "flowkit.data",
     "FEATURES": "flowkit.features", "register_features": "flowkit.features",
 }
 

@@ -12,7 +12,8 @@ from torch import Tensor, nn
 from flowkit.checkpoint import CHECKPOINT_FORMAT, ema_weights, read_checkpoint, read_matching, weights_fault
 from flowkit.conditioning import Cond
 from flowkit.couplings import COUPLINGS
-from flowkit.data import Dataset, build_pair
+from flowkit.data import Dataset
+from flowkit.data.pair import build_pair
 from flowkit.errors import ConfigError
 from flowkit.memory import MODEL_SIZE, check_fits, meta_parameters
 from flowkit.methods import METHODS, Method, check_capabilities

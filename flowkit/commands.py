@@ -2,7 +2,7 @@
 
 Arguments are ``key=value`` tokens checked against the small schemas below (the same parser as
 recipes). Every checkpoint is loaded with ``weights_only=True``; sampling uses its EMA weights, a sampler
-its method supports (``flowkit.samplers``) and the target dataset's own metric (``flowkit.datasets``),
+its method supports (``flowkit.samplers``) and the target dataset's own metric (``flowkit.data``),
 so distilled students compare like any model.
 """
 
@@ -22,7 +22,7 @@ from flowkit.build import load_run
 from flowkit.checkpoint import write_atomically
 from flowkit.conditioning import Cond, conditioning, sampling_labels
 from flowkit.config import apply_overrides, check_ranges
-from flowkit.datasets import Rows, load_array
+from flowkit.data.arrays import Rows, load_array
 from flowkit.errors import ConfigError
 from flowkit.evaluate import label_accuracy, score, straightness_along_paths
 from flowkit.grids import parse_grid

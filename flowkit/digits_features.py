@@ -2,7 +2,7 @@
 trained weights ship with flowkit (``assets/digits_classifier.pt``), so FD is one number on every machine,
 torch and BLAS build. FD is computed in its penultimate features.
 
-The weights were made by ``train_digits_classifier()`` (seed 0, 600 full-batch AdamW steps on the training
+The weights were made by ``flowkit.data.digits.train_digits_classifier()`` (seed 0, 600 full-batch AdamW steps on the training
 split, inputs jittered by N(0, 0.05^2)); retraining reproduces them only up to floating-point differences.
 """
 
@@ -50,23 +50,3 @@ def at_8x8(x: Tensor) -> Tensor:
 
 
 CLASSIFIER_ACCURACY = 0.9596  # its accuracy on the held-out test split (297 images); a test checks it
-
-
-def train_digits_classifier(seed: int = 0, steps: int = 600) -> DigitsClassifier:
-    """How the shipped weights were made (full-batch AdamW on the training split, about a second on a CPU)."""
-    from flowkit.datasets import digit_images
-
-    generator = torch.Generator().manual_seed(seed)
-    train, y_train = digit_images("train")
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = DigitsClassifier()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-2)
-    with torch.enable_grad():
-        for _ in range(steps):
-            noisy = train + 0.05 * torch.randn(train.shape, generator=generator)  # robust to sample noise
-            loss = nn.functional.cross_entropy(model(noisy), y_train)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return model.eval().requires_grad_(False)

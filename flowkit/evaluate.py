@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from flowkit.conditioning import Cond
-from flowkit.datasets import Dataset
+from flowkit.data import Dataset
 from flowkit.metrics import straightness
 from flowkit.samplers import Predictor
 from flowkit.sampling import solve_trajectory

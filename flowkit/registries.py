@@ -1,7 +1,7 @@
 """Every registry, imported in one place (for ``flowkit list`` and plugin discovery)."""
 
 from flowkit.couplings import COUPLINGS
-from flowkit.datasets import DATASETS
+from flowkit.data import DATASETS
 from flowkit.features import FEATURES
 from flowkit.grids import GRIDS
 from flowkit.methods import METHODS

@@ -30,7 +30,7 @@ from torch import nn
 
 from flowkit.checkpoint import CHECKPOINT_FORMAT, weights_fault, write_atomically
 from flowkit.conditioning import drop_labels
-from flowkit.data import step_seed
+from flowkit.data.pair import step_seed
 from flowkit.errors import ConfigError
 from flowkit.finite import FiniteWatch, total_norm
 from flowkit.methods import Method

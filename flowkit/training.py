@@ -27,7 +27,7 @@ from flowkit.checkpoint import read_checkpoint, write_atomically
 from flowkit.conditioning import conditioning, labels_for
 from flowkit.config import to_dict, validate
 from flowkit.couplings import COUPLINGS
-from flowkit.datamodule import PairDataModule
+from flowkit.data.datamodule import PairDataModule
 from flowkit.errors import ConfigError, Interrupted, TrainingError
 from flowkit.evaluate import label_accuracy, sampler_table
 from flowkit.guidance import classifier_accuracy

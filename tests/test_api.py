@@ -49,7 +49,7 @@ def test_log_prob_is_the_density_of_an_exactly_known_flow(tmp_path):
     """log_prob of N(MU, S^2 I) through the Gaussian oracle: the closed-form density."""
     from flowkit.api import Flow
     from flowkit.build import Parts
-    from flowkit.datasets import DATASETS
+    from flowkit.data import DATASETS
     from flowkit.methods import METHODS
     from flowkit.paths import PATHS
     from flowkit.timesteps import TIME_SAMPLERS

@@ -106,7 +106,7 @@ def test_bad_checkpoints_and_solvers_are_one_line_errors(runs, tmp_path):
 
 def test_a_user_array_of_digit_shape_gets_the_generic_metrics_never_the_digits_classifier(tmp_path, monkeypatch):
     from flowkit import digits_features
-    from flowkit.datasets import Digits
+    from flowkit.data.digits import Digits
 
     np.save(tmp_path / "mine.npy", Digits("all").data.numpy()[:400])  # shape (400, 1, 8, 8), like digits
     run = train(apply_overrides(load_recipe("digits_rectified"), [

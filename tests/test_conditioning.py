@@ -8,7 +8,8 @@ from flowkit.build import build_parts
 from flowkit.conditioning import Cond, drop_labels, labels_for
 from flowkit.config import apply_overrides, load_recipe, validate
 from flowkit.couplings import COUPLINGS
-from flowkit.datasets import DATASETS, Digits
+from flowkit.data import DATASETS
+from flowkit.data.digits import Digits
 from flowkit.errors import ConfigError
 from flowkit.methods import CFM, register_method
 from flowkit.models import MODELS, compose

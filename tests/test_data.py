@@ -11,8 +11,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from flowkit.couplings import COUPLINGS
-from flowkit.data import PairStream, build_pair, step_seed
-from flowkit.datasets import DATASETS, Digits
+from flowkit.data.pair import PairStream, build_pair, step_seed
+from flowkit.data import DATASETS
+from flowkit.data.digits import Digits
 from flowkit.errors import ConfigError
 from tests.test_couplings import brute_force_optimum
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import flowkit
-from flowkit.data import build_pair
+from flowkit.data.pair import build_pair
 from flowkit.errors import ConfigError
 from flowkit.features import FEATURES, fd, feature_network, register_features
 from flowkit.inception import WEIGHT_FILES, InceptionV3, load_inception, tf1_resize
@@ -201,7 +201,7 @@ def test_data_features_scores_image_data_and_digits_and_is_refused_elsewhere(tmp
     _, plain = build_pair("gaussian", f"images:{tmp_path / 'x.npy'}", None)
     assert plain.metric == "W2"
     _, digits32 = build_pair("gaussian", "digits", None, resolution=32)
-    test8 = flowkit.datasets.digit_images("test")[0]
+    test8 = flowkit.data.digits.digit_images("test")[0]
     assert digits32.shape == (1, 32, 32) and digits32.metric == "FD"
     # upscaled bilinearly, scored after 4x4 block means: close to the 8x8 digits' own FD of zero
     assert digits32.quality(digits32.reference(0, None), test8) < 0.05 * build_pair(

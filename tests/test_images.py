@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from flowkit.data import build_pair
+from flowkit.data.pair import build_pair
 from flowkit.errors import ConfigError
 from tests.helpers import run_cli, tiny
 

@@ -12,16 +12,17 @@ import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
-from flowkit.datasets import DATASETS, Dataset, Rows, build_dataset, load_array
+from flowkit.data.arrays import Rows, load_array
+from flowkit.data.contract import DATASETS, Dataset, build_dataset
 from flowkit.errors import ConfigError
 
 
 def build_pair(source: str, target: str, path: str | None, resolution: int | None = None,
-               flip: bool = False, features: str | None = None) -> tuple[Dataset, Dataset]:
+               flip: bool = False, features: str | None = None, prepare: bool = True) -> tuple[Dataset, Dataset]:
     """The (source, target) datasets a recipe's ``data`` section names; ``path``: a user array as target.
     ``target`` may carry an argument, ``name:ARG`` (``folder:PATH``, ``images:FILE``): the dataset's first option;
     ``resolution``, ``flip`` and ``features`` go to a target that takes them (image data) and are refused by any
-    other."""
+    other. ``prepare``: the target reads what its draws need now (``Dataset.prepare``; a bad file fails here)."""
     if path is not None:
         tgt = Rows(load_array(path), f"data.path={path!r}")
     else:
@@ -38,6 +39,8 @@ def build_pair(source: str, target: str, path: str | None, resolution: int | Non
                                   f"folder:PATH, images:FILE)")
         spec.update(asked)
         tgt = build_dataset(spec)
+    if prepare:
+        tgt.prepare()
     src = build_dataset({"name": source}, data_shape=tgt.shape)
     if tuple(src.shape) != tuple(tgt.shape):
         raise ConfigError(f"data.source '{source}' has shape {tuple(src.shape)} but the target has {tuple(tgt.shape)}")
@@ -52,7 +55,7 @@ def step_seed(seed: int, step: int, rank: int = 0) -> int:
 
 class PairStream(IterableDataset):
     """Endless batches {"x0": source, "x1": target[, "y": target labels]}; batch k is drawn from
-    ``step_seed(seed, k, rank)``. ``labelled`` adds the target's labels (class-conditional training).
+    ``step_seed(seed, k, rank)`` (the target's ``training_batch``: fresh draws, or a streamed dataset's epochs). ``labelled`` adds the target's labels (class-conditional training).
 
     With a ``coupling`` the stream also pairs each batch (a data-only coupling: independent, ot, sinkhorn),
     its random draws seeded by the step too, so that loader processes can solve minibatch OT off the
@@ -60,10 +63,10 @@ class PairStream(IterableDataset):
     ...; the DataLoader takes them round-robin, so batch k is the same for every number of workers."""
 
     def __init__(self, source: Dataset, target: Dataset, batch_size: int, seed: int, start: int = 0,
-                 rank: int = 0, labelled: bool = False, coupling=None) -> None:
+                 rank: int = 0, labelled: bool = False, coupling=None, ranks: int = 1) -> None:
         self.source, self.target = source, target
         self.batch_size, self.seed, self.start, self.rank, self.labelled = batch_size, seed, start, rank, labelled
-        self.coupling = coupling
+        self.coupling, self.ranks = coupling, ranks
 
     def __iter__(self):
         worker = get_worker_info()
@@ -72,11 +75,8 @@ class PairStream(IterableDataset):
         while True:
             generator.manual_seed(step_seed(self.seed, step, self.rank))
             x0 = self.source.sample(self.batch_size, generator)
-            if self.labelled:
-                x1, y = self.target.sample_labelled(self.batch_size, generator)
-                batch = {"x0": x0, "x1": x1, "y": y}
-            else:
-                batch = {"x0": x0, "x1": self.target.sample(self.batch_size, generator)}
+            x1, y = self.target.training_batch(step, self.batch_size, generator, self.rank, self.ranks, self.labelled)
+            batch = {"x0": x0, "x1": x1, **({"y": y} if self.labelled else {})}
             yield self.coupled(batch, step) if self.coupling is not None else batch
             step += stride
 

@@ -1,14 +1,13 @@
-"""The Lightning data module of a training run: the pair stream of ``flowkit.data`` behind a DataLoader.
-Apart from ``flowkit.data`` so that building a model, listing the registries or sampling never imports
-Lightning."""
+"""The Lightning data module of a training run: the pair stream of ``flowkit.data.pair`` behind a DataLoader.
+Apart from it so that building a model, listing the registries or sampling never imports Lightning."""
 
 from __future__ import annotations
 
 import lightning as L
 from torch.utils.data import DataLoader
 
-from flowkit.data import PairStream
-from flowkit.datasets import Dataset
+from flowkit.data.contract import Dataset
+from flowkit.data.pair import PairStream
 
 
 class PairDataModule(L.LightningDataModule):
@@ -24,7 +23,8 @@ class PairDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         # On resume Lightning restores global_step before it asks for the loader.
-        start, rank = (self.trainer.global_step, self.trainer.global_rank) if self.trainer is not None else (0, 0)
+        trainer = self.trainer
+        start, rank, ranks = (trainer.global_step, trainer.global_rank, trainer.world_size) if trainer else (0, 0, 1)
         stream = PairStream(self.source, self.target, self.batch_size, self.seed, start, rank, self.labelled,
-                            self.coupling)
+                            self.coupling, ranks)
         return DataLoader(stream, batch_size=None, num_workers=self.workers, persistent_workers=self.workers > 0)

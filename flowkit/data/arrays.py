@@ -1,0 +1,95 @@
+"""User arrays: ``.npy`` / ``.pt`` files of samples (``data.path``), read without running code from the file, and
+``Rows``, a finite array drawn uniformly with replacement and scored by the generic metrics (any shape)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from flowkit.checkpoint import safe_load
+from flowkit.data.contract import Dataset
+from flowkit.errors import ConfigError
+
+
+INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+class Rows(Dataset):
+    """A finite array of samples, drawn uniformly with replacement; scored by the generic metrics."""
+
+    def __init__(self, data: Tensor, label: str, labels: Tensor | None = None, num_classes: int = 0) -> None:
+        if data.dtype == torch.bool or data.is_complex() or not (data.is_floating_point() or data.dtype in INTEGER_DTYPES):
+            raise ConfigError(f"{label}: holds {str(data.dtype).removeprefix('torch.')} values; expected real numbers "
+                              f"(a float or integer array)")
+        if data.dim() < 2 or data.shape[0] == 0:
+            raise ConfigError(f"{label}: expected an array of shape (n >= 1, *data_shape); got {tuple(data.shape)}")
+        if not torch.isfinite(data).all():
+            bad = int((~torch.isfinite(data)).flatten(1).any(1).sum())
+            raise ConfigError(f"{label}: {bad} of {data.shape[0]} samples hold NaN or inf")
+        self.data = data.float()
+        if data.shape[0] < 2 or bool((self.data == self.data[:1]).all()):
+            raise ConfigError(f"{label}: all {data.shape[0]} samples are the same point; a distribution to learn needs "
+                              f"at least 2 distinct samples")
+        self.shape = tuple(self.data.shape[1:])
+        self.label = label
+        self.labels = labels
+        self.num_classes = num_classes if labels is not None else 0
+
+    @property
+    def count(self) -> int:
+        return self.data.shape[0]
+
+    def read(self, start: int, stop: int) -> tuple[Tensor, Tensor | None]:
+        return self.data[start:stop], None if self.labels is None else self.labels[start:stop]
+
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        return self.data[torch.randint(self.data.shape[0], (n,), generator=generator)]
+
+    def sample_labelled(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        if self.labels is None:
+            return super().sample_labelled(n, generator)
+        rows = torch.randint(self.data.shape[0], (n,), generator=generator)
+        return self.data[rows], self.labels[rows]
+
+
+def load_array(path: str | Path, key: str = "data.path") -> Tensor:
+    """Load ``.npy`` or ``.pt`` samples without running code from the file (``key``: the setting that named it)."""
+    if not str(path).strip():
+        raise ConfigError(f"{key} is empty: give a .npy or .pt file of samples"
+                          + (", or leave it unset (null) to draw from data.target" if key == "data.path" else ""))
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{key}={str(path)!r}: no such file")
+    if path.suffix == ".npy":
+        check_npy_header(path, key)
+        try:
+            return torch.from_numpy(np.load(path, allow_pickle=False))
+        except ValueError as exc:
+            raise ConfigError(f"{key}={str(path)!r}: not a plain numeric .npy array ({exc})") from None
+    if path.suffix == ".pt":
+        value = safe_load(path, f"{key}={str(path)!r}")
+        if not isinstance(value, Tensor):
+            raise ConfigError(f"{key}={str(path)!r}: holds a {type(value).__name__}, expected a tensor")
+        return value
+    raise ConfigError(f"{key}={str(path)!r}: unsupported suffix '{path.suffix}'; valid: .npy, .pt")
+
+
+def check_npy_header(path: Path, key: str = "data.path") -> None:
+    """What a ``.npy`` file claims, checked before anything is allocated (the array is memory-mapped, not read):
+    numbers, not strings, records or objects; a shape whose bytes the file really holds (a header claiming
+    (10**12, 2) is refused, not allocated)."""
+    where = f"{key}={str(path)!r}"
+    try:
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        size = path.stat().st_size
+        raise ConfigError(f"{where}: not a plain numeric .npy array, or shorter than its header claims "
+                          f"({size:,} bytes on disk; {' '.join(str(exc).split())})") from None
+    dtype = mapped.dtype
+    del mapped
+    if dtype.kind not in "biufc":  # bool and complex are refused by Rows, with their own message
+        raise ConfigError(f"{where}: holds {dtype} values ({'records' if dtype.names else 'not numbers'}); expected "
+                          f"real numbers (a float or integer array)")

@@ -1,0 +1,114 @@
+"""The dataset contract and its registry.
+
+A dataset derives from ``Dataset``: a data ``shape`` and ``sample(n, generator) -> (n, *shape)``. It owns
+its evaluation, with defaults for any data:
+
+    ``num_classes`` / ``sample_labelled(n, generator)``  its classes (0: none), drawn with the same points
+    ``reference(n, generator)``   held-out draws that samples are scored against (default: fresh draws)
+    ``metric`` / ``quality(samples, reference)``  the headline number, lower is better (default: "W2",
+                                  the exact 2-Wasserstein distance, any shape)
+    ``metrics(samples, reference)``  further numbers for ``flowkit eval`` (default: MMD^2)
+    ``classify(x)``               the class of each sample, for label accuracy (default: None, no classifier)
+    ``bin_width``                 the spacing of the data's quantisation levels, for bits/dim (default: None)
+    ``standard_normal``           it is N(0, I): as a source, the score of p_t follows from a model's
+                                  prediction, which stochastic samplers need (default: False)
+
+and, for data at scale, hooks with defaults that a small dataset never needs:
+
+    ``prepare()``                 read what draws need, once, before training starts (before the run directory
+                                  exists: a bad file fails before anything is written); sampling a trained run
+                                  never calls it (default: nothing)
+    ``training_batch(step, n, generator, rank, ranks, labelled)``  the batch of training step ``step`` on process
+                                  ``rank`` of ``ranks`` (default: ``n`` fresh draws from ``generator``, which is
+                                  seeded by (seed, step, rank)); a streamed dataset reads its epochs instead
+    ``count`` / ``read(start, stop)``  a finite dataset's size and its rows in order, with their labels (what
+                                  ``flowkit encode`` writes to shards; default: None, a distribution)
+    ``pixels``                    its rows are 8-bit images scaled to [-1, 1] (x = k / 127.5 - 1): shards keep
+                                  them as uint8, exactly (default: False)
+    ``features``                  the feature network its FD is taken in (``flowkit.features``; None: not FD)
+    ``encode(x)`` / ``decode(z)``  between the data and what the model is trained on (latent codes); the
+                                  identity by default. Samples are decoded before they are scored or written.
+
+Register with ``@register_dataset("name")`` or the entry-point group ``flowkit.datasets``.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import Tensor
+
+from flowkit.errors import ConfigError, ContractError
+from flowkit.metrics import mmd2, w2
+from flowkit.registry import Registry
+
+
+class Dataset:
+    """Base class of every dataset (module docstring)."""
+
+    shape: tuple[int, ...] = ()
+    num_classes: int = 0
+    metric: str = "W2"
+    bin_width: float | None = None
+    standard_normal: bool = False
+    count: int | None = None
+    pixels: bool = False
+    features: str | None = None
+
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} defines no sampling")
+
+    def sample_labelled(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        raise ConfigError(f"{type(self).__name__} has no class labels")
+
+    def reference(self, n: int, generator: torch.Generator) -> Tensor:
+        return self.sample(n, generator)
+
+    def quality(self, samples: Tensor, reference: Tensor) -> float:
+        return w2(samples, reference)
+
+    def metrics(self, samples: Tensor, reference: Tensor) -> dict[str, float]:
+        return {"mmd2": mmd2(samples, reference)}
+
+    def classify(self, x: Tensor) -> Tensor | None:
+        return None
+
+    def prepare(self) -> None:
+        return None
+
+    def training_batch(self, step: int, n: int, generator: torch.Generator, rank: int = 0, ranks: int = 1,
+                       labelled: bool = False) -> tuple[Tensor, Tensor | None]:
+        if labelled:
+            return self.sample_labelled(n, generator)
+        return self.sample(n, generator), None
+
+    def read(self, start: int, stop: int) -> tuple[Tensor, Tensor | None]:
+        raise ConfigError(f"{type(self).__name__} is a distribution, not a finite set of rows: nothing to read in order")
+
+    def encode(self, x: Tensor) -> Tensor:
+        return x
+
+    def decode(self, z: Tensor) -> Tensor:
+        return z
+
+
+def check_dataset(name: str, obj: object) -> None:
+    """The registration check: a ``Dataset`` subclass, or a function returning one (checked when built)."""
+    if inspect.isclass(obj) and issubclass(obj, Dataset):
+        return
+    if inspect.isfunction(obj):
+        return
+    raise ContractError(f"dataset '{name}': {obj!r} does not derive from flowkit.data.Dataset")
+
+
+DATASETS: Registry = Registry("dataset", "flowkit.datasets", check=check_dataset)
+register_dataset = DATASETS.register
+
+
+def build_dataset(spec: dict, **injected) -> Dataset:
+    """``DATASETS.build`` that also checks what a factory function returned."""
+    dataset = DATASETS.build(spec, **injected)
+    if not isinstance(dataset, Dataset):
+        raise ContractError(f"dataset '{spec['name']}' built a {type(dataset).__name__}, not a flowkit Dataset")
+    return dataset

@@ -1,0 +1,290 @@
+"""Image data a user brings: a folder of PNG / JPEG files, or an array of uint8 images.
+
+    data.target=folder:PATH      every image under PATH (sorted); with class subfolders (PATH/cat/*.png,
+                                 PATH/dog/*.png) the subfolder is the label, classes in sorted order
+    data.target=images:FILE      a .npz (first array, or the one named ``images``; ``labels`` beside it if
+                                 present) or .npy of uint8 images, (N, H, W, C) or (N, C, H, W), C in 1, 3
+    data.resolution=R            each image resized (shorter side to R, bicubic) and centre-cropped to R x R;
+                                 without it every image must have one size
+    data.flip=true               random horizontal flips when drawn
+    data.features=inception      scored by FID (weights found on disk; inception:WEIGHTS names the file), or by
+                                 FD in another registered feature network (``flowkit.features``); default: W2;
+                                 either against real images, each at most once and never flipped (FID's way)
+
+An image set is read through a source that decodes rows in order on demand (``ImageSource``): training in memory
+decodes every image once, when the run starts (``prepare``), into one uint8 tensor (N, C, H, W) (a quarter of
+the floats' size; DataLoader workers share it), so no epoch decodes a file again; ``flowkit encode`` reads the
+rows a shard at a time instead, so a set larger than memory is never held whole, and scoring decodes only the
+reference images it draws. Pixels are scaled to [-1, 1] when drawn. A file that cannot be read (truncated, not
+an image, an unsupported mode) or that breaks the folder's size or channel count (a colour image among grayscale
+ones) is one error naming it; grayscale images in a colour folder become RGB.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from flowkit.data.arrays import check_npy_header
+from flowkit.data.contract import Dataset, register_dataset
+from flowkit.errors import ConfigError
+
+SUFFIXES = (".png", ".jpg", ".jpeg")
+MODES = {"L": 1, "RGB": 3}  # accepted as they are; P, LA, RGBA, CMYK... are converted (alpha dropped)
+CONVERTIBLE = ("1", "P", "LA", "RGBA", "CMYK", "YCbCr", "I;16", "I")
+
+
+def _files(root: Path) -> tuple[list[Path], list[int] | None, list[str]]:
+    """(image files in sorted order, their labels or None, the class names)."""
+    if not root.is_dir():
+        raise ConfigError(f"data.target=folder:{root}: no such folder")
+    subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if subfolders:
+        files, labels = [], []
+        for label, folder in enumerate(subfolders):
+            mine = sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES)
+            files += mine
+            labels += [label] * len(mine)
+        classes = [p.name for p in subfolders]
+    else:
+        files, labels, classes = sorted(p for p in root.iterdir() if p.suffix.lower() in SUFFIXES), None, []
+    if not files:
+        raise ConfigError(f"data.target=folder:{root}: no {', '.join(SUFFIXES)} files in it or its subfolders")
+    return files, labels, classes
+
+
+def _fit(image, resolution: int | None):
+    """Shorter side to ``resolution`` (bicubic), then the centre square; None: unchanged."""
+    from PIL import Image
+
+    if resolution is None:
+        return image
+    w, h = image.size
+    scale = resolution / min(w, h)
+    if scale != 1:
+        image = image.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))),
+                             Image.Resampling.BICUBIC)
+    w, h = image.size
+    left, top = (w - resolution) // 2, (h - resolution) // 2
+    return image.crop((left, top, left + resolution, top + resolution))
+
+
+def decode(file: Path, resolution: int | None, channels: int | None) -> np.ndarray:
+    """One image as uint8 (C, H, W): its mode checked (and converted to L or RGB), fitted to ``resolution``."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(file) as image:
+            image.load()
+            mode = image.mode
+            if mode not in MODES:
+                if mode not in CONVERTIBLE:
+                    raise ConfigError(f"{file}: image mode {mode} is not supported; expected one of "
+                                      f"{', '.join([*MODES, *CONVERTIBLE])}")
+                image = image.convert("L" if mode in ("1", "LA", "I;16", "I") else "RGB")
+            if channels == 1 and image.mode == "RGB":
+                raise ConfigError(f"{file}: a colour image among grayscale ones (the first file decides; convert "
+                                  f"the folder to one mode)")
+            if channels == 3 and image.mode == "L":
+                image = image.convert("RGB")
+            array = np.asarray(_fit(image, resolution), dtype=np.uint8)
+    except ConfigError:
+        raise
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        raise ConfigError(f"{file}: cannot be read as an image ({' '.join(str(exc).split())})") from None
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+class ImageSource:
+    """The rows of an image set in a fixed order, decoded on demand: ``count``, ``shape`` (C, H, W), ``labels``
+    (one per row, or None) and ``take(rows) -> uint8 (n, C, H, W)``."""
+
+    count: int
+    shape: tuple[int, int, int]
+    labels: Tensor | None
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class FolderSource(ImageSource):
+    """The image files of a folder (``_files``), each decoded when it is taken; the first decides the size and
+    the channels."""
+
+    def __init__(self, root: Path, resolution: int | None) -> None:
+        self.files, labels, self.classes = _files(root)
+        self.resolution = resolution
+        self.labels = None if labels is None else torch.tensor(labels)
+        self.count = len(self.files)
+        first = decode(self.files[0], resolution, None)
+        self.shape = tuple(first.shape)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((len(rows), *self.shape), dtype=np.uint8)
+        for i, row in enumerate(rows):
+            array = decode(self.files[row], self.resolution, self.shape[0])
+            if array.shape != self.shape:
+                raise ConfigError(f"{self.files[row]}: size {array.shape[2]}x{array.shape[1]}, but "
+                                  f"{self.files[0].name} is {self.shape[2]}x{self.shape[1]}; set data.resolution to "
+                                  f"fit every image to one size")
+            out[i] = array
+        return out
+
+
+class ArraySource(ImageSource):
+    """A .npz / .npy of uint8 images in NHWC or NCHW; a .npy is memory-mapped (rows read when taken), a .npz read
+    whole (its members cannot be mapped). Images of another size are fitted to ``resolution`` when taken."""
+
+    def __init__(self, file: Path, resolution: int | None) -> None:
+        where = f"data.target=images:{file}"
+        if not file.is_file():
+            raise ConfigError(f"{where}: no such file")
+        labels = None
+        if file.suffix == ".npy":
+            check_npy_header(file, "data.target")
+            array = np.load(file, mmap_mode="r", allow_pickle=False)
+        elif file.suffix == ".npz":
+            try:
+                with np.load(file, allow_pickle=False) as archive:
+                    if not archive.files:
+                        raise ConfigError(f"{where}: the archive holds no arrays")
+                    array = archive["images"] if "images" in archive.files else archive[archive.files[0]]
+                    labels = archive["labels"] if "labels" in archive.files else None
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"{where}: not a readable .npz of arrays ({' '.join(str(exc).split())})") from None
+        else:
+            raise ConfigError(f"{where}: unsupported suffix '{file.suffix}'; valid: .npz, .npy")
+        if array.dtype != np.uint8 or array.ndim != 4:
+            raise ConfigError(f"{where}: expected uint8 images of shape (N, H, W, C) or (N, C, H, W); got "
+                              f"{array.dtype} of shape {array.shape}")
+        if array.shape[-1] in (1, 3) and array.shape[1] not in (1, 3):
+            self.nhwc = True
+        elif array.shape[1] in (1, 3):
+            self.nhwc = False
+        else:
+            raise ConfigError(f"{where}: shape {array.shape} has no channel axis of 1 or 3 (second or last)")
+        if labels is not None and (labels.shape != (array.shape[0],) or labels.dtype.kind not in "iu"):
+            raise ConfigError(f"{where}: 'labels' must hold one integer per image; got {labels.dtype} {labels.shape}")
+        if array.shape[0] == 0:
+            raise ConfigError(f"{where}: expected an array of shape (n >= 1, *data_shape); got {tuple(array.shape)}")
+        self.array, self.resolution = array, resolution
+        self.labels = None if labels is None else torch.from_numpy(labels).long()
+        self.count = array.shape[0]
+        channels, h, w = (array.shape[3], *array.shape[1:3]) if self.nhwc else array.shape[1:]
+        self.shape = (channels, resolution, resolution) if resolution is not None else (channels, h, w)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        array = self.array[np.asarray(rows)]
+        array = array.transpose(0, 3, 1, 2) if self.nhwc else array
+        if tuple(array.shape[1:]) != self.shape:
+            from PIL import Image
+
+            fitted = [_fit(Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)), self.resolution)
+                      for a in array]
+            array = np.stack([np.asarray(f)[None] if array.shape[1] == 1 else np.asarray(f).transpose(2, 0, 1)
+                              for f in fitted])
+        return np.ascontiguousarray(array)
+
+
+@register_dataset("folder")
+def image_folder(root: str = "", resolution: int | None = None, flip: bool = False,
+                 features: str | None = None) -> Images:
+    """A folder of PNG / JPEG images (``data.target=folder:PATH``); class subfolders give labels."""
+    return Images(FolderSource(Path(root), resolution), f"folder:{root}", flip, features)
+
+
+@register_dataset("images")
+def image_array(file: str = "", resolution: int | None = None, flip: bool = False,
+                features: str | None = None) -> Images:
+    """A .npz / .npy of uint8 images, NHWC or NCHW (``data.target=images:FILE``); ``labels`` in a .npz give labels."""
+    return Images(ArraySource(Path(file), resolution), f"images:{file}", flip, features)
+
+
+def to_unit(images: Tensor) -> Tensor:
+    """uint8 images scaled to [-1, 1]."""
+    return images.float().div(127.5).sub(1)
+
+
+class Images(Dataset):
+    """Images held as uint8 (N, C, H, W), drawn scaled to [-1, 1], with random horizontal flips if ``flip``.
+    Scored by FD in the feature network ``features`` (``data.features``; ``inception``: FID), or without one by
+    W2 on the pixels, against distinct real images drawn without the flip (``reference``). The whole set is
+    decoded by ``prepare`` (or the first draw); ``read`` and ``reference`` decode only the rows they return."""
+
+    bin_width = 2 / 255
+    pixels = True
+
+    def __init__(self, source: ImageSource, label: str, flip: bool = False, features: str | None = None) -> None:
+        from flowkit.features import metric_name
+
+        self.source, self.label, self.flip, self.features = source, label, flip, features
+        self.shape = tuple(source.shape)
+        self.labels = source.labels
+        self.num_classes = int(self.labels.max()) + 1 if self.labels is not None and self.labels.numel() else 0
+        self.count = source.count
+        self._data: Tensor | None = None
+        if features is not None:
+            self.metric = metric_name(features)
+
+    @property
+    def data(self) -> Tensor:
+        """Every image, uint8 (N, C, H, W), decoded once."""
+        if self._data is None:
+            data = torch.from_numpy(self.source.take(np.arange(self.count)))
+            if self.count < 2 or bool((data == data[:1]).all()):
+                raise ConfigError(f"{self.label}: all {self.count} images are the same; a distribution to learn "
+                                  f"needs at least 2 distinct images")
+            self._data = data
+        return self._data
+
+    @data.setter
+    def data(self, value: Tensor) -> None:
+        self._data = value
+        self.count = value.shape[0]
+
+    def prepare(self) -> None:
+        self.data  # noqa: B018 - decodes every image now, before training
+
+    def _rows(self, rows: Tensor) -> Tensor:
+        """uint8 rows: from memory once decoded, else decoded from the source."""
+        if self._data is not None:
+            return self._data[rows]
+        order = rows.argsort()
+        taken = torch.from_numpy(self.source.take(rows[order].numpy()))
+        return taken[order.argsort()]
+
+    def read(self, start: int, stop: int) -> tuple[Tensor, Tensor | None]:
+        rows = torch.arange(start, min(stop, self.count))
+        return to_unit(self._rows(rows)), None if self.labels is None else self.labels[rows]
+
+    def quality(self, samples: Tensor, reference: Tensor) -> float:
+        if self.features is None:
+            return super().quality(samples, reference)
+        from flowkit.features import fd
+
+        return fd(samples, reference, self.features)
+
+    def _draw(self, rows: Tensor, generator: torch.Generator) -> Tensor:
+        x = to_unit(self.data[rows])
+        if self.flip:
+            mirrored = torch.rand(rows.shape[0], generator=generator) < 0.5
+            x = torch.where(mirrored[:, None, None, None], x.flip(-1), x)
+        return x
+
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        return self._draw(torch.randint(self.count, (n,), generator=generator), generator)
+
+    def reference(self, n: int, generator: torch.Generator) -> Tensor:
+        """FID's convention: the real images themselves, each at most once (all of them when ``n`` exceeds the
+        set, then repeats), without the flip augmentation of training."""
+        rows = torch.cat([torch.randperm(self.count, generator=generator) for _ in range(-(-n // self.count))])[:n]
+        return to_unit(self._rows(rows))
+
+    def sample_labelled(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        if self.labels is None:
+            raise ConfigError(f"{self.label} has no class labels")
+        rows = torch.randint(self.count, (n,), generator=generator)
+        return self._draw(rows, generator), self.labels[rows]
