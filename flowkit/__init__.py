@@ -36,6 +36,7 @@ _EXPORTS = {
     "GRIDS": "flowkit.grids", "register_grid": "flowkit.grids",
     "MODELS": "flowkit.models", "register_model": "flowkit.models",
     "DATASETS": "flowkit.data", "Dataset": "flowkit.data", "register_dataset": "flowkit.data",
+    "ENCODERS": "flowkit.data.encoders", "Encoder": "flowkit.data.encoders", "register_encoder": "flowkit.data.encoders",
     "FEATURES": "flowkit.features", "register_features": "flowkit.features",
 }
 

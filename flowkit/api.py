@@ -90,6 +90,7 @@ class Flow:
 
     @property
     def data_shape(self) -> tuple[int, ...]:
+        """The shape the model works in (a latent run's: its codes')."""
         return tuple(self.parts.target.shape)
 
     @property
@@ -105,10 +106,11 @@ class Flow:
     def sample(self, n: int, sampler: str = "dopri5", *, grid: str = "uniform", label: int | Tensor | None = None,
                guidance: float | None = None, classifier: str | Path | Run | None = None,
                classifier_scale: float = 1.0, generator: torch.Generator | None = None, rtol: float = 1e-5,
-               atol: float = 1e-5) -> Tensor:
+               atol: float = 1e-5, decode: bool = True) -> Tensor:
         """``n`` samples (on the CPU) drawn from the source with ``generator`` (default: torch's global one).
         ``label``: a class, a tensor of ``n`` classes, or None (random classes) for a class-conditional model, or
-        with ``classifier`` (a classifier run of the same path: classifier guidance at ``classifier_scale``)."""
+        with ``classifier`` (a classifier run of the same path: classifier guidance at ``classifier_scale``).
+        A latent run's samples are decoded to data (``decode=False``: its codes, of shape ``data_shape``)."""
         from flowkit.commands import guide_of
 
         if not (isinstance(n, int) and n >= 1):
@@ -120,11 +122,16 @@ class Flow:
         x0 = self.parts.source.sample(n, generator or torch.default_generator).to(self.device)
         cond = self._cond(n, label, guidance, generator, guide)
         x1, _ = self.parts.sample(x0, sampler, grid=grid, cond=cond, rtol=rtol, atol=atol)
-        return x1.cpu()
+        return self.parts.target.decode(x1.cpu()) if decode else x1.cpu()
 
     def invert(self, x: Tensor, sampler: str = "dopri5", *, grid: str = "uniform", label: int | Tensor | None = None,
                guidance: float | None = None, rtol: float = 1e-5, atol: float = 1e-5) -> Tensor:
-        """Data -> source: a deterministic sampler run backwards (sampling the result returns ``x``)."""
+        """Data -> source: a deterministic sampler run backwards (sampling the result returns ``x``); a latent run
+        inverts the codes of ``x`` (the posterior's mean)."""
+        if self.parts.target.encoded_by and isinstance(x, Tensor):
+            from flowkit.commands import encode_input
+
+            x = encode_input(self.parts, x.float(), "x")
         x = self._check(x)
         if self.classes and label is None:
             raise ConfigError(f"this model is class-conditional: give the class of the points, label=0..{self.classes - 1}")

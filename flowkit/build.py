@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from flowkit.checkpoint import CHECKPOINT_FORMAT, ema_weights, read_checkpoint, read_matching, weights_fault
 from flowkit.conditioning import Cond
 from flowkit.couplings import COUPLINGS
-from flowkit.data import Dataset
+from flowkit.data import Dataset, build_dataset
 from flowkit.data.pair import build_pair
 from flowkit.errors import ConfigError
 from flowkit.memory import MODEL_SIZE, check_fits, meta_parameters
@@ -79,16 +79,19 @@ class Parts:
             raise ConfigError(fault)
 
 
-def build_parts(cfg: dict[str, Any], with_coupling: bool = True) -> Parts:
+def build_parts(cfg: dict[str, Any], with_coupling: bool = True, saved: dict[str, Any] | None = None) -> Parts:
     """Build every unit a recipe names; raises ``ConfigError`` on any bad name or option.
 
     The network is the registered backbone composed with what the method declares it needs (``inputs``)
     and the run's labels (``flowkit.models.network``). ``model.init_from`` (a checkpoint or run dir)
-    starts it from that run's EMA weights, e.g. a student from its teacher.
+    starts it from that run's EMA weights, e.g. a student from its teacher. ``saved``: the ``flowkit`` section
+    of the run's own checkpoint, whose weights will be loaded: the data is then read only when a question
+    needs it (``Deferred``) and ``init_from`` is not read again.
     """
     d = cfg["data"]
-    source, target = build_pair(d["source"], d["target"], d["path"], d.get("resolution"), d.get("flip", False),
-                                d.get("features"))
+    source, target = (saved_pair(d, saved) if saved is not None and "num_classes" in saved else
+                      build_pair(d["source"], d["target"], d["path"], d.get("resolution"), d.get("flip", False),
+                                 d.get("features"), encoder=d.get("encoder")))
     path = PATHS.build(cfg["path"])
     time_sampler = TIME_SAMPLERS.build(cfg["time"])
     classes = conditioning_classes(cfg, target)
@@ -110,7 +113,7 @@ def build_parts(cfg: dict[str, Any], with_coupling: bool = True) -> Parts:
     if parameters is not None:
         check_fits(MODEL_SIZE, 4 * parameters, "cpu", f"{parameters:,} parameters")
     model = network()
-    if init_from:
+    if init_from and saved is None:
         load_into(model, ema_weights(read_matching(init_from, target.shape)[1]), init_from)
     if prediction != "velocity":
         try:
@@ -121,6 +124,26 @@ def build_parts(cfg: dict[str, Any], with_coupling: bool = True) -> Parts:
     return Parts(source=source, target=target, model=model, path=path, coupling=coupling, method=method,
                  classes=classes, method_name=name, coupling_name=cfg["coupling"]["name"],
                  source_name=d["source"])
+
+
+def saved_pair(d: dict[str, Any], saved: dict[str, Any]) -> tuple[Dataset, Dataset]:
+    """A trained run's (source, target) from what its checkpoint holds: the target ``Deferred`` (its data read
+    when a question needs it), its codes decoded by its encoder (built now: it needs no data)."""
+    from flowkit.data.deferred import Deferred
+    from flowkit.data.encoders import build_encoder
+    from flowkit.data.latent import Coder
+
+    spec = d.get("encoder")
+    built = build_encoder(spec) if spec else None
+
+    def build() -> Dataset:
+        return build_pair(d["source"], d["target"], d["path"], d.get("resolution"), d.get("flip", False),
+                          d.get("features"), prepare=False, encoder=spec, built=built)[1]
+
+    what = f"data.path={d['path']}" if d["path"] is not None else f"data.target={d['target']}"
+    target = Deferred(build, tuple(saved["data_shape"]), int(saved["num_classes"]), spec,
+                      Coder(built) if built is not None else None, label=f"the run's data ({what})")
+    return build_dataset({"name": d["source"]}, data_shape=target.shape), target
 
 
 def conditioning_classes(cfg: dict[str, Any], target: Dataset) -> int:
@@ -138,7 +161,7 @@ def load_run(path: str | Path) -> tuple[dict[str, Any], Parts]:
     run dir. The coupling is not rebuilt: sampling a model never needs the pairs it was trained on."""
     ckpt = read_checkpoint(path)
     cfg = ckpt["flowkit"]["config"]
-    parts = build_parts(cfg, with_coupling=False)
+    parts = build_parts(cfg, with_coupling=False, saved=ckpt["flowkit"])
     weights = ema_weights(ckpt)
     wrong = weights_fault(weights, parts.model.state_dict())
     if wrong:

@@ -178,6 +178,20 @@ def compare(tokens: Optional[List[str]] = TOKENS) -> None:
     out.print("wrote " + ", ".join(r["files"]))
 
 
+@app.command()
+def encode(tokens: Optional[List[str]] = typer.Argument(
+        None, help="data.target=folder:IMGS data.resolution=32 data.encoder=autoencoder-kl:DIR out=SHARDS "
+                   "(shard_mb, reference, dtype, seed, device)")) -> None:
+    """Write a dataset once into shards, as latent codes with data.encoder=NAME[:ARG]: resumable, streamed by train."""
+    from flowkit.commands import encode as run
+
+    r = _run(run, tokens)
+    what = f"codes of {r['encoder']}" if r["encoder"] else "rows"
+    out.print(f"wrote {r['count']:,} {what} ({r['views']} view{'s' if r['views'] > 1 else ''} each, shape "
+              f"{tuple(r['shape'])}, {r['dtype']}; data {tuple(r['data_shape'])}) into {r['shards']} shards in "
+              f"[bold]{r['out']}[/]; train on them with data.target=shards:{r['out']}", highlight=False)
+
+
 @app.command("list")
 def list_registered() -> None:
     """Show the registered paths, couplings, time samplers, methods, samplers, grids, models, datasets and recipes."""

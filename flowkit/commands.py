@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -92,6 +92,37 @@ class CompareArgs(SamplingArgs):
     seed: int = 0
     device: str = "cpu"
     out: str = ""  # writes <out>.json and <out>.png; default: compare.json / compare.png in the first run's directory
+
+
+@dataclass
+class EncodeData:
+    """The data ``flowkit encode`` reads: the keys of a recipe's ``data`` section that say what the data is."""
+
+    target: str = "digits"  # a registered finite dataset, folder:PATH, images:FILE (ignored when ``path`` is set)
+    path: Optional[str] = None  # a .npy / .pt array of rows, shape (n, *data_shape)
+    resolution: Optional[int] = None  # image datasets: shorter side resized to this, centre-cropped square
+    flip: bool = False  # with an encoder: the mirror images encoded too; without: flips when the shards are drawn
+    features: Optional[str] = None  # image datasets: FD in this feature network (recorded for scoring)
+    encoder: Optional[str] = None  # NAME[:ARG]: write this encoder's codes (none: the data itself, uint8 for images)
+
+
+@dataclass
+class EncodeArgs:
+    data: EncodeData = field(default_factory=EncodeData)
+    out: str = ""  # the shard folder (an encoding killed midway resumes into it)
+    shard_mb: float = 8.0  # the size of one shard file: a loader process holds data.mix + 1 of them
+    reference: int = 2000  # real rows kept beside the shards (reference.npy) for scoring samples
+    dtype: str = "float32"  # codes: float32 | float16 (images without an encoder are kept as uint8)
+    seed: int = 0  # the shuffled order the rows are written in
+    device: str = "auto"  # where the encoder runs: auto (the GPU if there is one), cpu, cuda, cuda:N
+
+
+ENCODE_RANGES = {
+    "shard_mb": (lambda v: 0 < v <= 4096, "in (0, 4096]"),
+    "reference": (lambda v: v >= 1, ">= 1"),
+    "seed": (lambda v: v >= 0, ">= 0"),
+    "data.resolution": (lambda v: v is None or 1 <= v <= 4096, "null or in [1, 4096]"),
+}
 
 
 # what the types cannot say (a NaN tolerance fails "> 0" too)
@@ -186,10 +217,11 @@ def sample(tokens: list[str]) -> dict[str, Any]:
     synchronize(device)
     seconds = time.perf_counter() - start
     x1 = x1.cpu()
+    data = parts.target.decode(x1)  # latent codes as data; anything else as it is
     if out.suffix == ".png":
-        write_atomically(out, lambda p: save_samples(p, x1, None, f"{cfg['name']} ({args.solver}, NFE {nfe})"))
+        write_atomically(out, lambda p: save_samples(p, data, None, f"{cfg['name']} ({args.solver}, NFE {nfe})"))
     else:
-        save_array(out, x1)
+        save_array(out, data)
     result = {"out": str(out), "n": args.n, "solver": args.solver, "nfe": nfe, "seconds": seconds}
     if labels is not None:  # which class each sample was asked for, beside the samples
         result["labels"] = str(out.with_name(f"{out.stem}_labels.npy"))
@@ -226,7 +258,7 @@ def evaluate(tokens: list[str]) -> dict[str, Any]:
         paths = ({"method": name, "steps": steps} if steps and name in FIXED
                  else {"method": "dopri5", "rtol": args.rtol, "atol": args.atol})
         result["straightness"] = straightness_along_paths(velocity, x0[: args.n], paths)
-        held_out = target.reference(args.nll_n, generator)[: args.nll_n].to(device)
+        held_out = target.encode(target.reference(args.nll_n, generator)[: args.nll_n]).to(device)  # as codes
         # a class-conditional model's likelihood is that of its unconditional (null-class) branch
         unconditional = Predictor.of(method, parts.model, parts.path).velocity_field(None)
         logp, _ = log_likelihood(unconditional, held_out, rtol=args.rtol, atol=args.atol, generator=generator)
@@ -260,6 +292,8 @@ def invert(tokens: list[str]) -> dict[str, Any]:
         raise ConfigError(f"out='{args.out}': unsupported suffix '{out.suffix}'; valid: .pt, .npy")
     data = Rows(load_array(args.input, "in"), f"in={args.input!r}").data
     cfg, parts = load_on(args.ckpt, device, data.shape[0])
+    if parts.target.encoded_by:  # data in, inverted from its codes (the posterior's mean)
+        data = encode_input(parts, data, args.input)
     if tuple(data.shape[1:]) != tuple(parts.target.shape):
         raise ConfigError(f"in={args.input!r}: points of shape {tuple(data.shape[1:])}; this model's data are "
                           f"{tuple(parts.target.shape)}")
@@ -278,6 +312,15 @@ def invert(tokens: list[str]) -> dict[str, Any]:
     return {"out": str(out), "n": data.shape[0], "solver": args.solver, "grid": args.grid, "nfe": nfe,
             "seconds": seconds, "nfe_generate": nfe_back, "round_trip_rms": float(error.pow(2).mean().sqrt()),
             "round_trip_max": float(error.max()), "data_rms": float(x1.flatten(1).norm(dim=1).pow(2).mean().sqrt())}
+
+
+def encode_input(parts, data: torch.Tensor, where: str) -> torch.Tensor:
+    """Data given to a latent run, as its codes; data the encoder cannot take is one line."""
+    try:
+        return parts.target.encode(data)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"in={where!r}: points of shape {tuple(data.shape[1:])} cannot be encoded by "
+                          f"data.encoder={parts.target.encoded_by} ({' '.join(str(exc).split())[:160]})") from None
 
 
 def compare_runs(ckpts: list[str], solvers: list[str], args: Any, device: torch.device) -> dict[str, Any]:
@@ -336,3 +379,32 @@ def compare(tokens: list[str]) -> dict[str, Any]:
     write_atomically(out.with_suffix(".png"), lambda p: plot_quality_vs_nfe(p, result["rows"]))
     result["files"] = [str(out.with_suffix(".json")), str(out.with_suffix(".png"))]
     return result
+
+
+def encode(tokens: list[str]) -> dict[str, Any]:
+    """``flowkit encode``: a finite dataset (images, digits, an array) written once into shards (``write_shards``),
+    through ``data.encoder`` when it names one; training then reads ``data.target=shards:OUT`` and never runs the
+    encoder on its data."""
+    from flowkit.data.encoders import build_encoder
+    from flowkit.data.latent import Coder, coding_device
+    from flowkit.data.pair import build_pair
+    from flowkit.data.shards import write_shards
+
+    args = apply_overrides(OmegaConf.structured(EncodeArgs), tokens)
+    if not args.out:
+        raise ConfigError("out=DIR is required: the folder the shards are written to")
+    check_ranges(args, ENCODE_RANGES)
+    device = coding_device() if args.device == "auto" else parse_device(args.device)
+    d = args.data
+    _, dataset = build_pair("gaussian", d.target, d.path, d.resolution, d.flip and not d.encoder, d.features,
+                            prepare=False)
+    coder = Coder(build_encoder(d.encoder, dataset.shape), device=device) if d.encoder else None
+    job = {"data": {"target": d.target, "path": d.path, "resolution": d.resolution, "flip": d.flip,
+                    "features": d.features},
+           "encoder": d.encoder, "shard_mb": args.shard_mb, "reference": args.reference, "dtype": args.dtype,
+           "seed": args.seed}
+    index = write_shards(dataset, Path(args.out), job, coder, flip=d.flip, shard_mb=args.shard_mb,
+                         reference=args.reference, dtype=args.dtype, seed=args.seed)
+    return {"out": args.out, "count": index["count"], "shards": len(index["shards"]), "shape": index["shape"],
+            "views": index["views"], "dtype": index["dtype"], "encoder": index["encoder"],
+            "data_shape": index["data_shape"]}

@@ -38,6 +38,7 @@ class DataConfig:
     resolution: Optional[int] = None  # image datasets: shorter side resized to this, centre-cropped square
     flip: bool = False  # image datasets: random horizontal flips
     features: Optional[str] = None  # image datasets: FD in this feature network (inception[:WEIGHTS]: FID; digits)
+    encoder: Optional[str] = None  # NAME[:ARG]: train in this encoder's latent space (space-to-depth, autoencoder-kl:DIR)
 
 
 @dataclass

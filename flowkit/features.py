@@ -68,18 +68,7 @@ def digits() -> nn.Module:
 @lru_cache(maxsize=4)
 def feature_network(spec: str) -> nn.Module:
     """The network ``spec`` names (``name`` or ``name:ARG``), built once per process."""
-    name, colon, argument = spec.partition(":")
-    factory = FEATURES.get(name)
-    if colon:
-        import inspect
-
-        options = list(inspect.signature(factory).parameters)
-        if not options:
-            from flowkit.errors import ConfigError
-
-            raise ConfigError(f"data.features='{spec}': feature network '{name}' takes no argument after ':'")
-        return FEATURES.build({"name": name, options[0]: argument})
-    return FEATURES.build({"name": name})
+    return FEATURES.build(FEATURES.parse(spec, "data.features"))
 
 
 def metric_name(spec: str) -> str:

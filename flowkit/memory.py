@@ -90,25 +90,44 @@ TRAIN_COPIES = 5  # a parameter in training: itself, its gradient, two Adam mome
 BATCH_COPIES = 8  # a batch in a step: source, target, interpolant, target velocity, prediction, their gradients
 
 
-def activations_per_sample(net: torch.nn.Module, data_shape: tuple[int, ...]) -> int:
-    """Numbers the layers of ``net`` output for one sample (one forward at batch 2 on the CPU, counted by hooks on
-    its leaf modules); 0 where the network cannot be run that way."""
+def outputs_per_sample(module: torch.nn.Module, call: Callable[[], object], n: int) -> int:
+    """Numbers the leaf modules of ``module`` output while ``call()`` runs on ``n`` samples (counted by hooks, without
+    gradients, in eval mode: no running statistics updated, no random draws taken from the run's stream), per
+    sample; 0 where the call fails."""
     counts: list[int] = []
-    leaves = [m for m in net.modules() if next(m.children(), None) is None]
+    leaves = [m for m in module.modules() if next(m.children(), None) is None]
     hooks = [m.register_forward_hook(lambda m, i, o: counts.append(o.numel() if torch.is_tensor(o) else 0))
              for m in leaves]
-    training = net.training
-    try:  # in eval mode: no running statistics updated, no random draws (dropout) taken from the run's stream
-        device = next(net.parameters()).device
+    training = module.training
+    try:
         with torch.no_grad():
-            net.eval()(torch.zeros(2, *data_shape, device=device), torch.full((2,), 0.5, device=device))
+            module.eval()
+            call()
     except Exception:
         return 0
     finally:
-        net.train(training)
+        module.train(training)
         for hook in hooks:
             hook.remove()
-    return sum(counts) // 2
+    return sum(counts) // n
+
+
+def activations_per_sample(net: torch.nn.Module, data_shape: tuple[int, ...]) -> int:
+    """Numbers the layers of ``net`` output for one sample (one forward at batch 2 on its device)."""
+    try:
+        device = next(net.parameters()).device
+    except StopIteration:
+        return 0
+    return outputs_per_sample(net, lambda: net(torch.zeros(2, *data_shape, device=device),
+                                               torch.full((2,), 0.5, device=device)), 2)
+
+
+def batch_that_fits(numbers_per_sample: int, device: torch.device | str, cap: int) -> int:
+    """The largest batch up to ``cap`` whose ``numbers_per_sample`` float32 numbers each take at most half of what
+    ``device`` has free (at least 1)."""
+    if numbers_per_sample <= 0:
+        return cap
+    return max(1, min(cap, available_bytes(device) // (2 * 4 * numbers_per_sample)))
 
 
 def check_training_fits(net: torch.nn.Module, batch: int, data_shape: tuple[int, ...], accelerator: str) -> None:

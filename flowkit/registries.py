@@ -2,6 +2,7 @@
 
 from flowkit.couplings import COUPLINGS
 from flowkit.data import DATASETS
+from flowkit.data.encoders import ENCODERS
 from flowkit.features import FEATURES
 from flowkit.grids import GRIDS
 from flowkit.methods import METHODS
@@ -13,4 +14,4 @@ from flowkit.timesteps import TIME_SAMPLERS
 
 
 def all_registries() -> list[Registry]:
-    return [PATHS, COUPLINGS, TIME_SAMPLERS, METHODS, SAMPLERS, GRIDS, MODELS, DATASETS, FEATURES]
+    return [PATHS, COUPLINGS, TIME_SAMPLERS, METHODS, SAMPLERS, GRIDS, MODELS, DATASETS, ENCODERS, FEATURES]

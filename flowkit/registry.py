@@ -108,6 +108,31 @@ class Registry(Generic[T]):
                 warnings.warn(f"flowkit: skipped {self.group} entry point '{ep.name}' ({ep.value}): {exc}",
                               RuntimeWarning, stacklevel=2)
 
+    def options(self, name: str) -> list[str]:
+        """The options of unit ``name`` a recipe may set (its signature's named parameters, injected ones aside)."""
+        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        return [k for k, p in inspect.signature(self.get(name)).parameters.items()
+                if p.kind in named and k not in self.injectable]
+
+    def parse(self, text: str, key: str) -> dict[str, Any]:
+        """The spec of ``name`` or ``name:ARG`` (a setting such as ``data.target=folder:PATH``, named ``key`` in
+        errors): ARG is the unit's first option, read as its annotation says (``space-to-depth:4`` is an int)."""
+        name, colon, argument = text.partition(":")
+        if not colon:
+            return {"name": name}
+        options = self.options(name)
+        if not options:
+            raise ConfigError(f"{key}='{text}': {self.kind} '{name}' takes no argument after ':'")
+        hint = _type_hints(self.get(name)).get(options[0])
+        for kind in (int, float):
+            if hint is kind or (typing.get_origin(hint) in (typing.Union, types.UnionType) and kind in typing.get_args(hint)):
+                try:
+                    return {"name": name, options[0]: kind(argument)}
+                except ValueError:
+                    raise ConfigError(f"{key}='{text}': {argument!r} is not a {kind.__name__} ({self.kind} '{name}' "
+                                      f"takes {options[0]} after ':')") from None
+        return {"name": name, options[0]: argument}
+
     def build(self, spec: dict[str, Any], **injected: Any) -> Any:
         """Construct ``spec['name']`` with the spec's other keys as checked keyword arguments.
 

@@ -14,6 +14,7 @@ import socket
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any, Callable
 
 from flowkit.errors import ConfigError
 
@@ -28,7 +29,55 @@ def is_plain_name(name: str) -> bool:
 
 
 def is_rank_zero() -> bool:
+    """Whether this is the global rank 0 of a run: RANK under torchrun, SLURM_PROCID under srun, else node 0's
+    local rank 0 (Lightning's own launcher, which starts the other ranks from inside fit)."""
+    for variable in ("RANK", "SLURM_PROCID"):
+        if variable in os.environ:
+            return int(os.environ[variable]) == 0
     return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
+
+
+def launched_environment():
+    """Lightning's cluster environment when an external launcher started every process of the run (torchrun,
+    SLURM's srun; detected in Lightning's own order) and there are several, else None."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    for environment in (SLURMEnvironment, TorchElasticEnvironment):
+        if environment.detect():
+            env = environment()
+            return env if env.world_size() > 1 else None
+    return None
+
+
+def shared_run_dir(make: Callable[[], Path], device: str) -> Path:
+    """The run directory: ``make()``'s on global rank 0; under an external launcher (torchrun, SLURM) every other
+    rank receives its path. The process group is started here as Lightning would start it (nccl on GPUs, gloo on
+    CPUs: Lightning then finds it started) and the path crosses it on a gloo group; a failure on rank 0 reaches
+    every rank as the same error."""
+    env = launched_environment()
+    if env is None:
+        return make()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = env.main_address, str(env.main_port)
+        dist.init_process_group("nccl" if device == "cuda" else "gloo", rank=env.global_rank(),
+                                world_size=env.world_size())
+    message: list[Any] = [None]
+    if env.global_rank() == 0:
+        try:
+            message = [("ok", str(make()))]
+        except ConfigError as exc:
+            message = [("error", str(exc))]
+    group = dist.new_group(backend="gloo")
+    try:
+        dist.broadcast_object_list(message, src=0, group=group)
+    finally:
+        dist.destroy_process_group(group)
+    kind, value = message[0]
+    if kind == "error":
+        raise ConfigError(value)
+    return Path(value)
 
 
 def new_run_dir(root: str, name: str) -> Path:
@@ -57,8 +106,8 @@ class RunLock:
     """``with RunLock(run_dir):`` — the one writer of ``run_dir``; another holder is a ConfigError naming it.
     Without ``fcntl`` (Windows) the lock is a no-op."""
 
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = Path(run_dir)
+    def __init__(self, run_dir: Path, what: str = "run directory", by: str = "flowkit train") -> None:
+        self.run_dir, self.what, self.by = Path(run_dir), what, by
         self.file = self.run_dir / ".lock"
         self._fd: int | None = None
 
@@ -73,10 +122,10 @@ class RunLock:
         except OSError:
             holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise ConfigError(f"run directory '{self.run_dir}' is being written by {holder}; wait for it to end "
-                              f"(or stop it) before resuming this run") from None
+            raise ConfigError(f"{self.what} '{self.run_dir}' is being written by {holder}; wait for it to end "
+                              f"(or stop it) first") from None
         os.ftruncate(fd, 0)
-        os.write(fd, f"flowkit train (pid {os.getpid()} on {socket.gethostname()}, since "
+        os.write(fd, f"{self.by} (pid {os.getpid()} on {socket.gethostname()}, since "
                      f"{time.strftime('%Y-%m-%d %H:%M:%S')})".encode())
         self._fd = fd
         for stale in self.run_dir.glob(TEMP_GLOB):  # left by a writer killed during a save

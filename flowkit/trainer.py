@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import lightning as L
 import torch
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, WeightAveraging
 from lightning.pytorch.loggers import CSVLogger
@@ -46,9 +47,10 @@ class FlowModule(L.LightningModule):
     optimises each step itself (``Method.training_step`` with ``Steps``); any other is one loss, one AdamW."""
 
     def __init__(self, model: nn.Module, method: Method, coupling: Any, config: dict[str, Any],
-                 data_shape: tuple[int, ...], classes: int = 0) -> None:
+                 data_shape: tuple[int, ...], classes: int = 0, data_classes: int = 0) -> None:
         super().__init__()
         self.classes = classes  # > 0: class-conditional; label ``classes`` is the null class
+        self.data_classes = data_classes  # the target's classes, conditioned on or not (sampling reads them)
         self.model = model
         self.method = method
         self.coupling = coupling
@@ -180,7 +182,7 @@ class FlowModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.watch.check()  # raising here writes nothing: the last checkpoint stays the last good one
         checkpoint["flowkit"] = {"format": CHECKPOINT_FORMAT, "config": self.config, "data_shape": list(self.data_shape),
-                                 "method_state": self.method.state_dict()}
+                                 "num_classes": self.data_classes, "method_state": self.method.state_dict()}
         self.last_saved_step = self.global_step
 
     def resume_fault(self, checkpoint: dict[str, Any]) -> str | None:
@@ -336,6 +338,7 @@ class ResumedCSVLogger(CSVLogger):
         self.resumed_at = resumed_at
 
     @property
+    @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)

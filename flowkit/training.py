@@ -31,11 +31,11 @@ from flowkit.data.datamodule import PairDataModule
 from flowkit.errors import ConfigError, Interrupted, TrainingError
 from flowkit.evaluate import label_accuracy, sampler_table
 from flowkit.guidance import classifier_accuracy
-from flowkit.memory import MODEL_SIZE, ReportOutOfMemory, check_training_fits
+from flowkit.memory import MODEL_SIZE, ReportOutOfMemory, check_training_fits, training_device
 from flowkit.methods import METHODS
 from flowkit.plots import save_samples
 from flowkit.resolve import resolve_config  # noqa: F401  (re-exported: train's inputs)
-from flowkit.rundir import RUN_DIR_ENV, RunLock, is_rank_zero, new_run_dir
+from flowkit.rundir import RUN_DIR_ENV, RunLock, is_rank_zero, new_run_dir, shared_run_dir
 from flowkit.trainer import EMA, STOP_SIGNALS, FlowModule, check_logger, make_trainer
 
 
@@ -89,6 +89,8 @@ def train_once(cfg: DictConfig, resume: Path | None = None) -> RunResult:
     check_logger(config["trainer"]["logger"])
     L.seed_everything(config["seed"], verbose=False)  # before building: the model's init is seeded
     parts = build_parts(config)  # every name and option is checked here, before anything is written
+    if parts.target.encoded_by and not config["data"]["encoder"]:  # codes (shards of an encoder): decoded by it
+        config["data"]["encoder"] = parts.target.encoded_by
     for spec in [] if parts.method.classifier else [config["eval"]["solver"], *config["eval"]["compare"]]:
         parts.check_stochastic(spec)  # refused now, not after training
     check_training_fits(parts.model, config["data"]["batch_size"],
@@ -96,7 +98,7 @@ def train_once(cfg: DictConfig, resume: Path | None = None) -> RunResult:
     workers = config["data"]["workers"]
     in_loader = workers > 0 and parts.coupling.data_only  # pairs solved by the loader processes
     module = FlowModule(parts.model, parts.method, None if in_loader else parts.coupling, config,
-                        parts.target.shape, parts.classes)
+                        parts.target.shape, parts.classes, parts.target.num_classes)
     datamodule = PairDataModule(parts.source, parts.target, config["data"]["batch_size"], config["seed"],
                                 labelled=parts.classes > 0, workers=workers,
                                 coupling=parts.coupling if in_loader else None)
@@ -107,10 +109,11 @@ def train_once(cfg: DictConfig, resume: Path | None = None) -> RunResult:
         if fault:
             raise ConfigError(f"checkpoint '{resume}' cannot resume this run: {fault}")
         resumed_at = checkpoint["global_step"]
-    run_dir = resume.parent if resume else new_run_dir(config["run_root"], config["name"])
+    run_dir = resume.parent if resume else shared_run_dir(lambda: new_run_dir(config["run_root"], config["name"]),
+                                                          training_device(config["trainer"]["accelerator"]))
     with RunLock(run_dir) if is_rank_zero() else contextlib.nullcontext():
         if is_rank_zero():
-            write_atomically(run_dir / "config.yaml", lambda p: p.write_text(OmegaConf.to_yaml(cfg)))
+            write_atomically(run_dir / "config.yaml", lambda p: p.write_text(OmegaConf.to_yaml(config)))
         trainer = make_trainer(config, run_dir, manual=not module.automatic_optimization, resumed_at=resumed_at)
         seconds = fit(trainer, module, datamodule, resume, run_dir, workers)
     notes = [note for note in [ema_of(trainer).short_run_note(config["trainer"]["max_steps"])] if note]
@@ -211,8 +214,9 @@ def summarize(module: FlowModule, parts: Parts, config: dict[str, Any], run_dir:
     summary.update(table)
     if labels is not None and samples is not None:
         summary["label_accuracy"] = label_accuracy(parts.target, samples, labels)
-    if samples is not None:
-        save_samples(run_dir / "samples.png", samples, reference, f"{config['name']} ({ecfg['solver']})")
+    if samples is not None:  # as data: latent codes decoded
+        save_samples(run_dir / "samples.png", parts.target.decode(samples), reference,
+                     f"{config['name']} ({ecfg['solver']})")
         summary["samples_png"] = str(run_dir / "samples.png")
     write_atomically(run_dir / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
     return summary

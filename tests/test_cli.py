@@ -76,7 +76,8 @@ def test_list_shows_every_registry_and_recipe(tmp_path):
     proc = run_cli(["list"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     for word in ("rectified", "cosine", "vp", "independent", "sinkhorn", "logit_normal", "cosmap", "mode",
-                 "cfm", "mlp", "unet", "8gaussians", "digits", "ot_cfm", "digits_rectified"):
+                 "cfm", "mlp", "unet", "8gaussians", "digits", "ot_cfm", "digits_rectified", "space-to-depth",
+                 "autoencoder-kl", "shards"):
         assert word in proc.stdout, word
 
 
@@ -85,7 +86,7 @@ def test_every_unit_and_recipe_has_a_summary_of_whole_sentences():
 
     entries = flowkit.catalogue()
     assert {e.kind for e in entries} == {"path", "coupling", "time sampler", "method", "sampler", "grid", "model",
-                                         "dataset", "feature network", "recipe"}
+                                         "dataset", "encoder", "feature network", "recipe"}
     for e in entries:
         if e.kind != "recipe" and not e.source.startswith("flowkit."):
             continue  # a unit another test registered in this process

@@ -8,6 +8,6 @@ interface above it; importing it never imports Lightning (``datamodule`` does, a
 """
 
 from flowkit.data.contract import DATASETS, Dataset, build_dataset, register_dataset
-from flowkit.data import toys, digits, images  # noqa: F401,E402  (register the built-in datasets)
+from flowkit.data import toys, digits, images, shards  # noqa: F401,E402  (register the built-in datasets)
 
 __all__ = ["DATASETS", "Dataset", "build_dataset", "register_dataset"]

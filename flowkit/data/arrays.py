@@ -42,8 +42,8 @@ class Rows(Dataset):
     def count(self) -> int:
         return self.data.shape[0]
 
-    def read(self, start: int, stop: int) -> tuple[Tensor, Tensor | None]:
-        return self.data[start:stop], None if self.labels is None else self.labels[start:stop]
+    def read(self, rows: Tensor) -> tuple[Tensor, Tensor | None]:
+        return self.data[rows], None if self.labels is None else self.labels[rows]
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         return self.data[torch.randint(self.data.shape[0], (n,), generator=generator)]

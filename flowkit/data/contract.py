@@ -18,16 +18,19 @@ and, for data at scale, hooks with defaults that a small dataset never needs:
     ``prepare()``                 read what draws need, once, before training starts (before the run directory
                                   exists: a bad file fails before anything is written); sampling a trained run
                                   never calls it (default: nothing)
-    ``training_batch(step, n, generator, rank, ranks, labelled)``  the batch of training step ``step`` on process
-                                  ``rank`` of ``ranks`` (default: ``n`` fresh draws from ``generator``, which is
-                                  seeded by (seed, step, rank)); a streamed dataset reads its epochs instead
-    ``count`` / ``read(start, stop)``  a finite dataset's size and its rows in order, with their labels (what
-                                  ``flowkit encode`` writes to shards; default: None, a distribution)
+    ``training_batch(step, n, generator, seed, rank, ranks, labelled)``  the batch of training step ``step`` of
+                                  process ``rank`` of ``ranks`` in a run of seed ``seed`` (default: ``n`` fresh
+                                  draws from ``generator``, itself seeded by (seed, step, rank)); a streamed
+                                  dataset reads its epochs instead: the batch is a function of those numbers
+    ``count`` / ``read(rows)``    a finite dataset's size and the rows of the given indices, with their labels
+                                  (what ``flowkit encode`` writes to shards; default: None, a distribution)
     ``pixels``                    its rows are 8-bit images scaled to [-1, 1] (x = k / 127.5 - 1): shards keep
                                   them as uint8, exactly (default: False)
     ``features``                  the feature network its FD is taken in (``flowkit.features``; None: not FD)
     ``encode(x)`` / ``decode(z)``  between the data and what the model is trained on (latent codes); the
                                   identity by default. Samples are decoded before they are scored or written.
+    ``encoded_by``                the ``data.encoder`` spec whose codes it draws (None: the data itself); a
+                                  run records it, so its samples decode without the data
 
 Register with ``@register_dataset("name")`` or the entry-point group ``flowkit.datasets``.
 """
@@ -55,6 +58,7 @@ class Dataset:
     count: int | None = None
     pixels: bool = False
     features: str | None = None
+    encoded_by: str | None = None
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} defines no sampling")
@@ -77,13 +81,13 @@ class Dataset:
     def prepare(self) -> None:
         return None
 
-    def training_batch(self, step: int, n: int, generator: torch.Generator, rank: int = 0, ranks: int = 1,
-                       labelled: bool = False) -> tuple[Tensor, Tensor | None]:
+    def training_batch(self, step: int, n: int, generator: torch.Generator, seed: int = 0, rank: int = 0,
+                       ranks: int = 1, labelled: bool = False) -> tuple[Tensor, Tensor | None]:
         if labelled:
             return self.sample_labelled(n, generator)
         return self.sample(n, generator), None
 
-    def read(self, start: int, stop: int) -> tuple[Tensor, Tensor | None]:
+    def read(self, rows: Tensor) -> tuple[Tensor, Tensor | None]:
         raise ConfigError(f"{type(self).__name__} is a distribution, not a finite set of rows: nothing to read in order")
 
     def encode(self, x: Tensor) -> Tensor:

@@ -256,8 +256,7 @@ class Images(Dataset):
         taken = torch.from_numpy(self.source.take(rows[order].numpy()))
         return taken[order.argsort()]
 
-    def read(self, start: int, stop: int) -> tuple[Tensor, Tensor | None]:
-        rows = torch.arange(start, min(stop, self.count))
+    def read(self, rows: Tensor) -> tuple[Tensor, Tensor | None]:
         return to_unit(self._rows(rows)), None if self.labels is None else self.labels[rows]
 
     def quality(self, samples: Tensor, reference: Tensor) -> float:

@@ -6,45 +6,61 @@ Batch k is a pure function of (seed, k, rank), so a resumed run redraws the same
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
 from flowkit.data.arrays import Rows, load_array
 from flowkit.data.contract import DATASETS, Dataset, build_dataset
+from flowkit.data.encoders import Encoder, build_encoder
 from flowkit.errors import ConfigError
 
 
 def build_pair(source: str, target: str, path: str | None, resolution: int | None = None,
-               flip: bool = False, features: str | None = None, prepare: bool = True) -> tuple[Dataset, Dataset]:
+               flip: bool = False, features: str | None = None, prepare: bool = True, encoder: str | None = None,
+               built: Encoder | None = None) -> tuple[Dataset, Dataset]:
     """The (source, target) datasets a recipe's ``data`` section names; ``path``: a user array as target.
     ``target`` may carry an argument, ``name:ARG`` (``folder:PATH``, ``images:FILE``): the dataset's first option;
     ``resolution``, ``flip`` and ``features`` go to a target that takes them (image data) and are refused by any
-    other. ``prepare``: the target reads what its draws need now (``Dataset.prepare``; a bad file fails here)."""
+    other. ``encoder`` (``data.encoder``; ``built``: that encoder already built): the target is the data's latent
+    codes (``Latent``; with ``flip`` the mirror images are encoded too), or shards of codes of that encoder.
+    ``prepare``: the target reads what its draws need now (``Dataset.prepare``; a bad file fails here)."""
     if path is not None:
         tgt = Rows(load_array(path), f"data.path={path!r}")
     else:
-        name, colon, argument = target.partition(":")
-        options = {"resolution": resolution, "flip": flip, "features": features}
+        spec = DATASETS.parse(target, "data.target")  # name:ARG is the first option
+        name = spec["name"]
+        options = {"resolution": resolution, "flip": flip and not encoder, "features": features}
         asked = {key: value for key, value in options.items() if value not in (None, False)}
-        takes = list(inspect.signature(DATASETS.get(name)).parameters) if (asked or colon) else []
-        if colon and not takes:
-            raise ConfigError(f"data.target='{target}': dataset '{name}' takes no argument after ':'")
-        spec = {"name": name, **({takes[0]: argument} if colon else {})}  # name:ARG is the first option
+        takes = DATASETS.options(name) if asked else []
         for key, value in asked.items():
             if key not in takes:
                 raise ConfigError(f"data.{key}={value}: dataset '{name}' takes no {key} (image data does: "
                                   f"folder:PATH, images:FILE)")
         spec.update(asked)
         tgt = build_dataset(spec)
+    if encoder is not None:
+        tgt = encoded(tgt, encoder, built, flip)
     if prepare:
         tgt.prepare()
     src = build_dataset({"name": source}, data_shape=tgt.shape)
     if tuple(src.shape) != tuple(tgt.shape):
         raise ConfigError(f"data.source '{source}' has shape {tuple(src.shape)} but the target has {tuple(tgt.shape)}")
     return src, tgt
+
+
+def encoded(data: Dataset, encoder: str, built: Encoder | None, flip: bool) -> Dataset:
+    """``data`` as codes of ``encoder``: a ``Latent`` of it, or itself when it holds that encoder's codes already."""
+    if data.encoded_by is None:
+        from flowkit.data.latent import Latent
+
+        return Latent(data, built or build_encoder(encoder, data.shape), encoder, flip=flip)
+    if data.encoded_by != encoder:
+        raise ConfigError(f"data.encoder={encoder}, but the target holds codes of data.encoder={data.encoded_by}")
+    if flip:
+        raise ConfigError("data.flip=true: the target holds codes already; its mirror images were encoded (or not) "
+                          "when it was written (flowkit encode data.flip=true)")
+    return data
 
 
 def step_seed(seed: int, step: int, rank: int = 0) -> int:
@@ -75,7 +91,8 @@ class PairStream(IterableDataset):
         while True:
             generator.manual_seed(step_seed(self.seed, step, self.rank))
             x0 = self.source.sample(self.batch_size, generator)
-            x1, y = self.target.training_batch(step, self.batch_size, generator, self.rank, self.ranks, self.labelled)
+            x1, y = self.target.training_batch(step, self.batch_size, generator, self.seed, self.rank, self.ranks,
+                                                 self.labelled)
             batch = {"x0": x0, "x1": x1, **({"y": y} if self.labelled else {})}
             yield self.coupled(batch, step) if self.coupling is not None else batch
             step += stride

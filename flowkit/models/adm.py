@@ -69,7 +69,8 @@ class Level(nn.Module):
 @register_model("adm")
 class ADMUNet(nn.Module):
     """Attention UNet (ADM / DDPM++): ``blocks`` scale-shift residual blocks per level of width channels x mults,
-    self-attention at ``attn_resolutions``, dropout; H and W must divide by 2^(len(mults) - 1)."""
+    self-attention at ``attn_resolutions`` (sides of the square feature maps), dropout; any number of channels
+    (pixels or latent codes); square images whose side divides by 2^(len(mults) - 1)."""
 
     def __init__(self, data_shape: tuple[int, ...], channels: int = 128, mults: tuple[int, ...] = (1, 2, 2, 2),
                  blocks: int = 2, attn_resolutions: tuple[int, ...] = (16,), heads: int = 4, dropout: float = 0.1,
@@ -83,6 +84,9 @@ class ADMUNet(nn.Module):
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout={dropout} is out of range; expected 0 <= dropout < 1")
         c, h, w = data_shape
+        if h != w:
+            raise ValueError(f"adm takes square images (attn_resolutions name the side of a level); the data is "
+                             f"{h}x{w}: crop it square (data.resolution) or use model=unet or model=dit, which take any HxW")
         factor = 2 ** (len(mults) - 1)
         if h % factor or w % factor:
             raise ValueError(f"image size {h}x{w} does not divide by {factor} (mults={tuple(mults)})")
