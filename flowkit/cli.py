@@ -99,7 +99,8 @@ def _print_summary(result) -> None:
         f"(means over eval.repeats draws of eval.n points)"
     )
     if s["straightness"] is not None:
-        out.print(f"straightness (Liu et al. 2022, along dopri5 paths): {s['straightness']:.4f}")
+        out.print(f"straightness (Liu et al. 2022, along {s.get('straightness_along', 'dopri5')} paths): "
+                  f"{s['straightness']:.4f}")
     if s.get("label_accuracy") is not None:
         out.print(f"samples in the class they were asked for: {s['label_accuracy']:.1%}")
     if result.skipped:

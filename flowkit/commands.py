@@ -24,13 +24,12 @@ from flowkit.conditioning import Cond, conditioning, sampling_labels
 from flowkit.config import apply_overrides, check_ranges
 from flowkit.data.arrays import Rows, load_array
 from flowkit.errors import ConfigError
-from flowkit.evaluate import label_accuracy, score, straightness_along_paths
+from flowkit.evaluate import label_accuracy, path_solver, score, straightness_along_paths
 from flowkit.grids import parse_grid
 from flowkit.likelihood import bits_per_dim, log_likelihood
 from flowkit.memory import ReportOutOfMemory, check_draw_fits
 from flowkit.plots import plot_quality_vs_nfe, save_samples
 from flowkit.samplers import Predictor, parse_sampler, why_not
-from flowkit.sampling import FIXED
 
 
 @dataclass
@@ -235,7 +234,7 @@ def evaluate(tokens: list[str]) -> dict[str, Any]:
     """The target's metric over ``repeats`` draws, its further metrics, straightness and NLL (methods whose
     network is a velocity field), bits/dim (quantised data) and label accuracy (class-conditional models)."""
     args, device = parse_args(EvalArgs, tokens)
-    name, steps = parse_sampler(args.solver)
+    parse_sampler(args.solver)
     cfg, parts = load_on(args.ckpt, device, max(args.n * args.repeats, args.nll_n))
     target, method = parts.target, parts.method
     generator = torch.Generator().manual_seed(args.seed)
@@ -255,9 +254,8 @@ def evaluate(tokens: list[str]) -> dict[str, Any]:
     if method.ode:  # straightness and the change of variables need a velocity field
         velocity = Predictor.of(method, parts.model, parts.path).velocity_field(cond)
         # along well-resolved paths: dopri5 unless a fixed-step sampler was asked for
-        paths = ({"method": name, "steps": steps} if steps and name in FIXED
-                 else {"method": "dopri5", "rtol": args.rtol, "atol": args.atol})
-        result["straightness"] = straightness_along_paths(velocity, x0[: args.n], paths)
+        result["straightness"] = straightness_along_paths(velocity, x0[: args.n],
+                                                          path_solver(args.solver, args.rtol, args.atol))
         held_out = target.encode(target.reference(args.nll_n, generator)[: args.nll_n]).to(device)  # as codes
         # a class-conditional model's likelihood is that of its unconditional (null-class) branch
         unconditional = Predictor.of(method, parts.model, parts.path).velocity_field(None)

@@ -13,7 +13,7 @@ from flowkit.conditioning import Cond
 from flowkit.data import Dataset
 from flowkit.metrics import straightness
 from flowkit.samplers import Predictor
-from flowkit.sampling import solve_trajectory
+from flowkit.sampling import FIXED, solve_trajectory
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -51,13 +51,26 @@ def sampler_table(parts: Any, ecfg: dict[str, Any], device: torch.device, cond: 
         if first is None and value == value:
             first = x1[:n].float().cpu()
         rows.append({"solver": spec, "nfe": nfe, "value": value, "std": std})
-    straight = None
+    straight, along = None, None
     if parts.method.ode:
-        paths = {"method": "dopri5", "rtol": ecfg["rtol"], "atol": ecfg["atol"]}
+        paths = path_solver(ecfg["solver"], ecfg["rtol"], ecfg["atol"])
         straight = straightness_along_paths(Predictor.of(parts.method, parts.model, parts.path).velocity_field(cond),
                                             x0[:n], paths)
-    table = {"metric": target.metric, "floor": floor[0], "floor_std": floor[1], "rows": rows, "straightness": straight}
+        along = paths["method"] if "steps" not in paths else f"{paths['method']}:{paths['steps']}"
+    table = {"metric": target.metric, "floor": floor[0], "floor_std": floor[1], "rows": rows, "straightness": straight,
+             "straightness_along": along}
     return table, first, refs[0]
+
+
+def path_solver(spec: str, rtol: float, atol: float) -> dict[str, Any]:
+    """The solver straightness is measured along: the evaluation's own fixed-step solver (its cost is what the
+    evaluation already pays), else dopri5 at the evaluation's tolerances."""
+    from flowkit.samplers import parse_sampler
+
+    name, steps = parse_sampler(spec)
+    if steps and name in FIXED:
+        return {"method": name, "steps": steps}
+    return {"method": "dopri5", "rtol": rtol, "atol": atol}
 
 
 def straightness_along_paths(velocity, x0: Tensor, solver: dict[str, Any]) -> float:

@@ -130,16 +130,20 @@ def batch_that_fits(numbers_per_sample: int, device: torch.device | str, cap: in
     return max(1, min(cap, available_bytes(device) // (2 * 4 * numbers_per_sample)))
 
 
-def check_training_fits(net: torch.nn.Module, batch: int, data_shape: tuple[int, ...], accelerator: str) -> None:
+def check_training_fits(net: torch.nn.Module, batch: int, data_shape: tuple[int, ...], accelerator: str,
+                        precision: str = "32-true") -> None:
     """What a run needs on its device, estimated before anything is written: the networks in training, and a
-    batch with the activations a step keeps for its backward pass."""
+    batch with the activations a step keeps for its backward pass (2 bytes each under a 16-bit precision)."""
     device = training_device(accelerator)
     parameters = sum(p.numel() for p in net.parameters())
     check_fits(MODEL_SIZE, TRAIN_COPIES * 4 * parameters, device,
                f"{parameters:,} parameters with their gradients, Adam moments and EMA")
-    per_sample = BATCH_COPIES * math.prod(data_shape) + 2 * activations_per_sample(net, data_shape)
-    check_fits(f"data.batch_size={batch}", 4 * batch * per_sample, device,
-               f"{per_sample:,} numbers a sample in a training step: data copies, activations and their gradients")
+    activation_bytes = 2 if precision.startswith(("bf16", "16")) else 4
+    numbers = 2 * activations_per_sample(net, data_shape)
+    per_sample = BATCH_COPIES * math.prod(data_shape) + numbers
+    check_fits(f"data.batch_size={batch}", batch * (4 * BATCH_COPIES * math.prod(data_shape) + activation_bytes * numbers),
+               device, f"{per_sample:,} numbers a sample in a training step: data copies, activations and their "
+                       f"gradients")
 
 
 DRAW_COPIES = 10  # copies of a draw a solver holds at once (dopri5: state, 7 stages, error estimate)

@@ -93,8 +93,8 @@ def train_once(cfg: DictConfig, resume: Path | None = None) -> RunResult:
         config["data"]["encoder"] = parts.target.encoded_by
     for spec in [] if parts.method.classifier else [config["eval"]["solver"], *config["eval"]["compare"]]:
         parts.check_stochastic(spec)  # refused now, not after training
-    check_training_fits(parts.model, config["data"]["batch_size"],
-                        tuple(parts.target.shape), config["trainer"]["accelerator"])
+    check_training_fits(parts.model, config["data"]["batch_size"], tuple(parts.target.shape),
+                        config["trainer"]["accelerator"], config["trainer"]["precision"])
     workers = config["data"]["workers"]
     in_loader = workers > 0 and parts.coupling.data_only  # pairs solved by the loader processes
     module = FlowModule(parts.model, parts.method, None if in_loader else parts.coupling, config,
@@ -195,8 +195,9 @@ def summarize(module: FlowModule, parts: Parts, config: dict[str, Any], run_dir:
               notes: list[str] | None = None) -> dict[str, Any]:
     """The target's metric for each eval sampler against its floor, and a figure, with the EMA weights (Lightning
     copied them into the module at the end of fit)."""
-    module.model.eval()
-    device = next(module.model.parameters()).device
+    # on the training device: Lightning hands the module back on the CPU after fit
+    device = torch.device(training_device(config["trainer"]["accelerator"]))
+    module.model.to(device).eval()
     ecfg = config["eval"]
     world = module.trainer.world_size if module._trainer is not None else 1  # DDP: processes that trained it
     summary: dict[str, Any] = {"run_dir": str(run_dir), "steps": module.global_step, "train_seconds": seconds,

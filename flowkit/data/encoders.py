@@ -26,7 +26,6 @@ import inspect
 import os
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from flowkit.errors import ConfigError, ContractError

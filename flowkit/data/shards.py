@@ -276,7 +276,7 @@ def write_shards(dataset: Dataset, out: Path, job: dict[str, Any], coder=None, *
 
     if dataset.count is None:
         raise ConfigError(f"flowkit encode: the target is a distribution, not a finite set of rows to encode "
-                          f"(use images, digits, an array)")
+                          "(use images, digits, an array)")
     if dtype not in DTYPES:
         raise ConfigError(f"dtype={dtype!r} is not one of: {', '.join(DTYPES)}")
     try:
