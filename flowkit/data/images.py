@@ -204,8 +204,8 @@ def image_array(file: str = "", resolution: int | None = None, flip: bool = Fals
 
 
 def to_unit(images: Tensor) -> Tensor:
-    """uint8 images scaled to [-1, 1]."""
-    return images.float().div(127.5).sub(1)
+    """uint8 images scaled to [-1, 1] (in place on the new float tensor: one allocation)."""
+    return images.float().div_(127.5).sub_(1)
 
 
 class Images(Dataset):
@@ -251,7 +251,7 @@ class Images(Dataset):
     def _rows(self, rows: Tensor) -> Tensor:
         """uint8 rows: from memory once decoded, else decoded from the source."""
         if self._data is not None:
-            return self._data[rows]
+            return self._data.index_select(0, rows)
         order = rows.argsort()
         taken = torch.from_numpy(self.source.take(rows[order].numpy()))
         return taken[order.argsort()]
@@ -267,7 +267,7 @@ class Images(Dataset):
         return fd(samples, reference, self.features)
 
     def _draw(self, rows: Tensor, generator: torch.Generator) -> Tensor:
-        x = to_unit(self.data[rows])
+        x = to_unit(self.data.index_select(0, rows))
         if self.flip:
             mirrored = torch.rand(rows.shape[0], generator=generator) < 0.5
             x = torch.where(mirrored[:, None, None, None], x.flip(-1), x)

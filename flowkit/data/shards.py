@@ -112,19 +112,20 @@ class ShardStore(RowStore):
         return x, std
 
     def fetch(self, rows: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Rows read shard by shard (each shard's rows in one gather), put back in the order asked."""
         shard = torch.from_numpy(np.searchsorted(self.starts, rows.numpy(), side="right") - 1)
-        x = std = None
-        for i in shard.unique().tolist():
-            where = (shard == i).nonzero().squeeze(1)
+        order = torch.argsort(shard, stable=True)
+        ids, counts = torch.unique_consecutive(shard.index_select(0, order), return_counts=True)
+        pieces, stds, at = [], [], 0
+        for i, count in zip(ids.tolist(), counts.tolist()):
+            local = rows.index_select(0, order[at:at + count]) - int(self.starts[i])
             xs, ss = self._shard(i)
-            local = rows[where] - int(self.starts[i])
-            if x is None:
-                x = torch.empty((rows.shape[0], *xs.shape[1:]), dtype=xs.dtype)
-                std = None if ss is None else torch.empty((rows.shape[0], *ss.shape[1:]), dtype=ss.dtype)
-            x[where] = xs[local]
-            if std is not None:
-                std[where] = ss[local]
-        return x, std
+            pieces.append(xs.index_select(0, local))
+            stds.append(None if ss is None else ss.index_select(0, local))
+            at += count
+        back = torch.argsort(order)
+        x = torch.cat(pieces).index_select(0, back)
+        return x, None if stds[0] is None else torch.cat(stds).index_select(0, back)
 
     def random_rows(self, n: int, generator: torch.Generator) -> Tensor:
         """A fair random draw read from few shards: each shard is a uniform sample of the set (rows were shuffled
