@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from flowkit.checkpoint import CHECKPOINT_FORMAT, ema_weights, read_checkpoint, read_matching, weights_fault
 from flowkit.conditioning import Cond
 from flowkit.couplings import COUPLINGS
-from flowkit.data import Dataset, build_dataset
+from flowkit.data import DATASETS, Dataset
 from flowkit.data.pair import build_pair
 from flowkit.errors import ConfigError
 from flowkit.memory import MODEL_SIZE, check_fits, meta_parameters
@@ -143,7 +143,7 @@ def saved_pair(d: dict[str, Any], saved: dict[str, Any]) -> tuple[Dataset, Datas
     what = f"data.path={d['path']}" if d["path"] is not None else f"data.target={d['target']}"
     target = Deferred(build, tuple(saved["data_shape"]), int(saved["num_classes"]), spec,
                       Coder(built) if built is not None else None, label=f"the run's data ({what})")
-    return build_dataset({"name": d["source"]}, data_shape=target.shape), target
+    return DATASETS.build({"name": d["source"]}, data_shape=target.shape), target
 
 
 def conditioning_classes(cfg: dict[str, Any], target: Dataset) -> int:

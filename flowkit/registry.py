@@ -41,10 +41,11 @@ class Registry(Generic[T]):
     """Registered ``kind`` units, by name; ``group`` is the entry-point group third parties use."""
 
     def __init__(self, kind: str, group: str, check: Callable[[str, Any], None] | None = None,
-                 injectable: frozenset[str] = INJECTABLE) -> None:
+                 injectable: frozenset[str] = INJECTABLE, base: type | None = None) -> None:
         self.kind = kind
         self.group = group
         self.check = check
+        self.base = base  # units are subclasses of it, or functions whose products are checked to be instances
         self.injectable = injectable
         self._items: dict[str, T] = {}
         self._entry_points_loaded = False
@@ -63,6 +64,9 @@ class Registry(Generic[T]):
             raise ConfigError(
                 f"{self.kind} '{name}' is registered twice: by {_source(old)} and by {_source(obj)}"
             )
+        if self.base is not None and not (inspect.isfunction(obj) or inspect.isclass(obj) and issubclass(obj, self.base)):
+            raise ContractError(f"{self.kind} '{name}': {obj!r} does not derive from "
+                                f"{self.base.__module__}.{self.base.__qualname__} (nor is it a function returning one)")
         if self.check is not None:
             self.check(name, obj)
         self._items[name] = obj
@@ -157,11 +161,14 @@ class Registry(Generic[T]):
         kwargs = {key: _check_type(f"{self.kind}.{key}", value, hints.get(key)) for key, value in spec.items()}
         kwargs.update({k: v for k, v in injected.items() if k in params})
         try:
-            return factory(**kwargs)
+            built = factory(**kwargs)
         except (ValueError, TypeError) as exc:
             if isinstance(exc, ConfigError):
                 raise
             raise ConfigError(f"{self.kind} '{name}': {exc}") from None
+        if self.base is not None and not isinstance(built, self.base):
+            raise ContractError(f"{self.kind} '{name}' built a {type(built).__name__}, not a {self.base.__qualname__}")
+        return built
 
 
 def _type_hints(factory: Any) -> dict[str, Any]:

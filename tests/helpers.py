@@ -24,3 +24,16 @@ def flowkit_command() -> list[str]:
 def run_cli(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200", **(env_extra or {})}
     return subprocess.run(flowkit_command() + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def killed(args: list[str], cwd: Path, done, timeout: float = 180) -> None:
+    """Start ``flowkit ARGS`` and kill it with SIGKILL as soon as ``done()`` holds (or after ``timeout`` s)."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(flowkit_command() + args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline and not done():
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()

@@ -104,7 +104,7 @@ def test_every_recipe_trains_and_evaluates_with_its_own_samplers(name, teachers,
     cfg = load_recipe(name)
     digits = cfg.data.target == "digits"
     teacher = str(teachers["digits" if digits else "2d"])
-    small = {"unet": ["model.channels=8"], "adm": ["model.channels=8"], "dit": ["model.hidden=32", "model.depth=1"]}
+    small = {"unet": ["model.channels=8"], "adm": ["model.channels=8"], "dit": ["model.hidden=32", "model.depth=1", "model.heads=2"]}
     tokens = ["trainer.max_steps=3", "trainer.enable_progress_bar=false", "eval.n=20", "eval.repeats=1",
               f"run_root={tmp_path}", *small.get(cfg.model.name, ["model.width=16"])]
     if "teacher" in cfg.method:

@@ -1,10 +1,6 @@
 """Faults: kill -9 and resume, atomic saves, non-finite losses and gradients, determinism, fuzzed overrides."""
 
 import contextlib
-import os
-import signal
-import subprocess
-import time
 
 import pytest
 import torch
@@ -17,7 +13,7 @@ from flowkit.errors import ConfigError, TrainingError
 from flowkit.methods import CFM, register_method
 from flowkit.training import train
 from flowkit.trainer import AtomicCheckpointIO
-from tests.helpers import flowkit_command, run_cli, tiny
+from tests.helpers import killed, run_cli, tiny
 
 KILL_RUN = ["trainer.max_steps=300", "trainer.checkpoint_every=25", "coupling=ot", "optim.warmup_steps=20"]
 
@@ -48,13 +44,7 @@ def test_kill_9_mid_run_then_resume_ends_bit_identical_to_an_uninterrupted_run(t
         teacher = train(apply_overrides(load_recipe("rectified"), tiny(tmp_path / "teacher", steps=30))).run_dir
         run = [*run, f"method.teacher={teacher}"]
     killed_root = tmp_path / "killed"
-    proc = subprocess.Popen(flowkit_command() + ["train", *tiny(killed_root, *run, steps=300)], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(killed_root.glob("runs/*/last.ckpt")):
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    killed(["train", *tiny(killed_root, *run, steps=300)], tmp_path, lambda: list(killed_root.glob("runs/*/last.ckpt")))
     (run_dir,) = list((killed_root / "runs").iterdir())
     step_at_kill = read_checkpoint(run_dir)["global_step"]
     assert 0 < step_at_kill < 300, "the run must be killed mid-way for this test to mean anything"

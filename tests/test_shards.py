@@ -3,10 +3,6 @@ epoch, DDP ranks disjoint, batch k a function of (seed, k, rank)), an encoding r
 uninterrupted one, and training on streamed shards killed mid-epoch and resumed bit for bit."""
 
 import json
-import os
-import signal
-import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -17,7 +13,7 @@ from flowkit.commands import encode
 from flowkit.data.pair import build_pair
 from flowkit.data.shards import ShardStore, read_index
 from flowkit.errors import ConfigError
-from tests.helpers import flowkit_command, run_cli, tiny
+from tests.helpers import killed, run_cli, tiny
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +72,7 @@ def test_a_shard_dataset_draws_scores_and_keeps_its_reference(images):
 def test_an_encoding_killed_with_sigkill_resumes_to_the_same_shards(tmp_path):
     """kill -9 while writing 150 small shards of the digits, run again: the same files as an uninterrupted run."""
     args = ["encode", "data.target=digits", "shard_mb=0.00245", "reference=50"]  # 10 rows of 256 bytes
-    proc = subprocess.Popen(flowkit_command() + [*args, f"out={tmp_path / 'killed'}"], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (tmp_path / "killed" / "shard-000005.npz").exists():
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    killed([*args, f"out={tmp_path / 'killed'}"], tmp_path, (tmp_path / "killed" / "shard-000005.npz").exists)
     written = len(list((tmp_path / "killed").glob("shard-*.npz")))
     assert not (tmp_path / "killed" / "index.json").exists() and 0 < written < 150, written
     with pytest.raises(ConfigError, match="unfinished flowkit encode"):
@@ -109,13 +99,7 @@ def test_training_on_streamed_shards_killed_mid_epoch_resumes_bit_identical(tmp_
     assert len(json.loads((tmp_path / "pts" / "index.json").read_text())["shards"]) == 40
     run = [f"data.target=shards:{tmp_path / 'pts'}", "data.workers=2", "trainer.checkpoint_every=25"]
     killed_root = tmp_path / "killed"
-    proc = subprocess.Popen(flowkit_command() + ["train", *tiny(killed_root, *run, steps=300)], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 180
-    while time.time() < deadline and not list(killed_root.glob("runs/*/last.ckpt")):
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    killed(["train", *tiny(killed_root, *run, steps=300)], tmp_path, lambda: list(killed_root.glob("runs/*/last.ckpt")))
     (run_dir,) = list((killed_root / "runs").iterdir())
     step_at_kill = read_checkpoint(run_dir)["global_step"]
     assert 0 < step_at_kill < 300 and step_at_kill * 256 % 4000, "killed mid-way, inside an epoch"

@@ -7,7 +7,7 @@ below it (paths, couplings, metrics, features, checkpoints, the registry), never
 interface above it; importing it never imports Lightning (``datamodule`` does, and only training imports it).
 """
 
-from flowkit.data.contract import DATASETS, Dataset, build_dataset, register_dataset
+from flowkit.data.contract import DATASETS, Dataset, register_dataset
 from flowkit.data import toys, digits, images, shards  # noqa: F401,E402  (register the built-in datasets)
 
-__all__ = ["DATASETS", "Dataset", "build_dataset", "register_dataset"]
+__all__ = ["DATASETS", "Dataset", "register_dataset"]

@@ -37,12 +37,10 @@ Register with ``@register_dataset("name")`` or the entry-point group ``flowkit.d
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from torch import Tensor
 
-from flowkit.errors import ConfigError, ContractError
+from flowkit.errors import ConfigError
 from flowkit.metrics import mmd2, w2
 from flowkit.registry import Registry
 
@@ -97,22 +95,5 @@ class Dataset:
         return z
 
 
-def check_dataset(name: str, obj: object) -> None:
-    """The registration check: a ``Dataset`` subclass, or a function returning one (checked when built)."""
-    if inspect.isclass(obj) and issubclass(obj, Dataset):
-        return
-    if inspect.isfunction(obj):
-        return
-    raise ContractError(f"dataset '{name}': {obj!r} does not derive from flowkit.data.Dataset")
-
-
-DATASETS: Registry = Registry("dataset", "flowkit.datasets", check=check_dataset)
+DATASETS: Registry = Registry("dataset", "flowkit.datasets", base=Dataset)
 register_dataset = DATASETS.register
-
-
-def build_dataset(spec: dict, **injected) -> Dataset:
-    """``DATASETS.build`` that also checks what a factory function returned."""
-    dataset = DATASETS.build(spec, **injected)
-    if not isinstance(dataset, Dataset):
-        raise ContractError(f"dataset '{spec['name']}' built a {type(dataset).__name__}, not a flowkit Dataset")
-    return dataset

@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
 from flowkit.data.arrays import Rows, load_array
-from flowkit.data.contract import DATASETS, Dataset, build_dataset
+from flowkit.data.contract import DATASETS, Dataset
 from flowkit.data.encoders import Encoder, build_encoder
 from flowkit.errors import ConfigError
 
@@ -38,12 +38,12 @@ def build_pair(source: str, target: str, path: str | None, resolution: int | Non
                 raise ConfigError(f"data.{key}={value}: dataset '{name}' takes no {key} (image data does: "
                                   f"folder:PATH, images:FILE)")
         spec.update(asked)
-        tgt = build_dataset(spec)
+        tgt = DATASETS.build(spec)
     if encoder is not None:
         tgt = encoded(tgt, encoder, built, flip)
     if prepare:
         tgt.prepare()
-    src = build_dataset({"name": source}, data_shape=tgt.shape)
+    src = DATASETS.build({"name": source}, data_shape=tgt.shape)
     if tuple(src.shape) != tuple(tgt.shape):
         raise ConfigError(f"data.source '{source}' has shape {tuple(src.shape)} but the target has {tuple(tgt.shape)}")
     return src, tgt

@@ -276,7 +276,7 @@ def write_shards(dataset: Dataset, out: Path, job: dict[str, Any], coder=None, *
     from flowkit.ticker import Ticker
 
     if dataset.count is None:
-        raise ConfigError(f"flowkit encode: the target is a distribution, not a finite set of rows to encode "
+        raise ConfigError("flowkit encode: the target is a distribution, not a finite set of rows to encode "
                           "(use images, digits, an array)")
     if dtype not in DTYPES:
         raise ConfigError(f"dtype={dtype!r} is not one of: {', '.join(DTYPES)}")
