@@ -3,7 +3,7 @@
 Trains an unconditional flow and a noisy-data classifier on the same path (method `noisy_classifier`), then
 samples every class in turn (n / classes samples each) at classifier scales s and reports the share of
 samples in the requested class (the nearest mode on 8gaussians; the fixed digits classifier of
-BENCHMARKS.md on digits, not the guiding one) and the quality of the guided samples against the target
+the README's Benchmarks on digits, not the guiding one) and the quality of the guided samples against the target
 (W2 / FD: guidance trades diversity for fidelity). s = 0 is the unconditional model (share ~ 1 / classes).
 
     digits_vp   recipe digits_vp (VP path, UNet) + recipe digits_vp_classifier

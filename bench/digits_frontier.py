@@ -1,4 +1,4 @@
-"""Digits frontier (BENCHMARKS.md): FD of one-step students against a rectified teacher on 8x8 digits.
+"""Digits frontier (README, Benchmarks): FD of one-step students against a rectified teacher on 8x8 digits.
 
 Trains `digits_rectified` (the teacher) and the requested students with `flowkit train`, then samples
 2,000 digits from each on the same noise and reports the Frechet distance to the held-out split in the

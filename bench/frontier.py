@@ -1,4 +1,4 @@
-"""The distillation frontier (BENCHMARKS.md) for the one-step methods: MeanFlow, consistency
+"""The distillation frontier (README, Benchmarks) for the one-step methods: MeanFlow, consistency
 distillation (CD), consistency training (CT) and adversarial distillation (ADD, and the same recipe at
 adversarial weight 0: its distillation loss alone), against a rectified teacher, per 2-D task.
 

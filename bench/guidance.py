@@ -3,7 +3,7 @@
 Trains class-conditional flows with label dropout (`cond.labels=true`, `cond.drop=0.1`) on 8gaussians
 (mode index as label, recipe rectified) and on digits (recipe digits_rectified), then samples every
 class at guidance weights w and reports the share of samples in the requested class: the nearest mode
-on 8gaussians, the fixed digits classifier of BENCHMARKS.md on digits. W2 / FD of the guided samples
+on 8gaussians, the fixed digits classifier of the README's Benchmarks on digits. W2 / FD of the guided samples
 against the target are reported beside it (guidance trades diversity for fidelity).
 
     python bench/guidance.py [--steps-2d 10000] [--steps-digits 4000] [--weights 0 0.5 1 1.5 2 3]

@@ -3,7 +3,7 @@ distilled 64 -> 32 -> 16 -> 8 -> 4 -> 2 -> 1 (Salimans & Ho 2022), each stage a 
 
 Each stage's student at N steps is compared with its own teacher at 2N steps (the previous stage, or
 the original teacher), and the final 1-step student with the teacher's own 1-step Euler. W2 are
-means over 5 draws of 2,000 points on the same evaluation noise (BENCHMARKS.md).
+means over 5 draws of 2,000 points on the same evaluation noise (README, Benchmarks).
 
     python bench/progressive_frontier.py [--teacher-steps 10000] [--stage-steps 2000]
 """

@@ -3,7 +3,7 @@
 Everything goes through `flowkit train` (recipes rectified, reflow, reflow_distill) with the same
 MLP and batch; each run's summary gives W2 (mean over 5 draws of 2,000 points), NFE and the
 straightness of its dopri5 paths. The paired error E||G(z) - Phi(z)||^2 compares the distilled
-generator G with the 2-rectified flow's own ODE map Phi on the same noise (BENCHMARKS.md).
+generator G with the 2-rectified flow's own ODE map Phi on the same noise (README, Benchmarks).
 
     python bench/reflow_frontier.py [--steps 10000] [--tasks gaussian:8gaussians 8gaussians:moons]
 """

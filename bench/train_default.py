@@ -1,7 +1,7 @@
 """The README's main job, measured: `flowkit train` (recipe rectified, gaussian -> 8gaussians) per seed.
 
 Wall time is the whole CLI process (start-up, training, sampling, W2, figure), as a user sees it.
-W2 and its floor are means over eval.repeats=5 independent draws of 2,000 points (BENCHMARKS.md).
+W2 and its floor are means over eval.repeats=5 independent draws of 2,000 points (README, Benchmarks).
 
     python bench/train_default.py [--seeds 0 1 2] [--out bench/results]
 """

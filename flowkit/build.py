@@ -106,7 +106,7 @@ def build_parts(cfg: dict[str, Any], with_coupling: bool = True, saved: dict[str
     init_from = model_spec.pop("init_from", None)
     def network() -> nn.Module:  # a classifier's labels are its outputs, not its inputs
         label_input = 0 if method.classifier else classes
-        return compose(MODELS.build(model_spec, data_shape=target.shape, classes=classes), tuple(method.inputs),
+        return compose(MODELS.build(model_spec, data_shape=target.shape, classes=classes), method.inputs,
                        label_input)
 
     parameters = meta_parameters(network)  # counted before allocating: model.width=1e9 is one line, not a crash

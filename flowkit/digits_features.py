@@ -1,4 +1,4 @@
-"""The fixed feature network behind digits FD (BENCHMARKS.md): a small classifier of the 8x8 digits whose
+"""The fixed feature network behind digits FD (README, Benchmarks): a small classifier of the 8x8 digits whose
 trained weights ship with flowkit (``assets/digits_classifier.pt``), so FD is one number on every machine,
 torch and BLAS build. FD is computed in its penultimate features.
 

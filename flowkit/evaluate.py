@@ -34,7 +34,7 @@ def score(target: Dataset, samples: Tensor, references: list[Tensor]) -> tuple[f
 def sampler_table(parts: Any, ecfg: dict[str, Any], device: torch.device, cond: Cond | None = None,
                   grid: str = "uniform") -> tuple[dict[str, Any], Tensor | None, Tensor]:
     """The target's metric for each sampler in ``[eval.solver] + eval.compare`` and its floor, each a mean
-    over ``eval.repeats`` independent draws of ``eval.n`` points (BENCHMARKS.md: on 8gaussians a single draw's
+    over ``eval.repeats`` independent draws of ``eval.n`` points (README, Benchmarks: on 8gaussians a single draw's
     W2 swings by +-30% with the per-mode counts, so one pair of draws decides nothing).
 
     Returns the table, the main sampler's first sample set and the first reference draw (for the figure)."""

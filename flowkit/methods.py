@@ -9,8 +9,11 @@ class-conditional, and the training ``step``). Its ``__init__`` takes hyperparam
 Everything else is declared, with a default, on the class:
 
 capabilities (class attributes, or properties when they depend on hyperparameters)
-    ``inputs``        what the network takes besides (x, t): ``"t_end"`` (an end time), ``"guidance"``
-                      (a guidance weight w). flowkit composes them onto the registered backbone.
+    ``inputs``        what the network takes besides (x, t), by keyword: a mapping of keyword ->
+                      ``flowkit.models.Input(kind, ...)`` (a time-like scalar, an interval to an end time,
+                      a zero-initialised scalar, a class index, a vector), or the built-in names ``"t_end"``
+                      (an end time) and ``"guidance"`` (a guidance weight, keyword ``w``); flowkit composes
+                      them onto the registered backbone (``flowkit.models.network``).
     ``needs_labels``  training without ``cond.labels=true`` is refused.
     ``ode``           the network, read through ``predictor``, is a velocity field: every sampler of the
                       velocity ODE applies, and so do straightness and likelihood.
@@ -52,13 +55,13 @@ from torch import Tensor, nn
 
 from flowkit.conditioning import cond_of
 from flowkit.errors import ContractError
+from flowkit.models.network import Input, declared
 from flowkit.paths import AffinePath
 from flowkit.registry import Registry
 
 if TYPE_CHECKING:  # the trainer imports Lightning; a method module need not
     from flowkit.trainer import Steps
 
-INPUTS = ("t_end", "guidance")  # network inputs a method may ask for, beyond (x, t) and the run's labels
 CAPABILITIES = ("inputs", "needs_labels", "ode", "samplers", "classifier")
 HOOKS = ("loss", "predictor", "sampler_options", "networks", "training_step", "setup", "after_step", "state_dict",
          "load_state_dict", "next_round")
@@ -67,7 +70,7 @@ HOOKS = ("loss", "predictor", "sampler_options", "networks", "training_step", "s
 class Method:
     """Base class of every training method (module docstring: capabilities and hooks)."""
 
-    inputs: tuple[str, ...] = ()
+    inputs: tuple[str, ...] | dict[str, Input] = ()
     needs_labels: bool = False
     ode: bool = True
     samplers: tuple[str, ...] = ()
@@ -134,8 +137,10 @@ def check_capabilities(name: str, method: Any) -> None:
     if any(isinstance(v, property) for v in values.values()):
         return  # declared by a property: checked once the method is built
     inputs, samplers = values["inputs"], values["samplers"]
-    if not isinstance(inputs, (tuple, list, frozenset, set)) or any(i not in INPUTS for i in inputs):
-        raise ContractError(f"method '{name}': inputs={inputs!r}; expected a tuple of: {', '.join(INPUTS)}")
+    try:
+        declared(inputs)
+    except ValueError as exc:
+        raise ContractError(f"method '{name}': {exc}") from None
     if not isinstance(samplers, (tuple, list)) or not all(isinstance(s, str) for s in samplers):
         raise ContractError(f"method '{name}': samplers={samplers!r}; expected a tuple of sampler names")
     for cap in ("needs_labels", "ode", "classifier"):

@@ -1,4 +1,4 @@
-"""Sample-quality metrics (BENCHMARKS.md)."""
+"""Sample-quality metrics (README, Benchmarks)."""
 
 from __future__ import annotations
 

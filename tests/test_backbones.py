@@ -58,10 +58,12 @@ def test_jvp_through_attention_matches_finite_differences(name):
     torch.testing.assert_close(tangent, finite, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [SHAPE, (4, 8, 8)], ids=["pixels", "latent"])
 @pytest.mark.parametrize("name", SMALL)
-def test_bf16_autocast_and_torch_compile_agree_with_float32(name):
-    net = randomised(MODELS.build(SMALL[name], data_shape=SHAPE).eval())
-    x, t = torch.randn(4, *SHAPE), torch.rand(4)
+def test_bf16_autocast_and_torch_compile_agree_with_float32(name, shape):
+    """On grey pixels and on 4-channel latent codes alike."""
+    net = randomised(MODELS.build(SMALL[name], data_shape=shape).eval())
+    x, t = torch.randn(4, *shape), torch.rand(4)
     with torch.no_grad():
         eager = net(x, t)
         with torch.autocast("cpu", dtype=torch.bfloat16):

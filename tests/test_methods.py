@@ -96,7 +96,7 @@ def test_a_misspelt_hook_a_bad_value_and_a_non_method_are_refused():
     class BadInputs(Method):
         inputs = ("labels",)  # labels come from the run (cond.labels), not from the method
 
-    assert "inputs=('labels',); expected a tuple of: t_end, guidance" in contract_error(BadInputs)
+    assert "inputs: 'labels' is not a built-in input (t_end, guidance); declare it as {'labels': Input(kind)}" in contract_error(BadInputs)
 
     class Unsampleable(Method):
         ode = False

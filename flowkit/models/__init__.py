@@ -2,7 +2,7 @@
 an attention UNet in the ADM style and a DiT), composed with the inputs a method needs (``network.compose``)."""
 
 from flowkit.models.registry import MODELS, register_model
-from flowkit.models.network import Conditioned, compose, network_inputs
+from flowkit.models.network import Conditioned, Input, compose, network_inputs
 from flowkit.models import adm, dit, mlp, unet  # noqa: F401  (registers the built-in models)
 
-__all__ = ["MODELS", "register_model", "Conditioned", "compose", "network_inputs"]
+__all__ = ["MODELS", "register_model", "Conditioned", "Input", "compose", "network_inputs"]

@@ -2,21 +2,33 @@
 
 A backbone (``flowkit.models``) is ``v(x, t, emb=None)``, and declares ``emb_dim`` (the size of the
 vector ``emb`` it adds to its own time embedding), ``time_dim`` and ``time_scale`` (the sinusoidal
-features it embeds time with). ``Conditioned`` adds to it, only when asked:
+features it embeds time with). ``Conditioned`` adds to it, only when asked, the inputs a method declares
+(``Method.inputs``: names of the built-in ones, or a mapping of keyword -> ``Input``), each embedded into
+a vector of ``emb_dim`` and summed into ``emb``:
 
-- ``t_end``: TimeMLP(t_end - t). A two-time network u(z, t, t_end) (an average velocity) embeds the start
-  and the interval; called with one time it sees an interval of zero, its instantaneous velocity.
-- labels (``classes`` > 0): a learned class embedding (Ho & Salimans 2022); index ``classes`` is the
-  null class, the unconditional model trained by label dropout, and what ``cond=None`` means.
-- ``guidance``: TimeMLP(w / 4) of a guidance weight w, zero-initialised, so that a network started from
-  one without it is that network (Meng et al. 2023); without w it sees w = 1.
+    kind        embedding                                         without the keyword
+    "time"      TimeMLP(value): a time-like scalar (a step size,  ``default`` (required if None)
+                a second time, a noise level)
+    "interval"  TimeMLP(value - t): an end time (a two-time       an interval of 0: the instantaneous
+                network u(z, t, t_end) embeds the interval)       velocity
+    "scalar"    TimeMLP(scale * value), zero-initialised when     ``default``
+                ``zero_init``: a network started from one
+                without it is that network
+    "class"     nn.Embedding(size + 1): index ``size`` is null    the null class
+    "vector"    Linear(size -> emb_dim)                           zeros
 
-A network without any of them is the backbone itself.
+The two built-in names are such declarations: ``"t_end"`` is ``Input("interval")`` (keyword ``t_end``) and
+``"guidance"`` is ``Input("scalar", scale=0.25, default=1.0, zero_init=True)`` (keyword ``w``, a guidance weight,
+Meng et al. 2023). The run's labels (``classes`` > 0) are a class input of keyword ``cond`` (Ho & Salimans
+2022; the null class is the unconditional model trained by label dropout). A network without any input is the
+backbone itself. State-dict names: ``interval``, ``guidance`` and ``classes`` for those three (as every run
+saved them), ``input_<name>`` for any other.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -24,57 +36,134 @@ from torch import Tensor, nn
 from flowkit.errors import ConfigError
 from flowkit.models.embeddings import TimeMLP, zeroed
 
+KINDS = ("time", "interval", "scalar", "class", "vector")
+
+
+@dataclass(frozen=True)
+class Input:
+    """A network input beyond (x, t), passed by keyword, and how it is embedded (module docstring)."""
+
+    kind: str
+    size: int = 0  # "class": the number of classes; "vector": its length
+    scale: float = 1.0  # "scalar": the factor on the value before its time features
+    default: float | None = None  # "time" / "scalar": the value when the keyword is not given
+    zero_init: bool = False  # the embedding starts at 0 (a network may start from one without this input)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"Input kind={self.kind!r} is not one of: {', '.join(KINDS)}")
+        if self.kind in ("class", "vector") and self.size < 1:
+            raise ValueError(f"an Input of kind {self.kind!r} needs size >= 1")
+
+
+# name -> (declaration, state-dict attribute, keyword): the names methods declared before inputs were open
+BUILT_IN = {"t_end": (Input("interval"), "interval", "t_end"),
+            "guidance": (Input("scalar", scale=0.25, default=1.0, zero_init=True), "guidance", "w")}
+LABELS = ("classes", "cond")  # the run's labels (a class input of the run's classes): attribute, keyword
+
+
+def declared(inputs: tuple[str, ...] | Mapping[str, Input]) -> dict[str, tuple[Input, str, str]]:
+    """A method's ``inputs`` as name -> (declaration, attribute, keyword); a bad declaration is a ValueError."""
+    if isinstance(inputs, Mapping):
+        items = list(inputs.items())
+    elif isinstance(inputs, (tuple, list, set, frozenset)):
+        items = [(name, None) for name in inputs]
+    else:
+        raise ValueError(f"inputs={inputs!r}: expected a tuple of built-in names ({', '.join(BUILT_IN)}) or a "
+                         f"mapping of keyword -> flowkit.models.Input")
+    out = {}
+    for name, spec in items:
+        if not isinstance(name, str) or not name.isidentifier() or name in ("x", "t", "cond", "emb"):
+            raise ValueError(f"inputs: {name!r} is not a keyword a network can take (x, t, cond and emb are taken)")
+        if spec is None:
+            if name not in BUILT_IN:
+                raise ValueError(f"inputs: {name!r} is not a built-in input ({', '.join(BUILT_IN)}); declare it as "
+                                 f"{{{name!r}: Input(kind)}} with kind one of {', '.join(KINDS)}")
+            out[name] = BUILT_IN[name]
+        elif isinstance(spec, Input):
+            out[name] = BUILT_IN[name] if name in BUILT_IN and spec == BUILT_IN[name][0] else (spec, f"input_{name}", name)
+        else:
+            raise ValueError(f"inputs[{name!r}]={spec!r}: expected a flowkit.models.Input")
+    return out
+
+
+def embedding(spec: Input, features: int, dim: int, scale: float) -> nn.Module:
+    if spec.kind in ("time", "interval", "scalar"):
+        module = TimeMLP(features, dim, scale)
+        if spec.zero_init:
+            zeroed(module[-1])
+        return module
+    if spec.kind == "class":
+        return nn.Embedding(spec.size + 1, dim)
+    module = nn.Linear(spec.size, dim)
+    return zeroed(module) if spec.zero_init else module
+
 
 class Conditioned(nn.Module):
-    """``net(x, t, t_end=None, cond=None, w=None) = backbone(x, t, emb)``, emb the sum of the inputs' embeddings."""
+    """``net(x, t, t_end=None, cond=None, w=None, **inputs) = backbone(x, t, emb)``, emb the sum of the declared
+    inputs' embeddings."""
 
-    def __init__(self, backbone: nn.Module, inputs: tuple[str, ...] = (), classes: int = 0) -> None:
+    def __init__(self, backbone: nn.Module, inputs: tuple[str, ...] | Mapping[str, Input] = (), classes: int = 0) -> None:
         super().__init__()
+        try:
+            specs = declared(inputs)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         for attr in ("emb_dim", "time_dim", "time_scale"):
             if not hasattr(backbone, attr):
                 raise ConfigError(f"model '{type(backbone).__name__}' declares no {attr}: it cannot take the inputs "
-                                  f"{', '.join([*inputs, *(['labels'] if classes else [])])}")
+                                  f"{', '.join([*specs, *(['labels'] if classes else [])])}")
         if classes < 0:
             raise ConfigError(f"classes={classes} is out of range; expected >= 0")
         dim, features, scale = backbone.emb_dim, backbone.time_dim, backbone.time_scale
         self.backbone = backbone
-        self.inputs = frozenset(inputs) | ({"labels"} if classes else frozenset())
+        self.inputs = frozenset(specs) | ({"labels"} if classes else frozenset())
         self.num_classes = classes
-        self.interval = TimeMLP(features, dim, scale) if "t_end" in inputs else None
-        self.classes = nn.Embedding(classes + 1, dim) if classes else None
-        self.guidance = TimeMLP(features, dim, scale) if "guidance" in inputs else None
-        if self.guidance is not None:
-            zeroed(self.guidance[-1])
+        if classes:  # built in the order every saved run was (its random initialisation follows it)
+            first = {name: specs.pop(name) for name in ("t_end",) if name in specs}
+            specs = {**first, "labels": (Input("class", size=classes), *LABELS), **specs}
+        self.specs = {keyword: (spec, attr) for spec, attr, keyword in specs.values()}  # by keyword, in order
+        for spec, attr in self.specs.values():
+            self.add_module(attr, embedding(spec, features, dim, scale))
+
+    def _embedded(self, spec: Input, module: nn.Module, value: Tensor | None, t: Tensor, keyword: str) -> Tensor:
+        if spec.kind == "interval":
+            return module(torch.zeros_like(t) if value is None else value - t)
+        if spec.kind == "class":
+            return module(torch.full_like(t, spec.size, dtype=torch.long) if value is None else value)
+        if spec.kind == "vector":
+            return module(torch.zeros(t.shape[0], spec.size, dtype=t.dtype, device=t.device) if value is None else value)
+        if value is None:
+            if spec.default is None:
+                raise TypeError(f"this network needs the input '{keyword}' (declared by its method, no default)")
+            value = torch.full_like(t, spec.default)
+        return module(value * spec.scale if spec.kind == "scalar" else value)
 
     def forward(self, x: Tensor, t: Tensor, t_end: Tensor | None = None, cond: Tensor | None = None,
-                w: Tensor | None = None) -> Tensor:
-        parts = []
-        if self.interval is not None:
-            parts.append(self.interval(torch.zeros_like(t) if t_end is None else t_end - t))
-        elif t_end is not None:
-            raise TypeError("this network takes one time; its method declares no 't_end' input")
-        if self.classes is not None:
-            parts.append(self.classes(torch.full_like(t, self.num_classes, dtype=torch.long) if cond is None else cond))
-        elif cond is not None:
-            raise TypeError("this network takes no class label; train it with cond.labels=true")
-        if self.guidance is not None:
-            parts.append(self.guidance((torch.ones_like(t) if w is None else w) / 4))
-        elif w is not None:
-            raise TypeError("this network takes no guidance weight; its method declares no 'guidance' input")
+                w: Tensor | None = None, **inputs: Tensor) -> Tensor:
+        """The built-ins keep their places (an end time third, as two-time networks are called: net(z, r, t))."""
+        values = {k: v for k, v in {"t_end": t_end, "cond": cond, "w": w, **inputs}.items() if v is not None}
+        unknown = sorted(set(values) - set(self.specs))
+        if unknown:
+            hint = ("train it with cond.labels=true" if unknown[0] == "cond" else
+                    f"its method declares: {', '.join(k for k in self.specs if k != 'cond') or 'none'}")
+            raise TypeError(f"this network takes no input '{unknown[0]}'; {hint}")
+        parts = [self._embedded(spec, getattr(self, attr), values.get(keyword), t, keyword)
+                 for keyword, (spec, attr) in self.specs.items()]
         return self.backbone(x, t, sum(parts[1:], parts[0]) if parts else None)
 
     def neutral(self) -> tuple[str, ...]:
         """State-dict prefixes of inputs that start without effect: a network may be started without them."""
-        return ("guidance.",) if self.guidance is not None else ()
+        return tuple(f"{attr}." for spec, attr in self.specs.values() if spec.zero_init)
 
 
-def compose(backbone: nn.Module, inputs: tuple[str, ...] = (), classes: int = 0) -> nn.Module:
+def compose(backbone: nn.Module, inputs: tuple[str, ...] | Mapping[str, Input] = (), classes: int = 0) -> nn.Module:
     """The backbone itself, or ``Conditioned`` when a method or the run's labels ask for more inputs."""
     return Conditioned(backbone, inputs, classes) if inputs or classes else backbone
 
 
 def network_inputs(net: Any) -> frozenset[str]:
-    """What ``net`` takes besides (x, t): some of t_end, labels, guidance (a bare backbone: none)."""
+    """The names of what ``net`` takes besides (x, t): its method's inputs and "labels" (a bare backbone: none)."""
     return getattr(net, "inputs", frozenset())
 
 

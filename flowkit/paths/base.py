@@ -1,6 +1,6 @@
 """The affine probability path and every conversion between parameterisations.
 
-Convention (DESIGN.md): t=0 is the source (noise), t=1 the data, and
+Convention (README): t=0 is the source (noise), t=1 the data, and
 
     x_t = alpha(t) * x1 + sigma(t) * x0,        alpha(0)=0, alpha(1)=1, sigma(0)=1, sigma(1)=0
     u_t = alpha'(t) * x1 + sigma'(t) * x0       (the conditional velocity)
