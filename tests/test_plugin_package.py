@@ -85,3 +85,21 @@ def test_the_outside_grid_reaches_the_sampler(site, tmp_path):
                           env={**os.environ, "PYTHONPATH": str(site)})
     assert proc.returncode == 0, proc.stderr
     assert [round(t, 4) for t in json.loads(proc.stdout)] == [0.0, 0.4375, 0.75, 0.9375, 1.0]
+
+
+def test_a_method_whose_network_takes_a_step_size_it_declares_trains_samples_and_resumes(site, tmp_path):
+    """The outside method declares a network input of its own (d, a step size: flowkit.models.Input) and its own
+    sampler feeds it; nothing under flowkit/ names either."""
+    common = ["data.target=ring", "method=stepsize", "model.width=64", "trainer.enable_progress_bar=false",
+              "eval.n=500", "eval.repeats=1", "eval.solver=stepsize:1", "eval.compare=[stepsize:4,euler:1]",
+              "run_root=runs", "trainer.checkpoint_every=100"]
+    cli(site, tmp_path, "train", *common, "trainer.max_steps=300")
+    run = next((tmp_path / "runs").iterdir())
+    assert {k.split(".")[1] for k in read_checkpoint(run)["state_dict"]} == {"backbone", "input_d"}
+    cli(site, tmp_path, "train", f"resume={run}", "trainer.max_steps=600", "trainer.enable_progress_bar=false")
+    summary = json.loads((run / "summary.json").read_text())
+    rows = {r["solver"]: r for r in summary["rows"]}
+    assert summary["steps"] == 600 and rows["stepsize:1"]["nfe"] == 1 and rows["stepsize:4"]["nfe"] == 4
+    # one jump of the step-size network lands nearer the ring than one Euler step of its own velocity (d = 0)
+    assert rows["stepsize:1"]["value"] < rows["euler:1"]["value"], rows
+    cli(site, tmp_path, "sample", f"ckpt={run}", "n=100", "solver=stepsize:2", "out=jumps.npy")
