@@ -3,6 +3,7 @@ where a saved run is rebuilt from its checkpoint."""
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,10 @@ class Parts:
         fault = self.stochastic_fault(spec)
         if fault:
             raise ConfigError(fault)
+
+
+# True while a trained run is rebuilt to be sampled: what only training needs (a teacher's checkpoint) is not read
+SAMPLING: ContextVar[bool] = ContextVar("flowkit_sampling", default=False)
 
 
 def build_parts(cfg: dict[str, Any], with_coupling: bool = True, saved: dict[str, Any] | None = None) -> Parts:
@@ -161,7 +166,11 @@ def load_run(path: str | Path) -> tuple[dict[str, Any], Parts]:
     run dir. The coupling is not rebuilt: sampling a model never needs the pairs it was trained on."""
     ckpt = read_checkpoint(path)
     cfg = ckpt["flowkit"]["config"]
-    parts = build_parts(cfg, with_coupling=False, saved=ckpt["flowkit"])
+    token = SAMPLING.set(True)  # a student samples without its teacher: teachers are not read (flowkit.teacher)
+    try:
+        parts = build_parts(cfg, with_coupling=False, saved=ckpt["flowkit"])
+    finally:
+        SAMPLING.reset(token)
     weights = ema_weights(ckpt)
     wrong = weights_fault(weights, parts.model.state_dict())
     if wrong:

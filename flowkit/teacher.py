@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from flowkit.build import Parts, load_run
+from flowkit.build import SAMPLING, Parts, load_run
 from flowkit.checkpoint import read_matching
 from flowkit.errors import ConfigError
 
@@ -35,17 +35,19 @@ def follow_teacher(config: dict[str, Any], old_teacher: str, new_teacher: str | 
 
 class Teacher:
     """A method's teacher: the checkpoint is checked against the data shape when the method is built
-    (before any run directory exists) and loaded, frozen, on first use on the training device."""
+    (before any run directory exists) and loaded, frozen, on first use on the training device. A trained run
+    rebuilt to be sampled (``flowkit.build.SAMPLING``) does not read it: a student samples without its teacher."""
 
     def __init__(self, owner: str, path: str, data_shape: tuple[int, ...]) -> None:
         if not path:
             raise ConfigError(f"{owner} needs a teacher: method.teacher=<run dir or .ckpt of a trained flow>")
-        self.file = check_shape(path, data_shape)
+        self.data_shape = tuple(data_shape)
+        self.file = Path(path) if SAMPLING.get() else check_shape(path, data_shape)
         self._net: nn.Module | None = None
 
     def on(self, device: Any) -> nn.Module:
         if self._net is None:
-            self._net = load_teacher(self.file)[0]
+            self._net = load_teacher(check_shape(self.file, self.data_shape))[0]
         return self._net.to(device)
 
     def __deepcopy__(self, memo: dict) -> Teacher:
