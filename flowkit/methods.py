@@ -41,7 +41,7 @@ hooks (methods; override what you need)
                                 or None.
 
 A capability the base class does not declare is an error when the method is registered, naming the
-valid ones; so is a method whose name is one letter from a hook's.
+valid ones (constants in UPPER_CASE are the method's own); so is a method whose name is one letter from a hook's.
 """
 
 from __future__ import annotations
@@ -117,8 +117,8 @@ def check_method(name: str, obj: Any) -> None:
         if klass is Method or klass is object:
             continue
         for attr, value in vars(klass).items():
-            if attr.startswith("_") or attr in CAPABILITIES or attr in HOOKS:
-                continue
+            if attr.startswith("_") or attr in CAPABILITIES or attr in HOOKS or attr.isupper():
+                continue  # UPPER_CASE names are the class's own constants (EPS = 1e-4), not declarations
             if isinstance(value, property) or not (callable(value) or isinstance(value, (staticmethod, classmethod))):
                 valid = ", ".join(CAPABILITIES)
                 close = difflib.get_close_matches(attr, CAPABILITIES, n=1, cutoff=0.6)

@@ -108,7 +108,7 @@ class Registry(Generic[T]):
                 continue
             try:
                 self.add(ep.name, obj)
-            except ContractError as exc:
+            except (ContractError, ConfigError) as exc:  # a broken unit, or a name taken already (the first kept)
                 warnings.warn(f"flowkit: skipped {self.group} entry point '{ep.name}' ({ep.value}): {exc}",
                               RuntimeWarning, stacklevel=2)
 

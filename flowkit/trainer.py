@@ -32,7 +32,7 @@ from torch import nn
 from flowkit.checkpoint import CHECKPOINT_FORMAT, weights_fault, write_atomically
 from flowkit.conditioning import drop_labels
 from flowkit.data.pair import step_seed
-from flowkit.errors import ConfigError
+from flowkit.errors import ConfigError, ContractError
 from flowkit.finite import FiniteWatch, total_norm
 from flowkit.methods import Method
 from flowkit.progress import ProgressLines
@@ -66,6 +66,8 @@ class FlowModule(L.LightningModule):
         self.watch = FiniteWatch(finite_kinds(self.names))  # on_nonfinite=stop: recorded on the device, read every check_every
         self.loss_of = compiled(method.loss, config["trainer"]["compile"])
         self._optimizer_names: dict[int, int] = {}
+        self._checked: set[int] = set()  # networks whose loss terms met the contract on their first step
+        self.batch_size = 0
         self.stop_signal: int | None = None  # a signal asked the run to stop (``flowkit.training``'s handler)
         self.signal_handler: Callable[[int, Any], None] | None = None  # that handler, while fit runs in the main thread
 
@@ -104,6 +106,7 @@ class FlowModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         batch = self.coupled(batch)
+        self.batch_size = batch["x1"].shape[0]
         if not self.automatic_optimization:
             self.method.training_step(Steps(self), batch)
             return None
@@ -117,6 +120,9 @@ class FlowModule(L.LightningModule):
         """The mean loss, with every term logged under the network's name. With on_nonfinite=skip, None
         (no step) when the loss is not finite; with stop, a non-finite loss is recorded without a host
         sync (``FiniteWatch``)."""
+        if index not in self._checked:  # the loss contract, on each network's first step
+            self.check_terms(terms, index)
+            self._checked.add(index)
         loss = terms["loss"].mean()
         if self.config["trainer"]["on_nonfinite"] == "skip":
             if not torch.isfinite(loss):
@@ -129,6 +135,18 @@ class FlowModule(L.LightningModule):
             for name, value in terms.items():
                 self.log(f"{prefix}{name}", value.mean(), prog_bar=name == "loss" and index == 0)
         return loss
+
+    def check_terms(self, terms: Any, index: int) -> None:
+        """A ContractError unless ``terms`` is a mapping with "loss" and every term a per-sample (batch,) tensor."""
+        owner = f"method '{self.config['method']['name']}'" + (f" (network '{self.names[index]}')" if index else "")
+        expected = f"a dict {{'loss': tensor of shape ({self.batch_size},), ...}}: one value per sample, the trainer reduces"
+        if not isinstance(terms, dict) or "loss" not in terms:
+            got = f"a dict without 'loss' (keys {sorted(terms)})" if isinstance(terms, dict) else f"a {type(terms).__name__}"
+            raise ContractError(f"{owner}: its loss returned {got}; expected {expected}")
+        for name, value in terms.items():
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != (self.batch_size,):
+                got = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else f"a {type(value).__name__}"
+                raise ContractError(f"{owner}: its loss term '{name}' has {got}; expected {expected}")
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         params = [p for group in optimizer.param_groups for p in group["params"]]

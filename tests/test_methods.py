@@ -1,5 +1,7 @@
 """CFM: the loss against its formula, and its minimiser against the closed-form marginal velocity."""
 
+import re
+
 import pytest
 import torch
 
@@ -83,6 +85,13 @@ def test_an_unknown_or_misspelt_capability_is_refused_naming_the_valid_ones():
 
     assert "unknown capability 'model_options'" in contract_error(Made)
 
+    from flowkit.methods import CFM, check_method
+
+    class Constant(CFM):
+        EPS = 1e-4  # a constant of the method's own, not a declaration
+
+    check_method("mine", Constant)
+
 
 def test_a_misspelt_hook_a_bad_value_and_a_non_method_are_refused():
     from flowkit.methods import Method
@@ -137,3 +146,28 @@ def test_helpers_and_properties_that_declare_capabilities_are_fine():
 
     check_method("fine", Fine)
     check_capabilities("fine", Fine())
+
+
+@pytest.mark.parametrize("returned,message", [
+    (lambda mse: mse.mean(), "its loss returned a Tensor; expected a dict {'loss': tensor of shape (64,)"),
+    (lambda mse: {"loss": mse.mean()}, "its loss term 'loss' has shape (); expected"),
+    (lambda mse: {"loss": torch.stack([mse, mse], 1)}, "its loss term 'loss' has shape (64, 2)"),
+    (lambda mse: {"loss": mse, "extra": mse[:3]}, "its loss term 'extra' has shape (3,)"),
+    (lambda mse: {"total": mse}, "its loss returned a dict without 'loss' (keys ['total'])"),
+])
+def test_a_loss_that_breaks_the_contract_stops_at_the_first_step_naming_it(tmp_path, returned, message):
+    import flowkit
+    from flowkit.errors import ContractError
+    from flowkit.methods import CFM
+
+    name = f"test_bad_loss_{abs(hash(message)) % 10**8}"
+
+    @register_method(name)
+    class BadLoss(CFM):
+        def loss(self, model, batch):
+            return returned(super().loss(model, batch)["loss"])
+
+    with pytest.raises(ContractError, match=re.escape(f"method '{name}': {message}")):
+        flowkit.train("rectified", method=name, run_root=str(tmp_path), trainer={"max_steps": 2},
+                      data={"batch_size": 64}, model={"name": "mlp", "width": 16},
+                      eval={"n": 20, "repeats": 1, "compare": []})

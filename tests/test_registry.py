@@ -2,6 +2,7 @@
 
 import sys
 import textwrap
+import re
 import warnings
 
 import pytest
@@ -82,7 +83,7 @@ def test_broken_entry_point_warns_and_the_rest_still_works(tmp_path, monkeypatch
     assert len(messages) == 1 and "skipped" in messages[0] and "'broken'" in messages[0] and "boom" in messages[0]
 
 
-def test_two_plugins_registering_one_name_is_an_error_naming_both(tmp_path, monkeypatch):
+def test_two_plugins_registering_one_name_warn_once_naming_both_and_the_first_is_kept(tmp_path, monkeypatch):
     reg = make_registry(
         tmp_path, monkeypatch, "twin = twin_a:Thing\n",
         {"twin_a": "class Thing:\n    pass\n", "twin_b": "class Thing:\n    pass\n"},
@@ -91,8 +92,14 @@ def test_two_plugins_registering_one_name_is_an_error_naming_both(tmp_path, monk
     second.mkdir()
     (second / "METADATA").write_text("Metadata-Version: 2.1\nName: otherplugin\nVersion: 0.1\n")
     (second / "entry_points.txt").write_text(f"[{reg.group}]\ntwin = twin_b:Thing\n")
-    with pytest.raises(ConfigError, match=r"thing 'twin' is registered twice: by twin_[ab]:Thing and by twin_[ab]:Thing"):
-        reg.names()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert reg.names() == ["twin"]  # listing never crashes
+        kept = reg.get("twin")
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and re.search(r"thing 'twin' is registered twice: by twin_[ab]:Thing and by "
+                                            r"twin_[ab]:Thing", messages[0]), messages
+    assert kept.__module__ in messages[0].split("registered twice: by ")[1].split(" and by ")[0]  # the first kept
 
 
 def test_an_entry_point_that_breaks_its_kinds_contract_warns_and_is_skipped(tmp_path, monkeypatch):
