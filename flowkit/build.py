@@ -23,7 +23,7 @@ from flowkit.models.network import load_into
 from flowkit.models.parameterisation import AsVelocity
 from flowkit.paths import PATHS, AffinePath
 from flowkit.samplers import build_sampler, invert_with, sample_with
-from flowkit.samplers.base import DETERMINISTIC
+from flowkit.samplers.base import deterministic
 from flowkit.timesteps import TIME_SAMPLERS
 
 
@@ -59,9 +59,10 @@ class Parts:
 
     @property
     def has_score(self) -> bool:
-        """Whether the model's prediction gives the score of p_t (Tweedie's formula): only for an independent
-        standard-normal source. Stochastic samplers and classifier guidance need it."""
-        return bool(self.source.standard_normal) and self.coupling_name == "independent"
+        """Whether the model's prediction gives the score of p_t (Tweedie's formula): only for a standard-normal
+        source (as the source declares) paired independently (as the coupling declares). Stochastic samplers
+        and classifier guidance need it."""
+        return bool(self.source.standard_normal) and COUPLINGS.get(self.coupling_name).independent
 
     def stochastic_fault(self, spec: str) -> str | None:
         """Why the stochastic sampler ``spec`` cannot sample this model, or None (also for deterministic ones):
@@ -71,7 +72,7 @@ class Parts:
             return None
         return (f"sampler '{spec}' is stochastic: it needs the score of p_t, which the model gives only for an "
                 f"independent standard-normal source; this run has data.source='{self.source_name}' and coupling "
-                f"'{self.coupling_name}'. Use a deterministic sampler ({DETERMINISTIC})")
+                f"'{self.coupling_name}'. Use a deterministic sampler ({deterministic(self.path)})")
 
     def check_stochastic(self, spec: str) -> None:
         """``stochastic_fault`` as a ConfigError."""

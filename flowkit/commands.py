@@ -254,8 +254,9 @@ def evaluate(tokens: list[str]) -> dict[str, Any]:
     if method.ode:  # straightness and the change of variables need a velocity field
         velocity = Predictor.of(method, parts.model, parts.path).velocity_field(cond)
         # along well-resolved paths: dopri5 unless a fixed-step sampler was asked for
-        result["straightness"] = straightness_along_paths(velocity, x0[: args.n],
-                                                          path_solver(args.solver, args.rtol, args.atol))
+        paths = path_solver(args.solver, args.rtol, args.atol)
+        result["straightness"] = straightness_along_paths(velocity, x0[: args.n], paths)
+        result["straightness_along"] = args.solver if "steps" in paths else "dopri5"
         held_out = target.encode(target.reference(args.nll_n, generator)[: args.nll_n]).to(device)  # as codes
         # a class-conditional model's likelihood is that of its unconditional (null-class) branch
         unconditional = Predictor.of(method, parts.model, parts.path).velocity_field(None)

@@ -10,7 +10,9 @@ batches of equal size is a permutation, so every sample is used once.
 Exact ``ot.emd`` always solves on the CPU: the batch goes there and the partners' indices come back, once
 per batch. ``sinkhorn`` builds its cost and runs on the tensors' device through POT's torch backend.
 
-A coupling derives from ``Coupling`` and declares, with defaults: ``data_only = True`` when it needs
+A coupling derives from ``Coupling`` and declares, with defaults: ``independent = True`` when its pairs are
+the independent product q0 x q1 (then, from a standard-normal source, the score of p_t follows from a model's
+prediction: stochastic samplers and classifier guidance need it); ``data_only = True`` when it needs
 nothing but the batch (no network, no teacher, no device state), so that with ``data.workers`` > 0 the
 DataLoader's processes solve it on the CPU, overlapped with the training step (``flowkit.data.PairStream``);
 others (pairs from a trained model) run in the training step. ``next_round(config, run_dir)`` (a classmethod)
@@ -41,6 +43,7 @@ class Coupling:
     """Base class of every coupling: ``coupling(x0, x1, y=None) -> (x0', x1')`` (module docstring)."""
 
     data_only: bool = False
+    independent: bool = False
 
     def __call__(self, x0: Tensor, x1: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         raise NotImplementedError(f"{type(self).__name__} defines no pairing")
@@ -109,6 +112,7 @@ class Independent(Coupling):
     """pi(x0, x1) = q0(x0) q1(x1): the batch is already an independent draw."""
 
     data_only = True
+    independent = True
 
     def __call__(self, x0: Tensor, x1: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         _check_batches(x0, x1)

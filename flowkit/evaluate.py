@@ -13,7 +13,7 @@ from flowkit.conditioning import Cond
 from flowkit.data import Dataset
 from flowkit.metrics import straightness
 from flowkit.samplers import Predictor
-from flowkit.sampling import FIXED, solve_trajectory
+from flowkit.sampling import solve_trajectory
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -56,20 +56,22 @@ def sampler_table(parts: Any, ecfg: dict[str, Any], device: torch.device, cond: 
         paths = path_solver(ecfg["solver"], ecfg["rtol"], ecfg["atol"])
         straight = straightness_along_paths(Predictor.of(parts.method, parts.model, parts.path).velocity_field(cond),
                                             x0[:n], paths)
-        along = paths["method"] if "steps" not in paths else f"{paths['method']}:{paths['steps']}"
+        along = ecfg["solver"] if "steps" in paths else "dopri5"
     table = {"metric": target.metric, "floor": floor[0], "floor_std": floor[1], "rows": rows, "straightness": straight,
              "straightness_along": along}
     return table, first, refs[0]
 
 
 def path_solver(spec: str, rtol: float, atol: float) -> dict[str, Any]:
-    """The solver straightness is measured along: the evaluation's own fixed-step solver (its cost is what the
-    evaluation already pays), else dopri5 at the evaluation's tolerances."""
-    from flowkit.samplers import parse_sampler
+    """The solver straightness is measured along: the evaluation's own sampler when the registry says it is a
+    fixed-step solver of the velocity ODE (its cost is what the evaluation already pays; ``heun:8`` is torchdiffeq's
+    heun2 on 8 steps), else dopri5 at the evaluation's tolerances."""
+    from flowkit.samplers import SAMPLERS, parse_sampler
+    from flowkit.samplers.ode import FixedStep
 
     name, steps = parse_sampler(spec)
-    if steps and name in FIXED:
-        return {"method": name, "steps": steps}
+    if steps and issubclass(SAMPLERS.get(name), FixedStep):
+        return {"method": SAMPLERS.get(name).method, "steps": steps}
     return {"method": "dopri5", "rtol": rtol, "atol": atol}
 
 

@@ -2,7 +2,7 @@
 
 A feature network is registered under a name (``@register_features("name")`` or the entry-point group
 ``flowkit.features``) as a factory returning a frozen ``nn.Module`` that maps images in [-1, 1] (N, C, H, W) to
-features (N, D). A dataset is scored in the one named by ``data.features`` (``name`` or ``name:ARG``, ARG the
+features (N, D); the factory's ``metric`` attribute names the distance in them (default FD). A dataset is scored in the one named by ``data.features`` (``name`` or ``name:ARG``, ARG the
 factory's first option), or in the one it names itself (the digits: ``digits``):
 
     ``inception``        FID: the InceptionV3 of FID (``flowkit.inception``) with its weights from disk:
@@ -44,6 +44,9 @@ def inception(weights: str = "") -> nn.Module:
     return load_inception(weights)
 
 
+inception.metric = "FID"  # the Frechet distance in these features has its own name
+
+
 class DigitsFeatures(nn.Module):
     """The shipped digits classifier's penultimate features, of grey images averaged back to 8 x 8."""
 
@@ -72,9 +75,9 @@ def feature_network(spec: str) -> nn.Module:
 
 
 def metric_name(spec: str) -> str:
-    """FID for the Inception network, FD in any other (an unknown name is an error naming the valid ones)."""
-    FEATURES.get(spec.partition(":")[0])
-    return "FID" if spec.partition(":")[0] == "inception" else "FD"
+    """The name a feature network gives its Frechet distance (its factory's ``metric``: FID for Inception's), FD
+    by default (an unknown name is an error naming the valid ones)."""
+    return getattr(FEATURES.get(spec.partition(":")[0]), "metric", "FD")
 
 
 @torch.no_grad()

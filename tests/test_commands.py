@@ -36,7 +36,24 @@ def test_eval_reports_w2_mmd_straightness_nll(runs):
     result = commands.evaluate([f"ckpt={runs[0]}", "n=300", "repeats=2", "nll_n=50"])
     for key in ("w2", "w2_std", "mmd2", "straightness", "nll", "nfe"):
         assert key in result and math.isfinite(result[key]), key
-    assert result["w2"] > 0 and result["straightness"] >= 0
+    assert result["w2"] > 0 and result["straightness"] >= 0 and result["straightness_along"] == "dopri5"
+
+
+def test_straightness_is_measured_along_the_fixed_step_sampler_asked_for(runs):
+    """heun:8 is torchdiffeq's heun2 on 8 steps: one table, the sampler registry, names it for both."""
+    from flowkit.build import load_run
+    from flowkit.evaluate import straightness_along_paths
+    from flowkit.samplers import Predictor
+
+    result = commands.evaluate([f"ckpt={runs[0]}", "n=300", "repeats=1", "nll_n=20", "solver=heun:8"])
+    assert result["straightness_along"] == "heun:8"
+    _, parts = load_run(runs[0])
+    x0 = parts.source.sample(300 * 1, torch.Generator().manual_seed(0))
+    velocity = Predictor.of(parts.method, parts.model, parts.path).velocity_field(None)
+    heun = straightness_along_paths(velocity, x0, {"method": "heun2", "steps": 8})
+    assert result["straightness"] == pytest.approx(heun, rel=1e-6)
+    assert heun != pytest.approx(straightness_along_paths(velocity, x0, {"method": "dopri5", "rtol": 1e-5,
+                                                                          "atol": 1e-5}), rel=1e-3)
 
 
 def test_compare_two_models_on_the_same_noise(runs, tmp_path):

@@ -84,7 +84,20 @@ class Predictor:
         return self.path.endpoints(self(x, t, cond), x, t, self.kind)
 
 
-DETERMINISTIC = "euler, heun, rk4, dopri5, ddim, dpm2, dpm++2m, dpm++3m, edm"  # the built-in ones, for messages
+def deterministic(path: AffinePath) -> str:
+    """The registered samplers of the velocity ODE that draw no noise with their default options (what the
+    registry says, for messages that offer one)."""
+    names = []
+    for name, cls in SAMPLERS.items():
+        if not cls.ode:
+            continue
+        try:
+            if not SAMPLERS.build({"name": name}, rtol=1e-5, atol=1e-5, path=path).stochastic:
+                names.append(name)
+        except ConfigError:  # a sampler that needs options to be built: not offered
+            continue
+    return ", ".join(names)
+
 
 
 class Sampler:
@@ -207,7 +220,7 @@ def invert_with(method: Any, net: nn.Module, path: AffinePath, x1: Tensor, spec:
     sampler, steps = build_sampler(method, path, spec, rtol=rtol, atol=atol, method_name=method_name)
     if sampler.stochastic or not type(sampler).ode:
         raise ConfigError(f"sampler '{spec}' cannot invert: inversion integrates the probability-flow ODE backwards, "
-                          f"so it needs a deterministic ODE sampler ({DETERMINISTIC})")
+                          f"so it needs a deterministic ODE sampler ({deterministic(path)})")
     ts = torch.tensor([0.0, 1.0], dtype=torch.float64) if sampler.adaptive else grid_times(grid, path, steps)
     model = Predictor.of(method, net, path)
     x0, _ = sampler(model, x1, ts.flip(0).to(x1.device, x1.dtype), cond=cond)

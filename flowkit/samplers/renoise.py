@@ -5,7 +5,8 @@ before 1, re-noise along the path, x_{t_k} = alpha(t_k) x + sigma(t_k) z, and pr
 x = f(x_{t_k}, t_k). N grid steps, N NFE. Each z is a fixed permutation of ``x0`` (the source draws are
 i.i.d., so any source distribution works).
 
-``pair`` re-orders z to pair with the current samples by a coupling (``ot``, ``sinkhorn``), solved in
+``pair`` re-orders z to pair with the current samples by a registered coupling that needs only the data
+(``data_only``: ``ot``, ``sinkhorn``, or a plugin's; ``name:ARG`` gives its first option), solved in
 blocks of ``block`` rows (``flowkit.couplings.pair_in_blocks``): a network trained on coupled pairs (e.g.
 minibatch OT) has only seen interpolants of coupled pairs, and an independent z puts x_t off that
 distribution. Default: independent z, the published algorithm.
@@ -20,8 +21,6 @@ from flowkit.conditioning import Cond
 from flowkit.couplings import COUPLINGS, pair_in_blocks
 from flowkit.samplers.base import Predictor, Sampler, register_sampler
 
-PAIRINGS = ("independent", "ot", "sinkhorn")
-
 
 @register_sampler("renoise")
 class Renoise(Sampler):
@@ -30,11 +29,14 @@ class Renoise(Sampler):
     ode = False  # needs a data prediction at any time, not an ODE: methods name it in their samplers
 
     def __init__(self, pair: str = "independent", block: int = 256) -> None:
-        if pair not in PAIRINGS:
-            raise ValueError(f"pair='{pair}' is not one of: {', '.join(PAIRINGS)}")
         if block < 1:
             raise ValueError(f"block={block} is out of range; expected >= 1")
-        self.coupling = None if pair == "independent" else COUPLINGS.build({"name": pair})
+        coupling = COUPLINGS.build(COUPLINGS.parse(pair, "pair"))
+        if not coupling.data_only:
+            data_only = [name for name, c in COUPLINGS.items() if c.data_only]
+            raise ValueError(f"pair='{pair}' needs more than the data (a network or a teacher); couplings that "
+                             f"need only the data: {', '.join(data_only)}")
+        self.coupling = None if coupling.independent else coupling
         self.block = block
 
     @torch.no_grad()

@@ -43,7 +43,7 @@ from flowkit.conditioning import cond_of
 from flowkit.errors import ConfigError
 from flowkit.methods import Method, per_sample_mse
 from flowkit.paths import AffinePath, expand_like
-from flowkit.samplers.renoise import PAIRINGS
+from flowkit.samplers import SAMPLERS
 from flowkit.teacher import Teacher
 from flowkit.plugins.consistency.schedule import SCHEDULES, discretisation, target_decay
 
@@ -81,10 +81,10 @@ class _Consistency(Method):
             raise ConfigError(f"method '{name}': schedule='{schedule}' is not one of: {', '.join(SCHEDULES)}")
         if distance not in DISTANCES:
             raise ConfigError(f"method '{name}': distance='{distance}' is not one of: {', '.join(DISTANCES)}")
-        if renoise not in PAIRINGS:
-            raise ConfigError(f"method '{name}': renoise='{renoise}' is not one of: {', '.join(PAIRINGS)}")
-        if renoise_block < 1:
-            raise ConfigError(f"method '{name}': renoise_block={renoise_block}; expected >= 1")
+        try:  # how renoise:N will pair fresh noise with the samples, checked now
+            SAMPLERS.build({"name": "renoise", "pair": renoise, "block": renoise_block})
+        except ConfigError as exc:
+            raise ConfigError(f"method '{name}': renoise='{renoise}', renoise_block={renoise_block}: {exc}") from None
         if not 1 <= s0 <= s1 or not 0.0 <= mu0 < 1.0 or huber_c < 0:
             raise ConfigError(f"method '{name}': s0={s0}, s1={s1}, mu0={mu0}, huber_c={huber_c}; expected "
                               "1 <= s0 <= s1, 0 <= mu0 < 1 and huber_c >= 0")

@@ -178,9 +178,9 @@ def test_ot_renoising_keeps_an_ot_trained_consistency_function_on_its_training_d
 
 
 def test_bad_renoise_options_name_the_choices():
-    with pytest.raises(ConfigError, match="renoise='exact' is not one of: independent, ot, sinkhorn"):
+    with pytest.raises(ConfigError, match="renoise='exact'.*unknown coupling 'exact'; valid: independent, ot"):
         build("ct", renoise="exact")
-    with pytest.raises(ConfigError, match="renoise_block=0"):
+    with pytest.raises(ConfigError, match="renoise_block=0.*block=0 is out of range"):
         build("ct", renoise_block=0)
 
 
