@@ -30,7 +30,9 @@ hooks (methods; override what you need)
                                 samplers convert through the path. Default: the network, a velocity.
     ``sampler_options(name)``   options the method passes to a sampler it supports (e.g. how to re-noise).
     ``networks()``              further networks the method trains, each with its AdamW options; the
-                                trainer moves, optimises (on the run's schedule) and checkpoints them.
+                                trainer moves, optimises (on the run's schedule) and checkpoints them. Only
+                                the model's weights are averaged (EMA) unless a network's options say
+                                ``"ema": True``.
     ``training_step(steps, batch)``  the method's own optimisation of a step (``flowkit.trainer.Steps``);
                                 required with ``networks()``, unused otherwise.
     ``setup(model)``            once, before the first step, with the network on its device.

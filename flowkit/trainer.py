@@ -60,7 +60,9 @@ class FlowModule(L.LightningModule):
         self.skipped = 0  # batches dropped for a non-finite loss or gradient (trainer.on_nonfinite=skip)
         networks = method.networks()
         self.networks = nn.ModuleDict({name: net for name, (net, _) in networks.items()})  # moved and checkpointed
-        self.network_optim = {name: options for name, (_, options) in networks.items()}
+        # AdamW's options; "ema": True (popped) asks for the network to be averaged too: by default only the model is
+        self.network_optim = {name: {k: v for k, v in options.items() if k != "ema"} for name, (_, options) in networks.items()}
+        self.averaged = {name for name, (_, options) in networks.items() if options.get("ema", False)}
         self.names = ["model", *networks]  # optimiser i trains network names[i]
         self.automatic_optimization = not networks
         self.watch = FiniteWatch(finite_kinds(self.names))  # on_nonfinite=stop: recorded on the device, read every check_every
@@ -311,11 +313,25 @@ class EMA(WeightAveraging):
         return (f"{said} and optim.ema_warmup=false: {self.decay ** (steps - 1):.0%} of the EMA is still the initial "
                 f"weights, so samples come from a mostly untrained network; set optim.ema_warmup=true or lower optim.ema_decay")
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        # a method's further networks are not averaged unless they ask ("ema": True): their copy follows them
+        self.followed = {p.data_ptr() for name, net in getattr(pl_module, "networks", {}).items()
+                         if name not in pl_module.averaged for p in [*net.parameters(), *net.buffers()]}
+
     @torch.no_grad()
     def _update(self, averaged: list[torch.Tensor], current: list[torch.Tensor], _: Any) -> None:
         if not averaged[0].is_floating_point():  # integer buffers (counters): the current value
             torch._foreach_copy_(averaged, current)
             return
+        if getattr(self, "followed", None):
+            follow = [i for i, c in enumerate(current) if c.data_ptr() in self.followed]
+            if follow:
+                torch._foreach_copy_([averaged[i] for i in follow], [current[i] for i in follow])
+                keep = sorted(set(range(len(current))) - set(follow))
+                averaged, current = [averaged[i] for i in keep], [current[i] for i in keep]
+                if not current:
+                    return
         torch._foreach_lerp_(averaged, current, 1.0 - self.decay_at(self._step))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:

@@ -131,6 +131,14 @@ def test_training_at_weight_0_is_distillation_the_critic_neither_trains_nor_matt
     assert all(torch.equal(v, model(b)[k]) for k, v in model(a).items())
 
 
+def test_only_the_model_is_averaged_the_critic_copy_follows_its_weights(teacher, tmp_path):
+    ckpt = read_checkpoint(run(tmp_path / "ema", teacher, "optim.ema_decay=0.9", steps=20))
+    averaged, raw = ckpt["state_dict"], ckpt["current_model_state"]
+    critic = [k for k in raw if k.startswith("networks.critic.")]
+    assert critic and all(torch.equal(averaged[k], raw[k]) for k in critic)  # not averaged: it asked for no EMA
+    assert any(not torch.equal(averaged[k], raw[k]) for k in raw if k.startswith("model."))
+
+
 def test_a_short_run_beats_its_teacher_one_step_and_distillation_alone(teacher, tmp_path):
     adversarial = load_run(run(tmp_path / "adv", teacher, "method.distill_weight=0.1"))[1]
     distilled = load_run(run(tmp_path / "distill", teacher, "method.adversarial_weight=0"))[1]
