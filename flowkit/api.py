@@ -222,7 +222,7 @@ class Entry:
     name: str     # what a recipe or an override names it by
     source: str   # module.qualname of the object, or the recipe's file
     summary: str  # the first paragraph of its docstring (a recipe's leading comment), on one line
-    group: str    # the entry-point group third-party packages register it through ('' for a recipe)
+    group: str    # the entry-point group third-party packages register it through
 
 
 def catalogue() -> list[Entry]:
@@ -232,11 +232,11 @@ def catalogue() -> list[Entry]:
         >>> sorted({e.kind for e in flowkit.catalogue()})[:3]
         ['coupling', 'dataset', 'grid']
     """
-    from flowkit.config import recipe_dir, recipe_names, recipe_summary
+    from flowkit.config import RECIPE_GROUP, recipe_files, recipe_summary
     from flowkit.registries import all_registries
     from flowkit.registry import summary
 
     entries = [Entry(registry.kind, name, f"{obj.__module__}.{obj.__qualname__}", summary(obj), registry.group)
                for registry in all_registries() for name, obj in registry.items()]
-    return entries + [Entry("recipe", name, str(recipe_dir() / f"{name}.yaml"), recipe_summary(name), "")
-                      for name in recipe_names()]
+    return entries + [Entry("recipe", name, str(file), recipe_summary(name, file), RECIPE_GROUP)
+                      for name, file in sorted(recipe_files().items())]

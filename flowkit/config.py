@@ -118,14 +118,41 @@ def recipe_dir() -> Path:
         return Path(__file__).resolve().parent.parent / "recipes"
 
 
+RECIPE_GROUP = "flowkit.recipes"
+
+
+def recipe_files() -> dict[str, Path]:
+    """Every recipe by name: flowkit's own, then those of installed packages (entry-point group
+    ``flowkit.recipes``, ``anything = "package"``: every ``*.yaml`` in that package is a recipe). A name that is
+    taken already, or a package that cannot be found, is one warning and is skipped."""
+    import warnings
+    from importlib.metadata import entry_points
+
+    files = {p.stem: p for p in sorted(recipe_dir().glob("*.yaml"))}
+    for ep in entry_points(group=RECIPE_GROUP):
+        try:
+            folder = Path(str(resources.files(ep.value)))
+        except (ImportError, TypeError, ValueError) as exc:
+            warnings.warn(f"flowkit: skipped {RECIPE_GROUP} entry point '{ep.name}' ({ep.value}): {exc}",
+                          RuntimeWarning, stacklevel=2)
+            continue
+        for file in sorted(folder.glob("*.yaml")):
+            if file.stem in files:
+                warnings.warn(f"flowkit: skipped recipe '{file.stem}' of {ep.value}: the name is {files[file.stem]}'s",
+                              RuntimeWarning, stacklevel=2)
+                continue
+            files[file.stem] = file
+    return files
+
+
 def recipe_names() -> list[str]:
-    return sorted(p.stem for p in recipe_dir().glob("*.yaml"))
+    return sorted(recipe_files())
 
 
-def recipe_summary(name: str) -> str:
+def recipe_summary(name: str, file: Path | None = None) -> str:
     """A recipe's leading comment block on one line: what ``flowkit list`` shows."""
     lines = []
-    for line in (recipe_dir() / f"{name}.yaml").read_text().splitlines():
+    for line in (file or recipe_files()[name]).read_text().splitlines():
         if not line.startswith("#"):
             break
         lines.append(line.lstrip("#").strip())
@@ -133,12 +160,14 @@ def recipe_summary(name: str) -> str:
 
 
 def load_recipe(recipe: str) -> DictConfig:
-    """The schema with a recipe merged on: a packaged name (``rectified``) or a path to a YAML file."""
+    """The schema with a recipe merged on: a name (``rectified``; flowkit's or an installed package's) or a path to
+    a YAML file."""
     file = Path(recipe)
     if not (file.suffix in (".yaml", ".yml") and file.is_file()):
-        file = recipe_dir() / f"{recipe}.yaml"
-        if not file.is_file():
-            raise ConfigError(f"unknown recipe '{recipe}'; {choices_hint(recipe, recipe_names())}")
+        known = recipe_files()
+        if recipe not in known:
+            raise ConfigError(f"unknown recipe '{recipe}'; {choices_hint(recipe, known)} (or a .yaml file's path)")
+        file = known[recipe]
     cfg = OmegaConf.structured(Config(name=file.stem))
     try:
         loaded = OmegaConf.load(file)

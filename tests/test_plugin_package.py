@@ -90,9 +90,9 @@ def test_the_outside_grid_reaches_the_sampler(site, tmp_path):
 def test_a_method_whose_network_takes_a_step_size_it_declares_trains_samples_and_resumes(site, tmp_path):
     """The outside method declares a network input of its own (d, a step size: flowkit.models.Input) and its own
     sampler feeds it; nothing under flowkit/ names either."""
-    common = ["data.target=ring", "method=stepsize", "model.width=64", "trainer.enable_progress_bar=false",
-              "eval.n=500", "eval.repeats=1", "eval.solver=stepsize:1", "eval.compare=[stepsize:4,euler:1]",
-              "run_root=runs", "trainer.checkpoint_every=100"]
+    assert "ring_stepsize" in cli(site, tmp_path, "list").stdout  # the package's recipe (flowkit.recipes)
+    common = ["recipe=ring_stepsize", "trainer.enable_progress_bar=false", "run_root=runs",
+              "trainer.checkpoint_every=100"]
     cli(site, tmp_path, "train", *common, "trainer.max_steps=300")
     run = next((tmp_path / "runs").iterdir())
     assert {k.split(".")[1] for k in read_checkpoint(run)["state_dict"]} == {"backbone", "input_d"}

@@ -72,16 +72,16 @@ def test_a_shard_dataset_draws_scores_and_keeps_its_reference(images):
 def test_an_encoding_killed_with_sigkill_resumes_to_the_same_shards(tmp_path):
     """kill -9 while writing 150 small shards of the digits, run again: the same files as an uninterrupted run."""
     args = ["encode", "data.target=digits", "shard_mb=0.00245", "reference=50"]  # 10 rows of 256 bytes
-    killed([*args, f"out={tmp_path / 'killed'}"], tmp_path, (tmp_path / "killed" / "shard-000005.npz").exists)
-    written = len(list((tmp_path / "killed").glob("shard-*.npz")))
+    killed([*args, f"out={tmp_path / 'killed'}"], tmp_path, (tmp_path / "killed" / "shard-000005.x.npy").exists)
+    written = len(list((tmp_path / "killed").glob("shard-*.x.npy")))
     assert not (tmp_path / "killed" / "index.json").exists() and 0 < written < 150, written
     with pytest.raises(ConfigError, match="unfinished flowkit encode"):
         read_index(tmp_path / "killed")
     for out in ("killed", "straight"):
         proc = run_cli([*args, f"out={tmp_path / out}"], cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
-    a, b = (sorted((tmp_path / out).glob("*.npz")) + [tmp_path / out / "labels.npy"] for out in ("killed", "straight"))
-    assert [p.name for p in a] == [p.name for p in b] and len(a) == 151
+    a, b = (sorted((tmp_path / out).glob("*.npy")) for out in ("killed", "straight"))
+    assert [p.name for p in a] == [p.name for p in b] and len(a) == 2 * 150 + 2  # x and y of each, labels, reference
     assert all(p.read_bytes() == q.read_bytes() for p, q in zip(a, b))
     assert not list((tmp_path / "killed").glob(".*.tmp-*"))
     changed = run_cli([*args[:-1], "reference=60", f"out={tmp_path / 'killed'}"], cwd=tmp_path)

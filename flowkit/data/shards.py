@@ -4,10 +4,11 @@
 A shard folder holds:
 
     job.json              the encoding job (written first: ``flowkit encode`` resumes only the same job)
-    shard-000000.npz ...  rows in one fixed shuffled order (every shard a fair sample of the set): ``x`` (n, V, *shape),
-                          uint8 pixels (images, exact) or float codes (the posterior's mean), ``std`` beside it for a
-                          stochastic encoder, ``y`` the labels; V = 2 views (the image and its mirror) when encoded
-                          with ``data.flip``, else 1
+    shard-000000.x.npy    rows in one fixed shuffled order (every shard a fair sample of the set): (n, V, *shape)
+    ...                   uint8 pixels (images, exact) or float codes (the posterior's mean), beside them
+                          ``shard-000000.std.npy`` for a stochastic encoder and ``shard-000000.y.npy`` the labels;
+                          V = 2 views (the image and its mirror) when encoded with ``data.flip``, else 1. The ``.x``
+                          file is written last: a shard is whole when it is there
     labels.npy            every row's label in the shards' order (labelled data)
     reference.npy         the real data samples are scored against, as the dataset draws its reference
     index.json            what the folder holds (written last: a folder without it is an unfinished encoding)
@@ -17,11 +18,12 @@ Training reads epochs: epoch e permutes the shards (seeded by the run's seed and
 epoch), reads them ``mix`` at a time and permutes the rows of those ``mix`` shards together. Rank r's batch k is
 rows [k n, (k + 1) n) of that endless sequence: a pure function of (seed, k, rank, ranks), so a run killed in
 the middle of an epoch resumes with the same batches, for any number of loader processes. A loader process holds
-at most ``mix`` + 1 shards (``shard_mb`` each) whatever the dataset's size.
+at most ``mix`` + 1 shards (``shard_mb`` each) whatever the dataset's size, memory-mapped: the rows a batch
+takes are copied out of the page cache, and nothing of a shard stays in the process once it leaves the cache.
 
 Why not LitData or WebDataset: LitData needs torchvision (no CPU build here) and resumes through its loader's
 saved state, which ties a resume to the number of workers; WebDataset reads tar streams in order, so batch k of
-an epoch cannot be reached without reading what precedes it. Plain ``.npz`` shards with a seeded epoch order
+an epoch cannot be reached without reading what precedes it. Plain ``.npy`` shards with a seeded epoch order
 keep flowkit's resume contract (batch k from (seed, k, rank)) and need nothing beyond numpy.
 """
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -49,8 +52,9 @@ INDEX, JOB, LABELS, REFERENCE = "index.json", "job.json", "labels.npy", "referen
 DTYPES = ("float32", "float16")
 
 
-def shard_file(root: Path, i: int) -> Path:
-    return root / f"shard-{i:06d}.npz"
+def shard_file(root: Path, i: int, part: str = "x") -> Path:
+    """Shard ``i``'s file of ``part``: x (the rows; written last), std, y."""
+    return root / f"shard-{i:06d}.{part}.npy"
 
 
 def seed_of(*numbers: int) -> int:
@@ -100,11 +104,15 @@ class ShardStore(RowStore):
         if i in self._cache:
             self._cache.move_to_end(i)
             return self._cache[i]
+        def mapped(part: str) -> Tensor:
+            with warnings.catch_warnings():  # read-only: nothing writes into a shard
+                warnings.filterwarnings("ignore", message=".*non-writable.*")
+                return torch.from_numpy(np.load(shard_file(self.root, i, part), mmap_mode="r", allow_pickle=False))
+
         try:
-            with np.load(shard_file(self.root, i), allow_pickle=False) as f:
-                x = torch.from_numpy(f["x"])
-                std = torch.from_numpy(f["std"]) if "std" in f.files else None
-        except (OSError, ValueError, KeyError) as exc:
+            x = mapped("x")
+            std = mapped("std") if self.index["std"] else None
+        except (OSError, ValueError) as exc:
             raise ConfigError(f"{shard_file(self.root, i)}: cannot be read ({' '.join(str(exc).split())})") from None
         self._cache[i] = (x, std)
         while len(self._cache) > self.mix + 1:
@@ -319,28 +327,24 @@ def write_shards(dataset: Dataset, out: Path, job: dict[str, Any], coder=None, *
                     arrays = {"x": x.unsqueeze(1).numpy().astype(stored)}
                 if y is not None:
                     arrays["y"] = y.numpy()
-                write_atomically(shard_file(out, i), lambda p: _save_npz(p, arrays))
+                for part in sorted(arrays, key=lambda k: k == "x"):  # x last: its file marks the shard whole
+                    write_atomically(shard_file(out, i, part), lambda p: _save_npy(p, arrays[part]))
                 done += x.shape[0]
                 tick(done)
         if dataset.num_classes:
-            labels = np.concatenate([np.load(shard_file(out, i))["y"] for i in range(len(starts))])
+            labels = np.concatenate([np.load(shard_file(out, i, "y")) for i in range(len(starts))])
             write_atomically(out / LABELS, lambda p: _save_npy(p, labels))
         real = dataset.reference(min(reference, count), torch.Generator().manual_seed(seed + 1))
         real = real.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8) if dataset.pixels else real.float()
         write_atomically(out / REFERENCE, lambda p: _save_npy(p, real.numpy()))
         index = {"format": FORMAT, "count": count, "shape": list(shape), "views": views, "dtype": np.dtype(stored).name,
-                 "std": coder is not None and "std" in np.load(shard_file(out, 0)).files,
+                 "std": shard_file(out, 0, "std").is_file(),
                  "shard_rows": per_shard, "shards": [min(per_shard, count - s) for s in starts],
                  "encoder": job["encoder"], "data_shape": list(dataset.shape), "pixels": bool(dataset.pixels),
                  "flip": bool(flip and coder is None), "num_classes": int(dataset.num_classes),
                  "features": dataset.features, "reference": int(real.shape[0]), "data": job["data"]}
         write_atomically(out / INDEX, lambda p: p.write_text(json.dumps(index, indent=2)))
         return index
-
-
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
