@@ -16,7 +16,8 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_readme_recipes_exist():
-    named = set(re.findall(r"recipe=(\w+)", README))
+    # a literal name, not a placeholder (NAME) or the start of a file path (path/to/mine.yaml)
+    named = set(re.findall(r"recipe=([a-z0-9_]+)(?![\w/.])", README))
     assert named and named <= set(recipe_names())
 
 
