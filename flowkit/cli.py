@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, help="Flow matching: train, distill, compare.")
 out = Console()
 err = Console(stderr=True)
+_show_warning = warnings.showwarning
 
 
 def _fail(message: str, code: int) -> None:
@@ -213,7 +216,17 @@ def list_registered() -> None:
         out.print(table)
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """flowkit's own warnings (a plugin skipped, ...) as one line; any other as Python shows it."""
+    if str(message).startswith("flowkit: "):
+        err.print(f"[yellow]warning:[/] {escape(str(message).removeprefix('flowkit: '))}", highlight=False,
+                  soft_wrap=True)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
+
+
 def main() -> None:
+    warnings.showwarning = _warning_line
     app()
 
 

@@ -37,12 +37,35 @@ Grid = Callable[[AffinePath, int], Tensor]
 
 
 def check_grid(name: str, obj: object) -> None:
-    """The registration check: a function of (path, steps), and at most one more parameter with a default."""
+    """The registration check: a function of (path, steps), and at most one more parameter with a default, that
+    gives steps + 1 increasing times from 0 to 1 on the rectified path for 1, 3 and 8 steps."""
     params = list(inspect.signature(obj).parameters.values()) if callable(obj) and not inspect.isclass(obj) else []
     required = [p for p in params if p.default is inspect.Parameter.empty]
     if len(required) != 2 or len(params) > 3:
         raise ContractError(f"grid '{name}': {obj!r} is not a function of (path, steps) with at most one more "
                             "parameter that has a default")
+    from flowkit.paths.affine import Rectified  # the class itself: a registry lookup would load plugins mid-import
+
+    path = Rectified()
+    for steps in (1, 3, 8):
+        try:
+            ts = obj(path, steps)
+        except Exception as exc:  # noqa: BLE001 - any failure of an outside unit, reported as its contract's
+            raise ContractError(f"grid '{name}' fails for {steps} steps on the rectified path: "
+                                f"{type(exc).__name__}: {exc}") from None
+        checked(name, ts, steps)
+
+
+def checked(spec: str, ts: object, steps: int) -> Tensor:
+    """``ts`` as float64 times, or a ContractError unless they are steps + 1 increasing times from 0 to 1."""
+    try:
+        ts = torch.as_tensor(ts, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise ContractError(f"grid '{spec}' gave a {type(ts).__name__}, not times") from None
+    if ts.shape != (steps + 1,) or not (ts[1:] > ts[:-1]).all() or ts[0] != 0 or ts[-1] != 1:
+        raise ContractError(f"grid '{spec}' gave {ts.tolist()[:6]}... for {steps} steps; expected {steps + 1} "
+                            "increasing times from 0 to 1")
+    return ts
 
 
 GRIDS: Registry = Registry("grid", "flowkit.grids", check=check_grid)
@@ -115,8 +138,4 @@ def grid_times(spec: str, path: AffinePath, steps: int) -> Tensor:
     """The checked grid (float64 on the CPU): ``steps + 1`` times, increasing, from 0 to 1."""
     name, parameter = parse_grid(spec)
     grid = GRIDS.get(name)
-    ts = torch.as_tensor(grid(path, steps) if parameter is None else grid(path, steps, parameter), dtype=torch.float64)
-    if ts.shape != (steps + 1,) or not (ts[1:] > ts[:-1]).all() or ts[0] != 0 or ts[-1] != 1:
-        raise ContractError(f"grid '{spec}' gave {ts.tolist()[:6]}... for {steps} steps; expected {steps + 1} "
-                            "increasing times from 0 to 1")
-    return ts
+    return checked(spec, grid(path, steps) if parameter is None else grid(path, steps, parameter), steps)

@@ -69,6 +69,44 @@ def test_source_takes_the_target_shape():
         build_pair("8gaussians", "digits", None)
 
 
+def test_a_dataset_is_held_to_its_contract_before_training():
+    """A shape that is not a tuple of sizes, or a first draw that is not a float tensor of (n, *shape), is refused
+    naming the dataset, instead of a broadcasting error mid-training."""
+    from flowkit.data import Dataset, register_dataset
+    from flowkit.errors import ContractError
+
+    @register_dataset("test_intdraw")
+    class IntDraw(Dataset):
+        shape = (2,)
+
+        def sample(self, n, generator):
+            return torch.randint(0, 3, (n, 2), generator=generator)
+
+    @register_dataset("test_wrongdraw")
+    class WrongDraw(Dataset):
+        shape = (2,)
+
+        def sample(self, n, generator):
+            return torch.randn(n, 3, generator=generator)
+
+    @register_dataset("test_listshape")
+    class ListShape(Dataset):
+        shape = [2]
+
+        def sample(self, n, generator):
+            return torch.randn(n, 2, generator=generator)
+
+    with pytest.raises(ContractError, match=r"data.target: dataset IntDraw.sample\(2, generator\) gave torch.int64"):
+        build_pair("gaussian", "test_intdraw", None)
+    with pytest.raises(ContractError, match=r"gave torch.float32 of shape \(2, 3\); expected a float tensor of shape "
+                                            r"\(2, 2\)"):
+        build_pair("gaussian", "test_wrongdraw", None)
+    with pytest.raises(ContractError, match=r"dataset ListShape has shape=\[2\]; expected a tuple"):
+        build_pair("gaussian", "test_listshape", None)
+    with pytest.raises(ContractError, match="data.source: dataset WrongDraw"):
+        build_pair("test_wrongdraw", "8gaussians", None)
+
+
 def test_user_arrays(tmp_path):
     arr = np.random.default_rng(0).normal(size=(100, 3)).astype(np.float32)
     np.save(tmp_path / "a.npy", arr)

@@ -15,19 +15,28 @@ import pytest
 from flowkit.checkpoint import read_checkpoint
 from tests.helpers import run_cli
 
-FIXTURE = Path(__file__).parent / "fixtures" / "flowkit_extra"
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def installed(root: Path, package: str) -> Path:
+    """The fixture ``package`` installed by pip (no editable install, no network) into a folder on nobody's path."""
+    source = shutil.copytree(FIXTURES / package, root / "src")  # a build writes into its source tree: not the repo's
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
+                           "--quiet", "--target", str(root / "site"), str(source)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert any(p.name.startswith(f"{package}-0.1.0") and p.suffix == ".dist-info" for p in (root / "site").iterdir())
+    return root / "site"
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    """The package installed by pip (no editable install, no network) into a folder on nobody's path."""
-    root = tmp_path_factory.mktemp("extra")
-    source = shutil.copytree(FIXTURE, root / "src")  # a build writes into its source tree: not into the repo's
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-                           "--quiet", "--target", str(root / "site"), str(source)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    assert any(p.name.startswith("flowkit_extra-0.1.0") and p.suffix == ".dist-info" for p in (root / "site").iterdir())
-    return root / "site"
+    return installed(tmp_path_factory.mktemp("extra"), "flowkit_extra")
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory):
+    """A package each of whose units breaks its kind's contract in one way (tests/fixtures/flowkit_broken)."""
+    return installed(tmp_path_factory.mktemp("broken"), "flowkit_broken")
 
 
 def cli(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
@@ -103,3 +112,30 @@ def test_a_method_whose_network_takes_a_step_size_it_declares_trains_samples_and
     # one jump of the step-size network lands nearer the ring than one Euler step of its own velocity (d = 0)
     assert rows["stepsize:1"]["value"] < rows["euler:1"]["value"], rows
     cli(site, tmp_path, "sample", f"ckpt={run}", "n=100", "solver=stepsize:2", "out=jumps.npy")
+
+
+def test_units_that_break_their_contract_are_named_in_one_line_each_and_the_rest_works(broken, tmp_path):
+    """Registration checks what it can (a name clash, a sampler without __call__, a grid that runs backwards):
+    such a unit is skipped with one warning line naming it; what only shows in use (a dataset without a shape, a
+    loss reduced to a scalar) is refused before training in one line naming the unit; never a traceback."""
+    env = {"PYTHONPATH": str(broken)}
+    listed = run_cli(["list"], cwd=tmp_path, env_extra=env)
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr
+    warnings = [line for line in listed.stderr.splitlines() if line.strip()]
+    assert len(warnings) == 3 and all(line.startswith("warning: skipped") for line in warnings), listed.stderr
+    for unit, why in [("flowkit_broken.units:Straight", "registered twice"),
+                      ("flowkit_broken.units:NoCall", "defines no __call__"),
+                      ("flowkit_broken.units:backwards", "expected 2 increasing times from 0 to 1")]:
+        assert any(unit in line and why in line for line in warnings), unit
+    assert "flowkit.paths.affine" in listed.stdout  # the built-in 'rectified' kept
+    assert "shapeless" in listed.stdout and "scalar_loss" in listed.stdout
+
+    short = ["trainer.max_steps=3", "eval.n=50", "eval.repeats=1", "eval.compare=[]", "run_root=runs",
+             "trainer.enable_progress_bar=false"]
+    for option, message in [("data.target=shapeless", "dataset Shapeless has shape=()"),
+                            ("method=scalar_loss", "method 'scalar_loss': its loss term 'loss' has shape ()"),
+                            ("eval.solver=nocall:4", "unknown sampler 'nocall'; valid: ")]:
+        proc = run_cli(["train", option, *short], cwd=tmp_path, env_extra=env)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert len(errors) == 1 and message in errors[0], proc.stderr

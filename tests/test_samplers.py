@@ -86,12 +86,18 @@ def test_a_grid_reaches_the_sampler_and_a_bad_grid_is_refused():
     sample_with(cfm(), Counted(), RECTIFIED, torch.randn(2, 2), "test_recording:3", grid="test_halves")
     assert seen == [[0.0, 0.5, 0.75, 1.0]]
 
-    @register_grid("test_backwards")
     def backwards(path, steps):
         return torch.linspace(1, 0, steps + 1)
 
     with pytest.raises(ContractError, match="grid 'test_backwards' gave .* increasing times from 0 to 1"):
-        grid_times("test_backwards", RECTIFIED, 3)
+        register_grid("test_backwards")(backwards)  # tried at registration on 1, 3 and 8 steps
+
+    @register_grid("test_odd_five")
+    def odd_five(path, steps):  # right for the steps registration tries, wrong for 5: caught where used
+        return torch.linspace(1, 0, steps + 1) if steps == 5 else torch.linspace(0, 1, steps + 1)
+
+    with pytest.raises(ContractError, match="grid 'test_odd_five' gave .* increasing times from 0 to 1"):
+        grid_times("test_odd_five", RECTIFIED, 5)
     with pytest.raises(ConfigError, match="unknown grid 'logsnrr'; valid: .*uniform"):
         GRIDS.get("logsnrr")
 
@@ -101,6 +107,21 @@ def test_registration_holds_samplers_and_grids_to_their_contracts():
         register_sampler("test_plain")(lambda model, x0, ts, cond=None: (x0, 0))
     with pytest.raises(ContractError, match="is not a function of \\(path, steps\\)"):
         register_grid("test_one_arg")(lambda steps: torch.linspace(0, 1, steps + 1))
+
+    class Silent(Sampler):  # registers nothing it can do: its use would be a NotImplementedError mid-run
+        ode = True
+
+    with pytest.raises(ContractError, match="Silent defines no __call__"):
+        register_sampler("test_silent")(Silent)
+
+    class Typo(Sampler):
+        stochastc = True  # one slip from a declaration: it would stay False without a word
+
+        def __call__(self, model, x0, ts, *, cond=None):
+            return x0, 0
+
+    with pytest.raises(ContractError, match="declares 'stochastc'.*did you mean 'stochastic'"):
+        register_sampler("test_typo")(Typo)
 
 
 def test_which_samplers_a_method_supports_and_why_not():

@@ -13,7 +13,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from flowkit.data.arrays import Rows, load_array
 from flowkit.data.contract import DATASETS, Dataset
 from flowkit.data.encoders import Encoder, build_encoder
-from flowkit.errors import ConfigError
+from flowkit.errors import ConfigError, ContractError
 
 
 def build_pair(source: str, target: str, path: str | None, resolution: int | None = None,
@@ -41,12 +41,33 @@ def build_pair(source: str, target: str, path: str | None, resolution: int | Non
         tgt = DATASETS.build(spec)
     if encoder is not None:
         tgt = encoded(tgt, encoder, built, flip)
+    check_shape(tgt, "data.target" if path is None else "data.path")
     if prepare:
         tgt.prepare()
+        check_draw(tgt, "data.target" if path is None else "data.path")
     src = DATASETS.build({"name": source}, data_shape=tgt.shape)
+    check_shape(src, "data.source")
+    check_draw(src, "data.source")
     if tuple(src.shape) != tuple(tgt.shape):
         raise ConfigError(f"data.source '{source}' has shape {tuple(src.shape)} but the target has {tuple(tgt.shape)}")
     return src, tgt
+
+
+def check_shape(dataset: Dataset, key: str) -> None:
+    """The dataset contract's ``shape``: a tuple of sizes >= 1 (ContractError naming the dataset)."""
+    shape = dataset.shape
+    if not (isinstance(shape, tuple) and shape and all(isinstance(d, int) and d >= 1 for d in shape)):
+        raise ContractError(f"{key}: dataset {type(dataset).__name__} has shape={shape!r}; expected a tuple of sizes "
+                            f">= 1 (its data's shape, without the batch)")
+
+
+def check_draw(dataset: Dataset, key: str) -> None:
+    """A first draw against the contract: ``sample(2, generator)`` is a float tensor of shape (2, *shape)."""
+    x = dataset.sample(2, torch.Generator().manual_seed(0))
+    if not isinstance(x, Tensor) or tuple(x.shape) != (2, *dataset.shape) or not x.is_floating_point():
+        got = f"{x.dtype} of shape {tuple(x.shape)}" if isinstance(x, Tensor) else f"a {type(x).__name__}"
+        raise ContractError(f"{key}: dataset {type(dataset).__name__}.sample(2, generator) gave {got}; expected a "
+                            f"float tensor of shape (2, {', '.join(map(str, dataset.shape))})")
 
 
 def encoded(data: Dataset, encoder: str, built: Encoder | None, flip: bool) -> Dataset:

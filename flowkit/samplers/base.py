@@ -24,6 +24,8 @@ the velocity ODE, ``ddim:10:eta=1`` 10 DDIM steps with eta = 1 (``name[:steps][:
 
 from __future__ import annotations
 
+import difflib
+
 import inspect
 from typing import Any, Callable
 
@@ -111,12 +113,25 @@ class Sampler:
         raise NotImplementedError(f"{type(self).__name__} defines no sampling")
 
 
+DECLARATIONS = ("ode", "adaptive", "stochastic")
+
+
 def check_sampler(name: str, obj: object) -> None:
-    """The registration check: a ``Sampler`` subclass, its declarations booleans."""
+    """The registration check: a ``Sampler`` subclass that defines ``__call__``, its declarations booleans (a
+    property may decide ``stochastic`` from the options), and no attribute one slip from a declaration."""
     if not (inspect.isclass(obj) and issubclass(obj, Sampler)):
         raise ContractError(f"sampler '{name}': {obj!r} does not derive from flowkit.samplers.Sampler")
-    if not all(isinstance(getattr(obj, flag), bool) for flag in ("ode", "adaptive", "stochastic")):
+    if obj.__call__ is Sampler.__call__:
+        raise ContractError(f"sampler '{name}': {obj.__name__} defines no __call__(model, x0, ts, *, cond=None) "
+                            f"-> (x1, nfe)")
+    if not all(isinstance(getattr(obj, flag), (bool, property)) for flag in DECLARATIONS):
         raise ContractError(f"sampler '{name}': ode, adaptive and stochastic must be True or False")
+    for klass in obj.__mro__[: obj.__mro__.index(Sampler)]:
+        for attr in vars(klass):
+            close = difflib.get_close_matches(attr, DECLARATIONS, n=1, cutoff=0.85)
+            if not attr.startswith("_") and attr not in DECLARATIONS and close:
+                raise ContractError(f"sampler '{name}' declares '{attr}', which is not a declaration (did you mean "
+                                    f"'{close[0]}'?); declarations: {', '.join(DECLARATIONS)}")
 
 
 SAMPLERS: Registry = Registry("sampler", "flowkit.samplers", check=check_sampler,
