@@ -103,7 +103,7 @@ def build_parts(cfg: dict[str, Any], with_coupling: bool = True, saved: dict[str
     classes = conditioning_classes(cfg, target)
     name = cfg["method"]["name"]
     method = METHODS.build(cfg["method"], path=path, time_sampler=time_sampler, data_shape=target.shape,
-                           total_steps=cfg["trainer"]["max_steps"], classes=classes)
+                           total_steps=cfg["trainer"]["max_steps"], classes=classes, source_name=d["source"])
     check_capabilities(name, method)
     if method.needs_labels and not classes:
         raise ConfigError(f"method '{name}' with these options needs class labels: cond.labels=true")
@@ -120,6 +120,10 @@ def build_parts(cfg: dict[str, Any], with_coupling: bool = True, saved: dict[str
         check_fits(MODEL_SIZE, 4 * parameters, "cpu", f"{parameters:,} parameters")
     model = network()
     if init_from and saved is None:
+        if not Path(str(init_from)).exists():  # the recipes start a student from its teacher (${method.teacher})
+            raise ConfigError(f"model.init_from='{init_from}': no checkpoint or run directory there; a model starts "
+                              "only from a flowkit run (for a teacher given as package.module:name or FILE.pt2, "
+                              "write model.init_from=null)")
         load_into(model, ema_weights(read_matching(init_from, target.shape)[1]), init_from)
     if prediction != "velocity":
         try:

@@ -4,7 +4,10 @@ A method is a class deriving from ``Method``. It owns one thing the trainer cann
 loss with no side effects, ``loss(model, batch) -> {"loss": (batch,) tensor, ...}`` (the trainer reduces
 and logs every term; ``batch`` holds the coupled pair ``x0``, ``x1``, the labels ``y`` when the run is
 class-conditional, and the training ``step``). Its ``__init__`` takes hyperparameters, plus any of
-``path``, ``time_sampler``, ``data_shape``, ``total_steps`` and ``classes`` it asks for by name.
+``path``, ``time_sampler``, ``data_shape``, ``total_steps`` and ``classes`` it asks for by name. A distiller
+asks for a teacher by annotating a parameter ``flowkit.teacher.Teacher``: flowkit builds it from the option's
+text (a run, ``package.module:name`` or ``FILE.pt2``) and ``teacher.on(device)`` is the frozen teacher read
+on this method's path (``flowkit.teacher``).
 
 Everything else is declared, with a default, on the class:
 

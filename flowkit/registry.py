@@ -23,7 +23,7 @@ from flowkit.errors import ConfigError, ContractError, choices_hint
 T = TypeVar("T")
 
 # Names flowkit passes itself to units that ask for them; a recipe cannot set them.
-INJECTABLE = frozenset({"path", "time_sampler", "data_shape", "coupling", "total_steps", "classes"})
+INJECTABLE = frozenset({"path", "time_sampler", "data_shape", "coupling", "total_steps", "classes", "source_name"})
 
 
 def summary(obj: Any) -> str:
@@ -141,8 +141,10 @@ class Registry(Generic[T]):
         """Construct ``spec['name']`` with the spec's other keys as checked keyword arguments.
 
         ``injected`` are objects flowkit supplies (a path, a data shape); they are passed only to
-        units whose signature asks for them. A key the unit does not take is an error listing the
-        ones it does (options are never swallowed), and a value of the wrong type is an error.
+        units whose signature asks for them. An option annotated with a class that has a classmethod
+        ``from_option(text, owner, injected)`` is built by it from the option's text (``flowkit.teacher.Teacher``).
+        A key the unit does not take is an error listing the ones it does (options are never swallowed), and a
+        value of the wrong type is an error.
         """
         spec = dict(spec)
         name = spec.pop("name", None)
@@ -160,6 +162,11 @@ class Registry(Generic[T]):
         hints = _type_hints(factory)
         kwargs = {key: _check_type(f"{self.kind}.{key}", value, hints.get(key)) for key, value in spec.items()}
         kwargs.update({k: v for k, v in injected.items() if k in params})
+        for key, hint in hints.items():  # options whose type builds itself from the text (flowkit.teacher.Teacher)
+            value = kwargs.get(key, params[key].default if key in params else None)
+            builder = _builder(hint)
+            if key in user and isinstance(value, str) and builder is not None:
+                kwargs[key] = builder.from_option(value, f"{self.kind} '{name}'", injected)
         try:
             built = factory(**kwargs)
         except (ValueError, TypeError) as exc:
@@ -169,6 +176,14 @@ class Registry(Generic[T]):
         if self.base is not None and not isinstance(built, self.base):
             raise ContractError(f"{self.kind} '{name}' built a {type(built).__name__}, not a {self.base.__qualname__}")
         return built
+
+
+def _builder(hint: Any) -> Any:
+    """The class in ``hint`` (itself, or one of a union's) that builds itself from text (``from_option``)."""
+    for arg in (hint, *typing.get_args(hint)):
+        if inspect.isclass(arg) and callable(getattr(arg, "from_option", None)):
+            return arg
+    return None
 
 
 def _type_hints(factory: Any) -> dict[str, Any]:

@@ -41,3 +41,30 @@ def exact_inverse(path, x1, mu=MU, s=S):
     t0 = torch.zeros(1, dtype=torch.float64)
     a0, s0 = float(path.alpha(t0)), float(path.sigma(t0))
     return a0 * mu + (x1 - mu) / s * (a0**2 * s**2 + s0**2) ** 0.5
+
+
+def vp_x0(x, t):
+    """E[x0 | x_t] of N(MU, S^2 I) data on the VP path: a teacher flowkit did not train, predicting x0 on its own path
+    (``method.teacher=tests.gaussian_model:vp_x0:predicts=x0:path=vp``)."""
+    from flowkit.paths import PATHS
+
+    path = PATHS.build({"name": "vp"})
+    t = t.double()[:, None]
+    a, sg = path.alpha(t), path.sigma(t)
+    return (sg / (a**2 * S**2 + sg**2) * (x.double() - a * MU)).to(x.dtype)
+
+
+class GaussianX0(nn.Module):
+    """``vp_x0`` as a module whose data mean is a parameter: zero until its weights (``MU``) are loaded."""
+
+    def __init__(self):
+        super().__init__()
+        self.mu = nn.Parameter(torch.zeros(2))
+
+    def forward(self, x, t):
+        from flowkit.paths.vp import VP
+
+        path = VP()
+        t = t[:, None]
+        a, sg = path.alpha(t), path.sigma(t)
+        return sg / (a**2 * S**2 + sg**2) * (x - a * self.mu)

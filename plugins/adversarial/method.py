@@ -55,7 +55,7 @@ class AdversarialDistillation(Method):
     samplers = ("renoise",)
 
     def __init__(self, path: AffinePath, time_sampler, data_shape: tuple[int, ...] = (), classes: int = 0,
-                 teacher: str = "", student_steps: int = 1, adversarial_weight: float = 1.0,
+                 teacher: Teacher | str = "", student_steps: int = 1, adversarial_weight: float = 1.0,
                  distill_weight: float = 2.5, r1_gamma: float = 0.1, critic_width: int = 256,
                  critic_depth: int = 3, critic_lr: float = 1e-4, critic_beta1: float = 0.0,
                  critic_beta2: float = 0.99) -> None:
@@ -68,7 +68,7 @@ class AdversarialDistillation(Method):
             raise ConfigError(f"method 'adversarial': critic_lr={critic_lr}, critic_beta1={critic_beta1}, "
                               f"critic_beta2={critic_beta2}; expected lr > 0 and betas in [0, 1)")
         self.path, self.time_sampler = path, time_sampler
-        self.teacher = Teacher("method 'adversarial'", teacher, data_shape)
+        self.teacher = teacher  # built by flowkit from method.teacher, read on this path (flowkit.teacher)
         self.student_steps = student_steps
         self.adversarial_weight, self.distill_weight, self.r1_gamma = adversarial_weight, distill_weight, r1_gamma
         try:
@@ -90,7 +90,7 @@ class AdversarialDistillation(Method):
         with torch.no_grad():
             z = x0[torch.randperm(x0.shape[0], device=x0.device)]
             x_t = self.path.sample(z, fake, t)
-            target = data_prediction(self.teacher.on(x0.device), self.path, x_t, t, **cond_of(batch))
+            target = self.teacher.on(x0.device).predict("x1", x_t, t, **cond_of(batch))
         return self.path.alpha(t) * (fake - target).pow(2).flatten(1).sum(1)
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:

@@ -187,11 +187,11 @@ class ConsistencyDistillation(_Consistency):
 
     _name = "cd"
 
-    def __init__(self, path: AffinePath, time_sampler, total_steps: int, data_shape: tuple[int, ...] = (),
-                 teacher: str = "", teacher_solver: str = "heun", schedule: str = "constant", s0: int = 2,
-                 s1: int = 32, mu0: float = 0.0, distance: str = "l2", huber_c: float = 0.0,
+    def __init__(self, path: AffinePath, time_sampler, total_steps: int, teacher: Teacher | str = "",
+                 teacher_solver: str = "heun", schedule: str = "constant", s0: int = 2, s1: int = 32,
+                 mu0: float = 0.0, distance: str = "l2", huber_c: float = 0.0,
                  renoise: str = "independent", renoise_block: int = 256) -> None:
-        self.teacher = Teacher("method 'cd'", teacher, data_shape)
+        self.teacher = teacher  # built by flowkit from method.teacher (flowkit.teacher)
         if teacher_solver not in TEACHER_SOLVERS:
             raise ConfigError(f"method 'cd': teacher_solver='{teacher_solver}' is not one of: "
                               f"{', '.join(TEACHER_SOLVERS)}")

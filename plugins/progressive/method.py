@@ -42,7 +42,7 @@ class ProgressiveDistillation(Method):
     ``guidance=w`` then costs one network call per step, not two.
     """
 
-    def __init__(self, path: AffinePath, data_shape: tuple[int, ...] = (), teacher: str = "", student_steps: int = 32,
+    def __init__(self, path: AffinePath, teacher: Teacher | str = "", student_steps: int = 32,
                  final_steps: int = 1, weighting: str = "velocity", guided: bool = False,
                  guidance_min: float = 0.0, guidance_max: float = 4.0) -> None:
         if student_steps < 1 or final_steps < 1 or final_steps > student_steps:
@@ -50,7 +50,7 @@ class ProgressiveDistillation(Method):
                               "expected 1 <= final_steps <= student_steps")
         if weighting not in WEIGHTINGS:
             raise ConfigError(f"method 'progressive': weighting='{weighting}' is not one of: {', '.join(WEIGHTINGS)}")
-        self.path, self._teacher = path, Teacher("method 'progressive'", teacher, data_shape)
+        self.path, self._teacher = path, teacher  # built by flowkit from method.teacher (flowkit.teacher)
         self.student_steps, self.final_steps, self.weighting = student_steps, final_steps, weighting
         if guided and not 0 <= guidance_min <= guidance_max:
             raise ConfigError(f"method 'progressive': guidance_min={guidance_min}, guidance_max={guidance_max}; "
