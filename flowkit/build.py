@@ -14,7 +14,7 @@ from flowkit.checkpoint import CHECKPOINT_FORMAT, ema_weights, read_checkpoint, 
 from flowkit.conditioning import Cond
 from flowkit.couplings import COUPLINGS
 from flowkit.data import DATASETS, Dataset
-from flowkit.data.pair import build_pair
+from flowkit.data.pair import build_pair, dataset_label, dataset_spec
 from flowkit.errors import ConfigError
 from flowkit.memory import MODEL_SIZE, check_fits, meta_parameters
 from flowkit.methods import METHODS, Method, check_capabilities
@@ -103,7 +103,7 @@ def build_parts(cfg: dict[str, Any], with_coupling: bool = True, saved: dict[str
     classes = conditioning_classes(cfg, target)
     name = cfg["method"]["name"]
     method = METHODS.build(cfg["method"], path=path, time_sampler=time_sampler, data_shape=target.shape,
-                           total_steps=cfg["trainer"]["max_steps"], classes=classes, source_name=d["source"])
+                           total_steps=cfg["trainer"]["max_steps"], classes=classes, source_name=dataset_label(d["source"]))
     check_capabilities(name, method)
     if method.needs_labels and not classes:
         raise ConfigError(f"method '{name}' with these options needs class labels: cond.labels=true")
@@ -133,7 +133,7 @@ def build_parts(cfg: dict[str, Any], with_coupling: bool = True, saved: dict[str
     coupling = COUPLINGS.build(cfg["coupling"], data_shape=target.shape) if with_coupling else None
     return Parts(source=source, target=target, model=model, path=path, coupling=coupling, method=method,
                  classes=classes, method_name=name, coupling_name=cfg["coupling"]["name"],
-                 source_name=d["source"])
+                 source_name=dataset_label(d["source"]))
 
 
 def saved_pair(d: dict[str, Any], saved: dict[str, Any]) -> tuple[Dataset, Dataset]:
@@ -150,10 +150,10 @@ def saved_pair(d: dict[str, Any], saved: dict[str, Any]) -> tuple[Dataset, Datas
         return build_pair(d["source"], d["target"], d["path"], d.get("resolution"), d.get("flip", False),
                           d.get("features"), prepare=False, encoder=spec, built=built)[1]
 
-    what = f"data.path={d['path']}" if d["path"] is not None else f"data.target={d['target']}"
+    what = f"data.path={d['path']}" if d["path"] is not None else f"data.target={dataset_label(d['target'])}"
     target = Deferred(build, tuple(saved["data_shape"]), int(saved["num_classes"]), spec,
                       Coder(built) if built is not None else None, label=f"the run's data ({what})")
-    return DATASETS.build({"name": d["source"]}, data_shape=target.shape), target
+    return DATASETS.build(dataset_spec(d["source"], "data.source"), data_shape=target.shape), target
 
 
 def conditioning_classes(cfg: dict[str, Any], target: Dataset) -> int:
@@ -161,7 +161,7 @@ def conditioning_classes(cfg: dict[str, Any], target: Dataset) -> int:
     if not cfg.get("cond", {}).get("labels", False):
         return 0
     if not target.num_classes:
-        raise ConfigError(f"cond.labels=true, but data.target '{cfg['data']['target']}' has no labels; "
+        raise ConfigError(f"cond.labels=true, but data.target '{dataset_label(cfg['data']['target'])}' has no labels; "
                           "`flowkit list` shows which datasets have classes")
     return target.num_classes
 

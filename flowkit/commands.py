@@ -97,7 +97,7 @@ class CompareArgs(SamplingArgs):
 class EncodeData:
     """The data ``flowkit encode`` reads: the keys of a recipe's ``data`` section that say what the data is."""
 
-    target: str = "digits"  # a registered finite dataset, folder:PATH, images:FILE (ignored when ``path`` is set)
+    target: Any = "digits"  # a registered finite dataset, folder:PATH, images:FILE, or a mapping with a name
     path: Optional[str] = None  # a .npy / .pt array of rows, shape (n, *data_shape)
     resolution: Optional[int] = None  # image datasets: shorter side resized to this, centre-cropped square
     flip: bool = False  # with an encoder: the mirror images encoded too; without: flips when the shards are drawn

@@ -24,14 +24,16 @@ from flowkit.errors import ConfigError, choices_hint
 from flowkit.rundir import NAME_RULE, is_plain_name
 
 COMPONENTS = ("model", "path", "coupling", "time", "method")
+DATASET_KEYS = ("data.source", "data.target")  # datasets, set by name or as a mapping of options
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 LOGGERS = ("csv", "tensorboard", "wandb")
 
 
 @dataclass
 class DataConfig:
-    source: str = "gaussian"  # a registered dataset (``flowkit list``)
-    target: str = "8gaussians"  # a registered dataset, or folder:PATH / images:FILE (user images); ignored when ``path`` is set
+    # NAME, NAME:ARG (ARG the dataset's first option) or a mapping {name: NAME, option: value} (data.target.arms=5)
+    source: Any = "gaussian"  # a registered dataset (``flowkit list``)
+    target: Any = "8gaussians"  # a registered dataset, or folder:PATH / images:FILE (user images); ignored when ``path`` is set
     path: Optional[str] = None  # a .npy / .pt array of target samples, shape (n, *data_shape)
     batch_size: int = 256
     workers: int = 0  # DataLoader processes drawing batches and solving a data-only coupling (OT) off the step
@@ -212,6 +214,16 @@ def apply_overrides(cfg: DictConfig, tokens: list[str]) -> DictConfig:
             # a new component starts from its own defaults: a name alone, or a mapping with a name, replaces it whole
             cfg[key] = value if isinstance(value, dict) else {"name": value}
             continue
+        if key in DATASET_KEYS:  # a new dataset starts from its own defaults, as a component does
+            if not isinstance(value, (str, dict)):
+                raise ConfigError(f"{where}: expected a registered dataset name, NAME:ARG or a mapping with a name")
+            cfg = cfg.copy()
+            OmegaConf.update(cfg, key, value, merge=False)
+            continue
+        owner = key.rpartition(".")[0]
+        if owner in DATASET_KEYS and isinstance(OmegaConf.select(cfg, owner), str):  # data.target.arms=5
+            cfg = cfg.copy()
+            OmegaConf.update(cfg, owner, {"name": OmegaConf.select(cfg, owner)}, merge=False)
         if schema_type(key) is bool and not isinstance(value, bool):  # OmegaConf would read 2 or "yes" as true
             raise ConfigError(f"{where}: {key} must be true or false")
         for part in reversed(key.split(".")):
@@ -247,6 +259,9 @@ def schema_rows(owner: Any = None, prefix: str = "") -> list[tuple[str, str, str
             continue
         if key in COMPONENTS:
             rows.append((key, "component", f"{default['name']}", "a registered name (flowkit list), or key.option=value"))
+            continue
+        if key in DATASET_KEYS:
+            rows.append((key, "dataset", str(default), "a registered dataset, NAME:ARG, or key.option=value"))
             continue
         kind = " or ".join("None" if a is type(None) else a.__name__ for a in typing.get_args(hint)) \
             if typing.get_origin(hint) in (typing.Union,) else getattr(hint, "__name__", str(hint)).replace("List", "list")

@@ -1,6 +1,7 @@
 """Recipes and overrides against the typed schema."""
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from flowkit.build import build_parts
@@ -41,6 +42,30 @@ def test_overrides_set_values_and_replace_components():
     assert OmegaConf.to_container(cfg.model) == {"name": "dit", "hidden": 32}
     cfg = apply_overrides(cfg, ["model={hidden: 64}"])  # without a name: options set one by one
     assert OmegaConf.to_container(cfg.model) == {"name": "dit", "hidden": 64}
+
+
+def test_a_dataset_takes_its_options_as_a_mapping_in_recipes_and_on_the_command_line(tmp_path):
+    """data.target / data.source: NAME, NAME:ARG, or {name: ..., option: value}; key.option=value turns a name
+    into a mapping, and a new name starts from the dataset's own defaults (as a component does)."""
+    from flowkit.data.pair import build_pair
+
+    cfg = apply_overrides(load_recipe("rectified"), ["data.target=moons", "data.target.noise=0.05",
+                                                     "data.source=8gaussians", "data.source.scale=2"])
+    assert OmegaConf.to_container(cfg.data.target) == {"name": "moons", "noise": 0.05}
+    source, target = build_pair(cfg.data.source, cfg.data.target, None)
+    assert target.noise == 0.05 and torch.allclose(source.centers.norm(dim=1), torch.full((8,), 2.0))
+    quiet = apply_overrides(load_recipe("rectified"), ["data.target=moons", "data.target.noise=0.0"])
+    noisy = apply_overrides(quiet, ["data.target=moons"])  # a name alone: the dataset's defaults again
+    assert noisy.data.target == "moons"
+    assert build_pair("gaussian", quiet.data.target, None)[1].noise == 0.0
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data: {target: {name: moons, noise: 0.0}, source: {name: 8gaussians, var: 0.01}}\n")
+    cfg = load_recipe(str(recipe))
+    assert build_pair(cfg.data.source, cfg.data.target, None)[0].std == pytest.approx(0.01 ** 0.25)
+    with pytest.raises(ConfigError, match="dataset 'moons' has no option 'arms'; valid: noise"):
+        build_pair("gaussian", apply_overrides(cfg, ["data.target.arms=5"]).data.target, None)
+    with pytest.raises(ConfigError, match="expected a dataset name"):
+        build_pair("gaussian", {"noise": 0.1}, None)
 
 
 @pytest.mark.parametrize("tokens,message", [

@@ -6,6 +6,9 @@ Batch k is a pure function of (seed, k, rank), so a resumed run redraws the same
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
@@ -16,7 +19,28 @@ from flowkit.data.encoders import Encoder, build_encoder
 from flowkit.errors import ConfigError, ContractError
 
 
-def build_pair(source: str, target: str, path: str | None, resolution: int | None = None,
+def dataset_spec(value: Any, key: str) -> dict[str, Any]:
+    """A dataset setting as a registry spec: ``NAME``, ``NAME:ARG`` (ARG its first option) or a mapping
+    ``{name: NAME[:ARG], option: value, ...}`` (``data.target.arms=5`` on the command line)."""
+    if isinstance(value, str):
+        return DATASETS.parse(value, key)
+    if isinstance(value, Mapping) and isinstance(value.get("name"), str):
+        options = dict(value)
+        spec = DATASETS.parse(options.pop("name"), key)
+        spec.update(options)
+        return spec
+    raise ConfigError(f"{key}={value!r}: expected a dataset name (flowkit list), NAME:ARG, or a mapping with a name")
+
+
+def dataset_label(value: Any) -> str:
+    """One line for a dataset setting: ``moons``, ``folder:PATH``, ``pinwheel(arms=5, noise=0.1)``."""
+    if isinstance(value, Mapping):
+        options = ", ".join(f"{k}={v}" for k, v in value.items() if k != "name")
+        return f"{value.get('name')}({options})" if options else str(value.get("name"))
+    return str(value)
+
+
+def build_pair(source: Any, target: Any, path: str | None, resolution: int | None = None,
                flip: bool = False, features: str | None = None, prepare: bool = True, encoder: str | None = None,
                built: Encoder | None = None) -> tuple[Dataset, Dataset]:
     """The (source, target) datasets a recipe's ``data`` section names; ``path``: a user array as target.
@@ -28,10 +52,10 @@ def build_pair(source: str, target: str, path: str | None, resolution: int | Non
     if path is not None:
         tgt = Rows(load_array(path), f"data.path={path!r}")
     else:
-        spec = DATASETS.parse(target, "data.target")  # name:ARG is the first option
+        spec = dataset_spec(target, "data.target")  # name:ARG is the first option
         name = spec["name"]
         options = {"resolution": resolution, "flip": flip and not encoder, "features": features}
-        asked = {key: value for key, value in options.items() if value not in (None, False)}
+        asked = {key: value for key, value in options.items() if value not in (None, False) and key not in spec}
         takes = DATASETS.options(name) if asked else []
         for key, value in asked.items():
             if key not in takes:
@@ -45,11 +69,11 @@ def build_pair(source: str, target: str, path: str | None, resolution: int | Non
     if prepare:
         tgt.prepare()
         check_draw(tgt, "data.target" if path is None else "data.path")
-    src = DATASETS.build({"name": source}, data_shape=tgt.shape)
+    src = DATASETS.build(dataset_spec(source, "data.source"), data_shape=tgt.shape)
     check_shape(src, "data.source")
     check_draw(src, "data.source")
     if tuple(src.shape) != tuple(tgt.shape):
-        raise ConfigError(f"data.source '{source}' has shape {tuple(src.shape)} but the target has {tuple(tgt.shape)}")
+        raise ConfigError(f"data.source '{dataset_label(source)}' has shape {tuple(src.shape)} but the target has {tuple(tgt.shape)}")
     return src, tgt
 
 
