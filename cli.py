@@ -1,10 +1,10 @@
-"""``python cli.py ...`` from a checkout is ``flowkit ...``. The typer app is ``flowkit/cli.py``: the wheel
+"""``python cli.py ...`` from a checkout is ``flowkit ...``. The typer app is ``flowkit/interface/cli.py``: the wheel
 installs only the ``flowkit`` package, so the command line ships inside it (a top-level ``cli`` module in
 site-packages would collide with other distributions)."""
 
 import sys
 
-from flowkit.cli import app, main
+from flowkit.interface.cli import app, main
 
 __all__ = ["app", "main"]
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 from common import report, trained
-from flowkit.build import load_run
+from flowkit.config.build import load_run
 from flowkit.conditioning import conditioning
-from flowkit.guidance import load_classifier
+from flowkit.config.guidance import load_classifier
 
 TASKS = {"digits_vp": (["recipe=digits_vp"], ["recipe=digits_vp_classifier"]),
          "rectified": (["recipe=rectified"], ["recipe=noisy_classifier"])}

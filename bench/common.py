@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from flowkit.build import load_run
+from flowkit.config.build import load_run
 
 
 def flowkit(*args: str) -> subprocess.CompletedProcess:

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from common import report, trained
-from flowkit.build import load_run
-from flowkit.digits_features import at_8x8, digits_classifier
-from flowkit.plots import save_samples
+from flowkit.config.build import load_run
+from flowkit.metrics.digits_features import at_8x8, digits_classifier
+from flowkit.metrics.plots import save_samples
 
 BACKBONES = ["unet", "adm", "dit"]
 SOLVER = "euler:50"

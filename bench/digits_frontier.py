@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from common import merged_rows, report, trained
-from flowkit.build import load_run
+from flowkit.config.build import load_run
 
 TEACHER_SOLVERS = ["dopri5", "euler:1", "euler:2", "euler:4"]
 METHODS = ["meanflow", "meanflow_indep", "cd", "ct", "adversarial"]

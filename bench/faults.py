@@ -272,8 +272,8 @@ def concurrent(work: Path, run: Path, trials: int) -> dict:
 
 
 def fuzz(work: Path, run: Path, examples: int, rng: random.Random) -> list[dict]:
-    from flowkit import commands
-    from flowkit.config import apply_overrides, load_recipe, validate
+    from flowkit.interface import commands
+    from flowkit.config.schema import apply_overrides, load_recipe, validate
     from flowkit.errors import ConfigError, TrainingError
 
     keys = ["trainer.max_steps", "optim.lr", "path", "path.sigma_min", "data.batch_size", "seed", "eval.compare",

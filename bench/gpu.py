@@ -230,7 +230,7 @@ def latent_pipeline(root: Path, smoke: bool, device: torch.device, accelerator: 
     count, size = (16, 32) if smoke else (512, 256)
     photos = np.random.default_rng(1).integers(0, 256, size=(count, size, size, 3), dtype=np.uint8)
     np.savez(root / "photos.npz", images=photos)
-    from flowkit.commands import encode
+    from flowkit.interface.commands import encode
 
     start = time.perf_counter()  # in-process, after the imports: the encoding itself (the VAE's load included)
     encode([f"data.target=images:{root / 'photos.npz'}", f"data.encoder=autoencoder-kl:{root / 'vae'}",

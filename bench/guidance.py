@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from common import trained
-from flowkit.build import load_run
+from flowkit.config.build import load_run
 from flowkit.conditioning import Cond, labels_for
-from flowkit.evaluate import label_accuracy
+from flowkit.training.evaluate import label_accuracy
 
 
 @torch.no_grad()

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from common import flowkit, report, trained
-from flowkit.build import load_run
+from flowkit.config.build import load_run
 from flowkit.data.digits import Digits
 
 SOLVER = "euler:50"
@@ -69,7 +69,7 @@ def train_autoencoder(folder: Path, steps: int, seed: int = 0) -> dict:
         vae.register_to_config(scaling_factor=float(1 / codes.std()))
         reconstruction = vae.decode(vae.encode(test).latent_dist.mean).sample
     mse = float((reconstruction - test).pow(2).mean())
-    from flowkit.features import fd
+    from flowkit.metrics.features import fd
 
     result = {"steps": steps, "seconds": seconds, "parameters": sum(p.numel() for p in vae.parameters()),
               "test_mse": mse, "test_psnr": 10 * math.log10(4 / mse), "scaling_factor": vae.config.scaling_factor,

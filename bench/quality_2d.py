@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 
 from common import report, trained
-from flowkit.build import load_run
+from flowkit.config.build import load_run
 from flowkit.data.pair import build_pair
-from flowkit.metrics import w2
+from flowkit.metrics.distances import w2
 from flowkit.models import MODELS
-from flowkit.sampling import solve
+from flowkit.samplers.integrate import solve
 
 TASKS = ["gaussian:8gaussians", "gaussian:moons", "8gaussians:moons"]
 RECIPES = {"I-CFM": "rectified", "OT-CFM": "ot_cfm"}

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from common import report, trained
-from flowkit.build import load_run
-from flowkit.grids import grid_times
+from flowkit.config.build import load_run
+from flowkit.samplers.grids import grid_times
 from flowkit.samplers.ddim import interior
 
 TEACHERS = {"rectified": ["recipe=rectified"], "vp": ["recipe=vp"], "digits_vp": ["recipe=digits_vp"]}

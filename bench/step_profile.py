@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 
 from common import report
-from flowkit.config import apply_overrides, load_recipe
+from flowkit.config.schema import apply_overrides, load_recipe
 from flowkit.data.pair import build_pair
 from flowkit.methods import METHODS
 from flowkit.models import MODELS
 from flowkit.paths import PATHS
 from flowkit.timesteps import TIME_SAMPLERS
-from flowkit.training import train
+from flowkit.training.loop import train
 
 # (label, function names in cProfile's stats that hold the time of that part, cumulative)
 PARTS = [("data: source and target draws", ("__iter__",), "flowkit/data/pair.py"),
@@ -35,7 +35,7 @@ PARTS = [("data: source and target draws", ("__iter__",), "flowkit/data/pair.py"
          ("AdamW step", ("step",), "torch/optim/adamw.py"),
          ("EMA update", ("update_parameters",), "torch/optim/swa_utils.py"),
          ("finite watch: gradient norm and flags", ("total_norm", "note", "check"), "flowkit/"),
-         ("time and coupling seeds", ("on_train_batch_start",), "flowkit/trainer.py")]
+         ("time and coupling seeds", ("on_train_batch_start",), "flowkit/training/module.py")]
 
 
 def bare_steps_per_s(batch: int, steps: int) -> float:

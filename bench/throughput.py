@@ -29,7 +29,7 @@ import torch
 from common import report, trained
 from flowkit.data.pair import build_pair
 from flowkit.models import MODELS
-from flowkit.sampling import solve
+from flowkit.samplers.integrate import solve
 
 CONFIGS = [  # (label, recipe, target, batch)
     ("2-D MLP, batch 256", "rectified", "8gaussians", 256),

@@ -1,6 +1,6 @@
 """flowkit: flow-matching training and distillation on shared paths, couplings, trainer and solvers.
 
-The Python API (``flowkit/api.py``): ``train``, ``load`` (a ``Flow``: ``sample``, ``invert``, ``velocity``,
+The Python API (``flowkit/interface/api.py``): ``train``, ``load`` (a ``Flow``: ``sample``, ``invert``, ``velocity``,
 ``log_prob``), ``compare``, ``catalogue`` (what ``flowkit list`` shows); the error every bad input raises,
 ``ConfigError``; and every pluggable kind's registry, base class and ``register_*`` decorator, so a notebook can
 register a unit and train with it in the same process:
@@ -24,8 +24,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     # the API
-    "train": "flowkit.api", "load": "flowkit.api", "compare": "flowkit.api", "Run": "flowkit.api",
-    "Flow": "flowkit.api", "catalogue": "flowkit.api", "Entry": "flowkit.api",
+    **dict.fromkeys(("train", "load", "compare", "Run", "Flow", "catalogue", "Entry"), "flowkit.interface.api"),
     "ConfigError": "flowkit.errors", "ContractError": "flowkit.errors", "TrainingError": "flowkit.errors",
     # each pluggable kind: registry, base class (where it has one), decorator
     "PATHS": "flowkit.paths", "AffinePath": "flowkit.paths", "register_path": "flowkit.paths",
@@ -33,11 +32,11 @@ _EXPORTS = {
     "TIME_SAMPLERS": "flowkit.timesteps", "register_time_sampler": "flowkit.timesteps",
     "METHODS": "flowkit.methods", "Method": "flowkit.methods", "register_method": "flowkit.methods",
     "SAMPLERS": "flowkit.samplers", "Sampler": "flowkit.samplers", "register_sampler": "flowkit.samplers",
-    "GRIDS": "flowkit.grids", "register_grid": "flowkit.grids",
+    "GRIDS": "flowkit.samplers.grids", "register_grid": "flowkit.samplers.grids",
     "MODELS": "flowkit.models", "register_model": "flowkit.models",
     "DATASETS": "flowkit.data", "Dataset": "flowkit.data", "register_dataset": "flowkit.data",
     "ENCODERS": "flowkit.data.encoders", "Encoder": "flowkit.data.encoders", "register_encoder": "flowkit.data.encoders",
-    "FEATURES": "flowkit.features", "register_features": "flowkit.features",
+    "FEATURES": "flowkit.metrics.features", "register_features": "flowkit.metrics.features",
 }
 
 __all__ = ["__version__", *_EXPORTS]

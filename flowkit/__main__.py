@@ -2,6 +2,6 @@
 
 import sys
 
-from flowkit.cli import main
+from flowkit.interface.cli import main
 
 sys.exit(main())

@@ -53,7 +53,7 @@ def guided(net: Callable[..., Tensor], x: Tensor, t: Tensor, *, labels: Tensor, 
 class Cond:
     """The conditioning of a sampling call: a label per sample, the guidance weight (None: w = 1, the plain
     conditional model), the null class (the model's class count; 0: the model takes no labels) and a classifier
-    whose gradient guides the score (``flowkit.guidance``; None: none)."""
+    whose gradient guides the score (``flowkit.config.guidance``; None: none)."""
 
     labels: Tensor
     guidance: float | None

@@ -96,7 +96,7 @@ def pair_in_blocks(coupling, x: Tensor, z: Tensor, block: int) -> Tensor:
     """``z`` reordered to pair with ``x`` by ``coupling``, solved on consecutive blocks of ``block`` rows.
 
     Multistep sampling of a network trained on coupled pairs re-noises its samples with source draws
-    paired the same way (``flowkit.sampling.renoise_sample``); blocks of the training batch size give the
+    paired the same way (the ``renoise`` sampler, ``flowkit.samplers.renoise``); blocks of the training batch size give the
     interpolants the statistics the network saw (a minibatch plan is not the full-batch one)."""
     _check_batches(x, z)
     return paired_on_rows(coupling, x, z, (slice(start, start + block) for start in range(0, x.shape[0], block)))

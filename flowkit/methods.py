@@ -26,7 +26,7 @@ capabilities (class attributes, or properties when they depend on hyperparameter
                       (its predictor's kind is ``"logits"``): the labels reach the loss, never the network
                       (a backbone that asks for ``classes`` is told how many); the run is not sampled but
                       reports its accuracy along the path, and guides other runs of its path
-                      (``classifier=RUN``, ``flowkit.guidance``). Requires ``ode = False``.
+                      (``classifier=RUN``, ``flowkit.config.guidance``). Requires ``ode = False``.
 
 hooks (methods; override what you need)
     ``predictor(net)``          (function of (x, t, **inputs), what it predicts: velocity, x1, x0 or score);
@@ -36,7 +36,7 @@ hooks (methods; override what you need)
                                 trainer moves, optimises (on the run's schedule) and checkpoints them. Only
                                 the model's weights are averaged (EMA) unless a network's options say
                                 ``"ema": True``.
-    ``training_step(steps, batch)``  the method's own optimisation of a step (``flowkit.trainer.Steps``);
+    ``training_step(steps, batch)``  the method's own optimisation of a step (``Steps`` below);
                                 required with ``networks()``, unused otherwise.
     ``setup(model)``            once, before the first step, with the network on its device.
     ``after_step(model, step)`` after every optimiser step of the model (e.g. a target network's EMA);
@@ -54,7 +54,7 @@ from __future__ import annotations
 import difflib
 import inspect
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Protocol
 
 from torch import Tensor, nn
 
@@ -64,12 +64,28 @@ from flowkit.models.network import Input, declared
 from flowkit.paths import AffinePath
 from flowkit.registry import Registry
 
-if TYPE_CHECKING:  # the trainer imports Lightning; a method module need not
-    from flowkit.trainer import Steps
 
 CAPABILITIES = ("inputs", "needs_labels", "ode", "samplers", "classifier")
 HOOKS = ("loss", "predictor", "sampler_options", "networks", "training_step", "setup", "after_step", "state_dict",
          "load_state_dict", "next_round")
+
+
+class Steps(Protocol):
+    """What a method's own ``training_step`` drives (the trainer implements it: ``flowkit.training.steps``).
+
+    ``step(name, compute)`` runs one optimiser step of the network ``name`` ("model", or one of ``networks()``)
+    on the loss terms ``compute()`` returns (None: no step). Only that network's parameters take gradients
+    meanwhile; the step is reduced, logged, watched for non-finite values and clipped as any other, and stepped
+    with its own schedule. Only the model's steps count as training steps (max_steps, checkpoints and seeds keep
+    their meaning), and after each the method's ``after_step`` runs. ``model`` is the network being trained,
+    ``networks`` the method's further networks by name, ``loss`` the method's loss (compiled when
+    ``trainer.compile`` asks)."""
+
+    model: nn.Module
+    networks: dict[str, nn.Module]
+    loss: Callable[[nn.Module, dict[str, Any]], dict[str, Tensor]]
+
+    def step(self, name: str, compute: Callable[[], dict[str, Tensor] | None]) -> Tensor | None: ...
 
 
 class Method:

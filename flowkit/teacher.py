@@ -22,7 +22,7 @@ r = (alpha'(t') + sigma'(t')) / (alpha(t) + sigma(t)) is exactly the teacher's x
 any source). The teacher's prediction at (x', t') fixes (x0_hat, x1_hat), which the student's path turns into the
 asked prediction. Times are clamped to [1e-4, 1 - 1e-4] where a conversion divides (as ``AsVelocity`` does).
 
-A trained run rebuilt to be sampled (``flowkit.build.SAMPLING``) reads no teacher: a student samples without it.
+A trained run rebuilt to be sampled (``flowkit.config.build.SAMPLING``) reads no teacher: a student samples without it.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from flowkit.build import SAMPLING, Parts, load_run
-from flowkit.checkpoint import read_matching
+from flowkit.config.build import SAMPLING, Parts, load_run
+from flowkit.runtime.checkpoint import read_matching
 from flowkit.errors import ConfigError
 from flowkit.paths import PATHS, AffinePath
 from flowkit.paths.base import PREDICTIONS, expand_like
@@ -81,7 +81,7 @@ class OnPath(nn.Module):
         self.fn, self.predicts, self.own, self.path = fn, predicts, own, path
         self.net = net  # the network behind ``fn`` (a method's predictor may wrap it): moved with this module
         self.same = same_path(own, path)
-        self.num_classes, self.inputs = num_classes, inputs  # as the teacher's network has them (flowkit.guidance)
+        self.num_classes, self.inputs = num_classes, inputs  # as the teacher's network has them (flowkit.config.guidance)
 
     def forward(self, x: Tensor, t: Tensor, **cond: Tensor) -> Tensor:
         return self.predict("velocity", x, t, **cond)

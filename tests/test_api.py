@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import flowkit
-from flowkit.api import override_tokens
+from flowkit.interface.api import override_tokens
 from tests.gaussian_model import MU, S
 
 
@@ -47,8 +47,8 @@ def test_train_load_sample_invert_and_compare(run, tmp_path):
 
 def test_log_prob_is_the_density_of_an_exactly_known_flow(tmp_path):
     """log_prob of N(MU, S^2 I) through the Gaussian oracle: the closed-form density."""
-    from flowkit.api import Flow
-    from flowkit.build import Parts
+    from flowkit.interface.api import Flow
+    from flowkit.config.build import Parts
     from flowkit.data import DATASETS
     from flowkit.methods import METHODS
     from flowkit.paths import PATHS

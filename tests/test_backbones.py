@@ -4,7 +4,7 @@ composed input, jvp against finite differences, bf16 autocast, torch.compile, an
 import pytest
 import torch
 
-from flowkit.config import apply_overrides, load_recipe, recipe_names
+from flowkit.config.schema import apply_overrides, load_recipe, recipe_names
 from flowkit.models import MODELS, compose
 from flowkit.models.attention import jvp_safe_attention
 
@@ -85,7 +85,7 @@ def test_bad_sizes_are_refused_naming_the_option(name):
 @pytest.fixture(scope="module")
 def teachers(tmp_path_factory):
     """A tiny digits run per backbone, to stand as the teacher (and the student's starting point)."""
-    from flowkit.training import train
+    from flowkit.training.loop import train
 
     root = tmp_path_factory.mktemp("backbone-teachers")
     quiet = ["trainer.max_steps=2", "trainer.enable_progress_bar=false", "eval.n=20", "eval.repeats=1",
@@ -97,7 +97,7 @@ def teachers(tmp_path_factory):
 @pytest.mark.parametrize("backbone", OVERRIDES)
 @pytest.mark.parametrize("recipe", [r for r in recipe_names() if r.startswith("digits_") and "classifier" not in r])
 def test_every_method_trains_a_few_steps_on_each_backbone(recipe, backbone, teachers, tmp_path):
-    from flowkit.training import train
+    from flowkit.training.loop import train
 
     cfg = load_recipe(recipe)
     tokens = [*OVERRIDES[backbone], "trainer.max_steps=2", "trainer.enable_progress_bar=false", "eval.n=20",

@@ -133,11 +133,11 @@ def test_the_wheel_installs_only_flowkit_and_runs_in_a_fresh_venv(tmp_path):
     (wheel,) = wheels.glob("flowkit-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {name.split("/")[0] for name in names} == {"flowkit", wheel.name.split("-py")[0] + ".dist-info"}
-    for inside in ("flowkit/cli.py", "flowkit/plugins/reflow/coupling.py", "flowkit/recipes/rectified.yaml",
+    for inside in ("flowkit/interface/cli.py", "flowkit/plugins/reflow/coupling.py", "flowkit/recipes/rectified.yaml",
                    "flowkit/py.typed"):
         assert inside in names, inside
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    assert "flowkit = flowkit.cli:main" in entry_points and "= plugins." not in entry_points
+    assert "flowkit = flowkit.interface.cli:main" in entry_points and "= plugins." not in entry_points
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
@@ -152,7 +152,7 @@ def test_the_wheel_installs_only_flowkit_and_runs_in_a_fresh_venv(tmp_path):
     env["COLUMNS"] = "200"
     run = tmp_path / "elsewhere"
     run.mkdir()
-    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import flowkit, flowkit.config as c; "
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import flowkit, flowkit.config.schema as c; "
                             "print(flowkit.__file__); print(c.recipe_dir())"],
                            cwd=run, capture_output=True, text=True, env=env, timeout=120)
     assert where.returncode == 0, where.stderr

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from flowkit import commands
-from flowkit.config import apply_overrides, load_recipe
+from flowkit.interface import commands
+from flowkit.config.schema import apply_overrides, load_recipe
 from flowkit.errors import ConfigError
-from flowkit.training import train
+from flowkit.training.loop import train
 from tests.helpers import run_cli, tiny
 
 
@@ -41,8 +41,8 @@ def test_eval_reports_w2_mmd_straightness_nll(runs):
 
 def test_straightness_is_measured_along_the_fixed_step_sampler_asked_for(runs):
     """heun:8 is torchdiffeq's heun2 on 8 steps: one table, the sampler registry, names it for both."""
-    from flowkit.build import load_run
-    from flowkit.evaluate import straightness_along_paths
+    from flowkit.config.build import load_run
+    from flowkit.training.evaluate import straightness_along_paths
     from flowkit.samplers import Predictor
 
     result = commands.evaluate([f"ckpt={runs[0]}", "n=300", "repeats=1", "nll_n=20", "solver=heun:8"])
@@ -122,7 +122,7 @@ def test_bad_checkpoints_and_solvers_are_one_line_errors(runs, tmp_path):
 
 
 def test_a_user_array_of_digit_shape_gets_the_generic_metrics_never_the_digits_classifier(tmp_path, monkeypatch):
-    from flowkit import digits_features
+    from flowkit.metrics import digits_features
     from flowkit.data.digits import Digits
 
     np.save(tmp_path / "mine.npy", Digits("all").data.numpy()[:400])  # shape (400, 1, 8, 8), like digits

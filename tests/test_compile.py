@@ -5,14 +5,14 @@ import pytest
 import torch
 from torch._inductor import config as inductor_config
 
-from flowkit.build import build_parts
-from flowkit.build import load_run
-from flowkit.checkpoint import read_checkpoint
-from flowkit.config import apply_overrides, load_recipe, to_dict
+from flowkit.config.build import build_parts
+from flowkit.config.build import load_run
+from flowkit.runtime.checkpoint import read_checkpoint
+from flowkit.config.schema import apply_overrides, load_recipe, to_dict
 from flowkit.errors import ConfigError
-from flowkit.metrics import w2
-from flowkit.training import train
-from flowkit.trainer import compiled
+from flowkit.metrics.distances import w2
+from flowkit.training.loop import train
+from flowkit.training.module import compiled
 from tests.helpers import tiny
 
 

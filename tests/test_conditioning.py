@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from flowkit.build import build_parts
+from flowkit.config.build import build_parts
 from flowkit.conditioning import Cond, drop_labels, labels_for
-from flowkit.config import apply_overrides, load_recipe, validate
+from flowkit.config.schema import apply_overrides, load_recipe, validate
 from flowkit.couplings import COUPLINGS
 from flowkit.data import DATASETS
 from flowkit.data.digits import Digits
@@ -15,7 +15,7 @@ from flowkit.methods import CFM, register_method
 from flowkit.models import MODELS, compose
 from flowkit.paths import PATHS
 from flowkit.samplers import Predictor
-from flowkit.training import train
+from flowkit.training.loop import train
 from tests.helpers import run_cli, tiny
 
 
@@ -203,8 +203,8 @@ def test_guided_distillation_needs_labels(conditional_run):
 
 
 def test_digit_label_accuracy_uses_the_datasets_own_classifier_even_under_no_grad():
-    from flowkit.digits_features import digits_classifier
-    from flowkit.evaluate import label_accuracy
+    from flowkit.metrics.digits_features import digits_classifier
+    from flowkit.training.evaluate import label_accuracy
 
     digits_classifier.cache_clear()  # the first (loading) call must work inside no_grad too
     held_out = Digits("test")

@@ -4,8 +4,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from flowkit.build import build_parts
-from flowkit.config import apply_overrides, load_recipe, recipe_names, to_dict, validate
+from flowkit.config.build import build_parts
+from flowkit.config.schema import apply_overrides, load_recipe, recipe_names, to_dict, validate
 from flowkit.errors import ConfigError
 from flowkit.methods import METHODS
 
@@ -111,7 +111,7 @@ def test_recipe_file_path_and_unknown_key_in_recipe(tmp_path):
 @pytest.fixture(scope="module")
 def teachers(tmp_path_factory):
     """A tiny trained run per data kind, to stand as the teacher of the distillation recipes."""
-    from flowkit.training import train
+    from flowkit.training.loop import train
 
     root = tmp_path_factory.mktemp("recipe-teachers")
     quiet = ["trainer.max_steps=3", "trainer.enable_progress_bar=false", "eval.n=20", "eval.repeats=1",
@@ -124,7 +124,7 @@ def teachers(tmp_path_factory):
 @pytest.mark.parametrize("name", recipe_names())
 def test_every_recipe_trains_and_evaluates_with_its_own_samplers(name, teachers, tmp_path):
     """Each recipe, shrunk (3 steps, a small network), trains and samples with the eval samplers it names."""
-    from flowkit.training import train
+    from flowkit.training.loop import train
 
     cfg = load_recipe(name)
     digits = cfg.data.target == "digits"

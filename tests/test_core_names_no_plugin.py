@@ -29,7 +29,7 @@ def test_the_core_decides_by_capabilities_not_by_a_units_name():
     """No comparison under flowkit/ with the name of a registered coupling, sampler, grid, dataset, encoder or
     feature network (``coupling_name == "independent"``, ``spec == "inception"``): what a unit can do is declared
     by the unit (``Coupling.independent``, a feature network's ``metric``, a sampler's ``stochastic``)."""
-    from flowkit.registries import all_registries
+    from flowkit.interface.registries import all_registries
 
     kinds = ("coupling", "sampler", "grid", "dataset", "encoder", "feature network")
     names = sorted({n for r in all_registries() if r.kind in kinds for n in r.names()}, key=len, reverse=True)

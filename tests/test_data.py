@@ -186,7 +186,7 @@ def test_loader_processes_pair_each_batch_by_exact_ot_and_the_same_whatever_thei
 
 
 def test_digits_fd_uses_the_shipped_classifier_weights():
-    from flowkit.digits_features import CLASSIFIER_ACCURACY, digits_classifier
+    from flowkit.metrics.digits_features import CLASSIFIER_ACCURACY, digits_classifier
 
     digits_classifier.cache_clear()
     first = digits_classifier()

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from flowkit.checkpoint import read_checkpoint, write_atomically
-from flowkit.config import apply_overrides, load_recipe
+from flowkit.runtime.checkpoint import read_checkpoint, write_atomically
+from flowkit.config.schema import apply_overrides, load_recipe
 from flowkit.errors import ConfigError, TrainingError, WriteError
-from flowkit.rundir import RunLock
-from flowkit.training import resolve_config, train
+from flowkit.runtime.rundir import RunLock
+from flowkit.training.loop import resolve_config, train
 from tests.helpers import flowkit_command, run_cli, tiny
 
 
@@ -65,7 +65,7 @@ def test_the_last_checkpoint_is_at_the_last_step_with_raw_weights_apart_from_the
 
 
 def ckpt_model(run_dir):
-    from flowkit.build import load_run
+    from flowkit.config.build import load_run
 
     _, parts = load_run(run_dir)
     return parts.model.state_dict()
@@ -257,7 +257,7 @@ def test_progress_lines_come_at_the_interval_asked():
     import io
     from types import SimpleNamespace
 
-    from flowkit.progress import ProgressLines
+    from flowkit.runtime.progress import ProgressLines
 
     stream = io.StringIO()
     trainer = SimpleNamespace(global_step=0, max_steps=10, is_global_zero=True)
@@ -289,7 +289,7 @@ def test_an_output_that_cannot_be_written_is_one_line(tmp_path):
     ("sample", "seed=-1", "seed=-1 is out of range; expected >= 0"),
 ])
 def test_sampling_verbs_refuse_out_of_range_numbers_before_loading(tmp_path, verb, token, message):
-    from flowkit import commands
+    from flowkit.interface import commands
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         getattr(commands, verb)([f"ckpt={tmp_path}", token])  # refused before the (missing) checkpoint is read
@@ -325,7 +325,7 @@ RESUME_ONLY = {"wrong-shape-raw", "no-optimizer", "empty-optimizer"}  # sampling
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_a_broken_checkpoint_is_one_line_for_sample_and_resume(short_run, tmp_path, case):
-    from flowkit import commands
+    from flowkit.interface import commands
 
     mutate, message = HOSTILE[case]
     run_dir = tmp_path / "run"
@@ -375,7 +375,7 @@ def test_a_header_claiming_more_than_the_file_holds_is_refused_without_allocatin
 
 
 def test_data_without_a_natural_picture_trains_and_draws_no_figure(tmp_path):
-    from flowkit.plots import save_samples
+    from flowkit.metrics.plots import save_samples
 
     save_samples(tmp_path / "a.png", torch.randn(10, 2, 3, 4))  # two channels: not an image
     save_samples(tmp_path / "b.png", torch.randn(16, 1, 4, 4))
@@ -403,14 +403,14 @@ def test_sizes_the_machine_cannot_hold_are_one_line_before_anything_is_allocated
     ("solver=euler:1000000000", r"needs a step count in \[1, 1,000,000\]"),
 ])
 def test_draws_the_machine_cannot_make_are_one_line(short_run, tmp_path, token, message):
-    from flowkit import commands
+    from flowkit.interface import commands
 
     with pytest.raises(ConfigError, match=message):
         commands.sample([f"ckpt={short_run}", token, f"out={tmp_path / 's.npy'}"])
 
 
 def test_an_allocation_that_fails_anyway_is_one_line_naming_the_setting():
-    from flowkit.memory import ReportOutOfMemory
+    from flowkit.runtime.memory import ReportOutOfMemory
 
     with pytest.raises(TrainingError, match=r"out of memory \(.*can't allocate memory.*\); lower data.batch_size"):
         with ReportOutOfMemory("data.batch_size"):
@@ -421,7 +421,7 @@ def test_an_allocation_that_fails_anyway_is_one_line_naming_the_setting():
 
 
 def test_the_ema_warms_up_from_the_first_steps():
-    from flowkit.trainer import EMA
+    from flowkit.training.ema import EMA
 
     ema = EMA(0.999)
     assert ema.decay_at(2) == 0.25 and ema.decay_at(80) == 0.9 and ema.decay_at(10_000) == 0.999

@@ -16,9 +16,9 @@ from torch import nn
 import flowkit
 from flowkit.data.pair import build_pair
 from flowkit.errors import ConfigError
-from flowkit.features import FEATURES, fd, feature_network, register_features
-from flowkit.inception import WEIGHT_FILES, InceptionV3, load_inception, tf1_resize
-from flowkit.metrics import frechet_distance
+from flowkit.metrics.features import FEATURES, fd, feature_network, register_features
+from flowkit.metrics.inception import WEIGHT_FILES, InceptionV3, load_inception, tf1_resize
+from flowkit.metrics.distances import frechet_distance
 
 
 class Tiny(nn.Module):

@@ -2,7 +2,7 @@
 
 import torch
 
-from flowkit.likelihood import bits_per_dim, log_likelihood
+from flowkit.metrics.likelihood import bits_per_dim, log_likelihood
 
 MU = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
 S = torch.tensor([0.5, 2.0, 1.2], dtype=torch.float64)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from flowkit.metrics import frechet_distance, mmd2, sliced_w2, straightness, w2
-from flowkit.sampling import solve_trajectory
+from flowkit.metrics.distances import frechet_distance, mmd2, sliced_w2, straightness, w2
+from flowkit.samplers.integrate import solve_trajectory
 
 
 def test_w2_of_a_set_with_itself_is_zero_and_of_a_shift_is_the_shift():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from flowkit.checkpoint import read_checkpoint
+from flowkit.runtime.checkpoint import read_checkpoint
 from flowkit.data.pair import PairStream, build_pair
 from tests.helpers import run_cli, tiny
 

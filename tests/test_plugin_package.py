@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flowkit.checkpoint import read_checkpoint
+from flowkit.runtime.checkpoint import read_checkpoint
 from tests.helpers import run_cli
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -88,7 +88,7 @@ def test_train_sample_eval_and_compare_use_the_outside_units(site, tmp_path):
 
 def test_the_outside_grid_reaches_the_sampler(site, tmp_path):
     """The quadratic grid crowds steps toward t = 1: Euler on it differs from Euler on the uniform grid."""
-    code = ("import torch; from flowkit.grids import grid_times; from flowkit.paths import PATHS;"
+    code = ("import torch; from flowkit.samplers.grids import grid_times; from flowkit.paths import PATHS;"
             "print(grid_times('quadratic', PATHS.build({'name': 'rectified'}), 4).tolist())")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                           env={**os.environ, "PYTHONPATH": str(site)})

@@ -3,10 +3,10 @@ float32 in the checkpoint, and MeanFlow's forward-mode jvp works under bf16 auto
 
 import torch
 
-from flowkit.build import build_parts
-from flowkit.checkpoint import read_checkpoint
-from flowkit.config import apply_overrides, load_recipe, to_dict
-from flowkit.training import train
+from flowkit.config.build import build_parts
+from flowkit.runtime.checkpoint import read_checkpoint
+from flowkit.config.schema import apply_overrides, load_recipe, to_dict
+from flowkit.training.loop import train
 from tests.helpers import tiny
 
 

@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from flowkit.config import recipe_names
+from flowkit.config.schema import recipe_names
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

@@ -7,12 +7,12 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from flowkit.checkpoint import read_checkpoint
-from flowkit.config import apply_overrides, load_recipe, validate
+from flowkit.runtime.checkpoint import read_checkpoint
+from flowkit.config.schema import apply_overrides, load_recipe, validate
 from flowkit.errors import ConfigError, TrainingError
 from flowkit.methods import CFM, register_method
-from flowkit.training import train
-from flowkit.trainer import AtomicCheckpointIO
+from flowkit.training.loop import train
+from flowkit.training.trainer import AtomicCheckpointIO
 from tests.helpers import killed, run_cli, tiny
 
 KILL_RUN = ["trainer.max_steps=300", "trainer.checkpoint_every=25", "coupling=ot", "optim.warmup_steps=20"]
@@ -184,7 +184,7 @@ VERB_TOKENS = st.lists(st.one_of(
 def test_no_argument_crashes_sample_eval_or_compare(sampled_run, verb, tokens):
     """Whatever the arguments, sample / eval / compare either run or stop with one line (ConfigError: exit 2,
     TrainingError: exit 1); no other exception reaches the user."""
-    from flowkit import commands
+    from flowkit.interface import commands
 
     run_dir, root = sampled_run
     out = {"sample": "s.npy", "evaluate": "e.json", "compare": "c"}[verb]
@@ -200,7 +200,7 @@ def test_no_argument_crashes_sample_eval_or_compare(sampled_run, verb, tokens):
 def commands_keys(verb):
     from dataclasses import fields
 
-    from flowkit import commands
+    from flowkit.interface import commands
 
     schema = {"sample": commands.SampleArgs, "evaluate": commands.EvalArgs, "compare": commands.CompareArgs}[verb]
     return {f.name for f in fields(schema)}

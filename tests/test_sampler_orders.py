@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from flowkit.errors import ConfigError
-from flowkit.grids import register_grid
+from flowkit.samplers.grids import register_grid
 from flowkit.methods import METHODS
 from flowkit.paths import PATHS
 from flowkit.samplers import SAMPLERS, invert_with, sample_with

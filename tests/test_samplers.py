@@ -7,7 +7,7 @@ import torch
 
 from flowkit.conditioning import Cond
 from flowkit.errors import ConfigError, ContractError
-from flowkit.grids import GRIDS, grid_times, register_grid
+from flowkit.samplers.grids import GRIDS, grid_times, register_grid
 from flowkit.methods import METHODS
 from flowkit.paths import PATHS
 from flowkit.samplers import SAMPLERS, Predictor, Sampler, register_sampler, sample_with, supports, why_not

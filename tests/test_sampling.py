@@ -7,7 +7,7 @@ import torch
 
 from flowkit.errors import ConfigError
 from flowkit.samplers import parse_sampler, sampler_spec
-from flowkit.sampling import ADAPTIVE, solve, solve_trajectory
+from flowkit.samplers.integrate import ADAPTIVE, solve, solve_trajectory
 
 A = -1.3
 ORDERS = {"euler": 1, "midpoint": 2, "heun3": 3, "rk4": 4}

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from flowkit.config import apply_overrides, load_recipe
+from flowkit.config.schema import apply_overrides, load_recipe
 from tests.helpers import run_cli
 
 QUIET = ["trainer.max_steps=4", "trainer.enable_progress_bar=false", "eval.n=20", "eval.repeats=1", "model.width=16"]
@@ -22,7 +22,7 @@ STUDENTS = {
 @pytest.fixture(scope="module")
 def students(tmp_path_factory):
     """Each distiller trained a few steps from one tiny teacher, which is then deleted."""
-    from flowkit.training import train
+    from flowkit.training.loop import train
 
     root = tmp_path_factory.mktemp("students")
     teacher = train(apply_overrides(load_recipe("rectified"), [*QUIET, f"run_root={root / 'teacher'}",

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from flowkit.checkpoint import read_checkpoint
-from flowkit.commands import encode
+from flowkit.runtime.checkpoint import read_checkpoint
+from flowkit.interface.commands import encode
 from flowkit.data.pair import build_pair
 from flowkit.data.shards import ShardStore, read_index
 from flowkit.errors import ConfigError

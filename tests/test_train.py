@@ -7,15 +7,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from flowkit.cli import app
-from flowkit.checkpoint import read_checkpoint
-from flowkit.config import apply_overrides, load_recipe, validate
+from flowkit.interface.cli import app
+from flowkit.runtime.checkpoint import read_checkpoint
+from flowkit.config.schema import apply_overrides, load_recipe, validate
 from flowkit.couplings import ExactOT, register_coupling
 from flowkit.errors import ConfigError, TrainingError
-from flowkit.finite import FiniteWatch
+from flowkit.runtime.finite import FiniteWatch
 from flowkit.methods import CFM, register_method
 from flowkit.paths import AffinePath, register_path
-from flowkit.training import resolve_config, train
+from flowkit.training.loop import resolve_config, train
 from tests.helpers import tiny
 
 

@@ -2,9 +2,10 @@
 streamed shards), the encoders between data and latent space, and the (source, target) pair a run trains on.
 
 What outside packages use: ``Dataset``, ``DATASETS`` and ``register_dataset`` (``flowkit.data.contract``);
-``Encoder``, ``ENCODERS`` and ``register_encoder`` (``flowkit.data.encoders``). This layer imports the math
-below it (paths, couplings, metrics, features, checkpoints, the registry), never training, sampling or the
-interface above it; importing it never imports Lightning (``datamodule`` does, and only training imports it).
+``Encoder``, ``ENCODERS`` and ``register_encoder`` (``flowkit.data.encoders``). This layer imports the layers below
+it (the ground floor, ``flowkit.runtime``, the math, ``flowkit.samplers``, ``flowkit.metrics``), never methods,
+config, training or the interface; importing it never imports Lightning (``datamodule`` does, and only training
+imports it).
 """
 
 from flowkit.data.contract import DATASETS, Dataset, register_dataset

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowkit.checkpoint import safe_load
+from flowkit.runtime.checkpoint import safe_load
 from flowkit.data.contract import Dataset
 from flowkit.errors import ConfigError
 

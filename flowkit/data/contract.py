@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 from flowkit.errors import ConfigError
-from flowkit.metrics import mmd2, w2
+from flowkit.metrics.distances import mmd2, w2
 from flowkit.registry import Registry
 
 

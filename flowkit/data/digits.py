@@ -1,5 +1,5 @@
 """scikit-learn's bundled 8x8 digits (offline): a fixed train / test split, the dataset, and how the classifier
-whose features score them (``flowkit.digits_features``, weights shipped with flowkit) was trained."""
+whose features score them (``flowkit.metrics.digits_features``, weights shipped with flowkit) was trained."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ class Digits(Rows):
     bin_width = 2 / 16
 
     def __init__(self, split: str = "train", resolution: int | None = None, features: str | None = None) -> None:
-        from flowkit.features import metric_name
+        from flowkit.metrics.features import metric_name
 
         if resolution is not None and (resolution < 8 or resolution % 8):
             raise ConfigError(f"data.resolution={resolution}: digits are 8x8; expected a multiple of 8 (8, 16, 32, 64)")
@@ -65,13 +65,13 @@ class Digits(Rows):
         return self._upscaled(digit_images("test")[0])
 
     def quality(self, samples: Tensor, reference: Tensor) -> float:
-        from flowkit.features import fd
+        from flowkit.metrics.features import fd
 
         return fd(samples, reference, self.features)
 
     def metrics(self, samples: Tensor, reference: Tensor) -> dict[str, float]:
         """The classifier's test accuracy, and the class balance of the samples (normalised entropy, 1 = uniform)."""
-        from flowkit.digits_features import CLASSIFIER_ACCURACY
+        from flowkit.metrics.digits_features import CLASSIFIER_ACCURACY
 
         counts = torch.bincount(self.classify(samples), minlength=10).double()
         p = counts / counts.sum()
@@ -79,16 +79,16 @@ class Digits(Rows):
                 "class_balance": float(-(p[p > 0] * p[p > 0].log()).sum() / math.log(10))}
 
     def classify(self, x: Tensor) -> Tensor:
-        from flowkit.digits_features import at_8x8, digits_classifier
+        from flowkit.metrics.digits_features import at_8x8, digits_classifier
 
         with torch.no_grad():
             return digits_classifier()(at_8x8(x.cpu())).argmax(1)
 
 
 def train_digits_classifier(seed: int = 0, steps: int = 600) -> torch.nn.Module:
-    """How the shipped weights of ``flowkit.digits_features`` were made (full-batch AdamW on the training split,
+    """How the shipped weights of ``flowkit.metrics.digits_features`` were made (full-batch AdamW on the training split,
     inputs jittered by N(0, 0.05^2); about a second on a CPU)."""
-    from flowkit.digits_features import DigitsClassifier
+    from flowkit.metrics.digits_features import DigitsClassifier
 
     generator = torch.Generator().manual_seed(seed)
     train, y_train = digit_images("train")

@@ -218,7 +218,7 @@ class Images(Dataset):
     pixels = True
 
     def __init__(self, source: ImageSource, label: str, flip: bool = False, features: str | None = None) -> None:
-        from flowkit.features import metric_name
+        from flowkit.metrics.features import metric_name
 
         self.source, self.label, self.flip, self.features = source, label, flip, features
         self.shape = tuple(source.shape)
@@ -262,7 +262,7 @@ class Images(Dataset):
     def quality(self, samples: Tensor, reference: Tensor) -> float:
         if self.features is None:
             return super().quality(samples, reference)
-        from flowkit.features import fd
+        from flowkit.metrics.features import fd
 
         return fd(samples, reference, self.features)
 

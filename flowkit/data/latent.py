@@ -19,8 +19,8 @@ from flowkit.data.contract import Dataset
 from flowkit.data.encoders import Encoder
 from flowkit.data.stores import MemoryRows, RowStore, one_view
 from flowkit.errors import ConfigError
-from flowkit.memory import batch_that_fits, is_out_of_memory, outputs_per_sample
-from flowkit.ticker import Ticker
+from flowkit.runtime.memory import batch_that_fits, is_out_of_memory, outputs_per_sample
+from flowkit.runtime.ticker import Ticker
 
 
 def coding_device() -> torch.device:

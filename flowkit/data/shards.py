@@ -40,12 +40,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowkit.checkpoint import write_atomically
+from flowkit.runtime.checkpoint import write_atomically
 from flowkit.data.contract import Dataset, register_dataset
 from flowkit.data.images import to_unit
 from flowkit.data.stores import RowStore, one_view
 from flowkit.errors import ConfigError
-from flowkit.metrics import w2
+from flowkit.metrics.distances import w2
 
 FORMAT = 1
 INDEX, JOB, LABELS, REFERENCE = "index.json", "job.json", "labels.npy", "reference.npy"
@@ -201,7 +201,7 @@ class Scored(Dataset):
         self.num_classes = int(index["num_classes"])
         self.features = features or index["features"]
         if self.features is not None:
-            from flowkit.features import metric_name
+            from flowkit.metrics.features import metric_name
 
             self.metric = metric_name(self.features)
         self._reference: Tensor | None = None
@@ -218,7 +218,7 @@ class Scored(Dataset):
     def quality(self, samples: Tensor, reference: Tensor) -> float:
         if self.features is None:
             return w2(samples, reference)
-        from flowkit.features import fd
+        from flowkit.metrics.features import fd
 
         return fd(samples, reference, self.features)
 
@@ -280,8 +280,8 @@ def write_shards(dataset: Dataset, out: Path, job: dict[str, Any], coder=None, *
     """Write ``dataset`` (finite: ``count`` / ``read``) to the shard folder ``out``, through ``coder``
     (``flowkit.data.latent.Coder``) when given; resumable: shards already written (each written atomically) are
     kept when the same ``job`` runs again after a kill, and a finished folder is left as it is. Returns the index."""
-    from flowkit.rundir import RunLock
-    from flowkit.ticker import Ticker
+    from flowkit.runtime.rundir import RunLock
+    from flowkit.runtime.ticker import Ticker
 
     if dataset.count is None:
         raise ConfigError("flowkit encode: the target is a distribution, not a finite set of rows to encode "

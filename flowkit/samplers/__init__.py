@@ -1,4 +1,9 @@
-"""Samplers: the ``SAMPLERS`` registry, the contract (``Sampler``, ``Predictor``) and the built-in ones."""
+"""The samplers layer: the ``SAMPLERS`` registry, the contract (``Sampler``, ``Predictor``), the built-in
+samplers, time grids (``grids``) and torchdiffeq integration with its NFE count (``integrate``).
+
+Imports the ground floor (``flowkit.errors``, ``flowkit.registry``), ``flowkit.runtime`` and the math (``paths``,
+``models``, ``couplings``, ``timesteps``, ``conditioning``); never metrics, data, methods or anything above.
+"""
 
 from flowkit.samplers.base import (SAMPLERS, Predictor, Sampler, build_sampler, invert_with,
                                    parse_sampler, register_sampler, sample_with, sampler_spec, supports, why_not)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from flowkit.conditioning import Cond, guided
 from flowkit.errors import ConfigError, ContractError
-from flowkit.grids import grid_times
+from flowkit.samplers.grids import grid_times
 from flowkit.models.network import network_inputs
 from flowkit.paths import AffinePath
 from flowkit.registry import Registry
@@ -217,7 +217,7 @@ def sample_with(method: Any, net: nn.Module, path: AffinePath, x0: Tensor, spec:
                 method_name: str = "this") -> tuple[Tensor, int]:
     """Samples of ``net`` (trained by ``method`` on ``path``) from ``x0`` with sampler ``spec`` on ``grid``:
     (x1, the NFE counted). A stochastic sampler assumes an independent standard-normal source (see the module
-    docstring; ``flowkit.build.Parts.sample`` checks it from the run's config)."""
+    docstring; ``flowkit.config.build.Parts.sample`` checks it from the run's config)."""
     sampler, steps = build_sampler(method, path, spec, rtol=rtol, atol=atol, method_name=method_name)
     ts = torch.tensor([0.0, 1.0], dtype=torch.float64) if sampler.adaptive else grid_times(grid, path, steps)
     model = Predictor.of(method, net, path)

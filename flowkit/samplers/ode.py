@@ -13,7 +13,7 @@ from torchdiffeq import odeint
 
 from flowkit.conditioning import Cond
 from flowkit.samplers.base import Predictor, Sampler, register_sampler
-from flowkit.sampling import ADAPTIVE, FIXED
+from flowkit.samplers.integrate import ADAPTIVE, FIXED
 
 SUMMARIES = {"euler": "Euler's method, 1 NFE a step.",
              "midpoint": "The explicit midpoint rule, 2 NFE a step.",

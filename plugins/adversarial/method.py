@@ -25,21 +25,18 @@ again (N NFE). G is not a velocity field any more: no ODE samplers for it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from flowkit.conditioning import cond_of
 from flowkit.errors import ConfigError
-from flowkit.methods import Method
+from flowkit.methods import Method, Steps
 from flowkit.paths import AffinePath
 from flowkit.teacher import Teacher
 from flowkit.plugins.adversarial.critic import make_critic
 from flowkit.plugins.adversarial.losses import hinge_critic, hinge_model, r1_penalty
-
-if TYPE_CHECKING:
-    from flowkit.trainer import Steps
 
 
 def data_prediction(net: nn.Module, path: AffinePath, x: Tensor, t: Tensor, **cond: Tensor) -> Tensor:

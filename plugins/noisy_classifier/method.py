@@ -9,7 +9,7 @@ every noise level), with the class y of x1:
 Declared ``classifier = True``: flowkit builds its network without a label input and tells a backbone that asks
 for ``classes`` how many there are; the run is not sampled but reports its accuracy along the path, and
 ``classifier=RUN classifier_scale=s`` adds s grad_x log p(y | x_t, t) to another run's score
-(``flowkit.guidance``). That run must share the path (the classifier is read at its noise levels).
+(``flowkit.config.guidance``). That run must share the path (the classifier is read at its noise levels).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from flowkit.checkpoint import write_atomically
+from flowkit.runtime.checkpoint import write_atomically
 from flowkit.errors import ConfigError
 
 

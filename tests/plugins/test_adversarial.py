@@ -4,16 +4,16 @@ distillation target, weight 0 = distillation alone, and a short run beating dist
 import pytest
 import torch
 
-from flowkit.build import load_run
-from flowkit.checkpoint import read_checkpoint
-from flowkit.config import apply_overrides, load_recipe
+from flowkit.config.build import load_run
+from flowkit.runtime.checkpoint import read_checkpoint
+from flowkit.config.schema import apply_overrides, load_recipe
 from flowkit.errors import ConfigError
 from flowkit.methods import METHODS
-from flowkit.metrics import w2
+from flowkit.metrics.distances import w2
 from flowkit.paths import PATHS
 from flowkit.samplers import sample_with
 from flowkit.timesteps import TIME_SAMPLERS
-from flowkit.training import train
+from flowkit.training.loop import train
 from flowkit.plugins.adversarial.critic import make_critic
 from flowkit.plugins.adversarial.losses import hinge_critic, hinge_model, r1_penalty
 from flowkit.plugins.adversarial.method import data_prediction

@@ -5,15 +5,15 @@ import math
 import pytest
 import torch
 
-from flowkit.build import load_run
-from flowkit.config import apply_overrides, load_recipe
+from flowkit.config.build import load_run
+from flowkit.config.schema import apply_overrides, load_recipe
 from flowkit.errors import ConfigError
 from flowkit.methods import METHODS
-from flowkit.metrics import w2
+from flowkit.metrics.distances import w2
 from flowkit.models import MODELS
 from flowkit.paths import PATHS
 from flowkit.timesteps import TIME_SAMPLERS
-from flowkit.training import train
+from flowkit.training.loop import train
 from flowkit.samplers import sample_with
 from flowkit.plugins.consistency.method import consistency_function, teacher_step
 from flowkit.plugins.consistency.schedule import discretisation, target_decay

@@ -4,14 +4,14 @@ import pytest
 import torch
 from torch import nn
 
-from flowkit.build import load_run
-from flowkit.config import apply_overrides, load_recipe
+from flowkit.config.build import load_run
+from flowkit.config.schema import apply_overrides, load_recipe
 from flowkit.errors import ConfigError
 from flowkit.methods import METHODS
-from flowkit.metrics import w2
+from flowkit.metrics.distances import w2
 from flowkit.models import MODELS
 from flowkit.paths import PATHS, expand_like
-from flowkit.training import train
+from flowkit.training.loop import train
 from flowkit.timesteps import TIME_SAMPLERS
 from flowkit.models import Conditioned, compose
 from flowkit.samplers import Predictor
@@ -106,7 +106,7 @@ def test_one_jump_of_the_true_average_velocity_lands_on_the_data():
 
 
 def test_the_end_time_input_is_composed_onto_the_backbone_not_a_model_option():
-    from flowkit.build import build_parts
+    from flowkit.config.build import build_parts
 
     parts = build_parts(apply_overrides(load_recipe("meanflow"), []))
     assert isinstance(parts.model, Conditioned) and parts.model.inputs == {"t_end"}

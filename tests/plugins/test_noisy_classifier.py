@@ -6,13 +6,13 @@ import torch
 
 import flowkit
 from flowkit.conditioning import Cond
-from flowkit.config import apply_overrides, load_recipe
+from flowkit.config.schema import apply_overrides, load_recipe
 from flowkit.errors import ConfigError, ContractError
-from flowkit.guidance import Classifier
+from flowkit.config.guidance import Classifier
 from flowkit.methods import Method, check_method
 from flowkit.paths import PATHS, PREDICTIONS
 from flowkit.samplers import Predictor
-from flowkit.training import train
+from flowkit.training.loop import train
 from tests.helpers import run_cli, tiny
 
 

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from flowkit.checkpoint import read_checkpoint
-from flowkit.config import apply_overrides, load_recipe
+from flowkit.runtime.checkpoint import read_checkpoint
+from flowkit.config.schema import apply_overrides, load_recipe
 from flowkit.methods import METHODS
 from flowkit.paths import PATHS
-from flowkit.training import train
+from flowkit.training.loop import train
 from flowkit.samplers import Predictor
 from flowkit.samplers.ddim import DDIM, ddim_step
 from flowkit.plugins.progressive.ddim import endpoints_through

@@ -5,14 +5,14 @@ import json
 import pytest
 import torch
 
-from flowkit.checkpoint import read_checkpoint
-from flowkit.config import apply_overrides, load_recipe
+from flowkit.runtime.checkpoint import read_checkpoint
+from flowkit.config.schema import apply_overrides, load_recipe
 from flowkit.couplings import COUPLINGS
 from flowkit.errors import ConfigError
 from flowkit.methods import METHODS, CFM
 from flowkit.paths import PATHS
-from flowkit.sampling import solve
-from flowkit.training import train
+from flowkit.samplers.integrate import solve
+from flowkit.training.loop import train
 from flowkit.plugins.reflow.pairs import generate_pairs
 from tests.helpers import run_cli, tiny
 

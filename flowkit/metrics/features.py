@@ -5,12 +5,12 @@ A feature network is registered under a name (``@register_features("name")`` or 
 features (N, D); the factory's ``metric`` attribute names the distance in them (default FD). A dataset is scored in the one named by ``data.features`` (``name`` or ``name:ARG``, ARG the
 factory's first option), or in the one it names itself (the digits: ``digits``):
 
-    ``inception``        FID: the InceptionV3 of FID (``flowkit.inception``) with its weights from disk:
+    ``inception``        FID: the InceptionV3 of FID (``flowkit.metrics.inception``) with its weights from disk:
                          ``inception:PATH``, or ``inception`` to find them in torchmetrics' / pytorch-fid's cache
     ``digits``           the penultimate features of the digits classifier shipped with flowkit (grey images
                          at 8 x 8 or a multiple of it, averaged back to 8 x 8)
 
-The distance itself is ``flowkit.metrics.frechet_distance``.
+The distance itself is ``flowkit.metrics.distances.frechet_distance``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from flowkit.errors import ContractError
-from flowkit.metrics import frechet_distance
+from flowkit.metrics.distances import frechet_distance
 from flowkit.registry import Registry
 
 
@@ -39,7 +39,7 @@ register_features = FEATURES.register
 def inception(weights: str = "") -> nn.Module:
     """The InceptionV3 of FID (2048 pool features), weights read from ``weights`` or found in torchmetrics' /
     pytorch-fid's cache; nothing is downloaded."""
-    from flowkit.inception import load_inception
+    from flowkit.metrics.inception import load_inception
 
     return load_inception(weights)
 
@@ -52,12 +52,12 @@ class DigitsFeatures(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        from flowkit.digits_features import digits_classifier
+        from flowkit.metrics.digits_features import digits_classifier
 
         self.net = digits_classifier()
 
     def forward(self, x: Tensor) -> Tensor:
-        from flowkit.digits_features import at_8x8
+        from flowkit.metrics.digits_features import at_8x8
 
         return self.net.features(at_8x8(x))
 

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
-from flowkit.sampling import VelocityFn, solver_grid
+from flowkit.samplers.integrate import VelocityFn, solver_grid
 
 
 def exact_divergence(v: Tensor, x: Tensor) -> Tensor:

@@ -8,8 +8,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from flowkit.checkpoint import read_checkpoint, resolve_checkpoint
-from flowkit.config import apply_overrides, load_recipe, saved_config
+from flowkit.runtime.checkpoint import read_checkpoint, resolve_checkpoint
+from flowkit.config.schema import apply_overrides, load_recipe, saved_config
 from flowkit.errors import ConfigError
 
 DEVICE_ACCELERATORS = {"cpu": "cpu", "cuda": "gpu", "gpu": "gpu", "auto": "auto"}
@@ -69,7 +69,7 @@ def check_resumable(saved: DictConfig, cfg: DictConfig) -> None:
 def check_names(cfg: DictConfig) -> None:
     """A ConfigError for the first component (model, path, coupling, time, method) whose name nothing registers,
     before anything is built or Lightning imported."""
-    from flowkit.config import COMPONENTS
+    from flowkit.config.schema import COMPONENTS
     from flowkit.couplings import COUPLINGS
     from flowkit.methods import METHODS
     from flowkit.models import MODELS

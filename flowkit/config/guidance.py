@@ -58,8 +58,8 @@ def load_classifier(run: str | Path, scale: float, path: AffinePath, data_shape:
                     device: torch.device | str = "cpu") -> Classifier:
     """The classifier of run ``run`` (a run directory or a .ckpt), checked against the model it will guide:
     trained by a classifier method, on the same path (alpha and sigma) and data shape."""
-    from flowkit.build import load_run
-    from flowkit.checkpoint import resolve_checkpoint
+    from flowkit.config.build import load_run
+    from flowkit.runtime.checkpoint import resolve_checkpoint
     from flowkit.methods import METHODS
 
     if not 0 <= scale < float("inf"):  # NaN fails it too

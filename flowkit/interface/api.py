@@ -23,8 +23,8 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor
 
-from flowkit.build import Parts, load_run
-from flowkit.checkpoint import resolve_checkpoint
+from flowkit.config.build import Parts, load_run
+from flowkit.runtime.checkpoint import resolve_checkpoint
 from flowkit.conditioning import Cond, conditioning, sampling_labels
 from flowkit.errors import ConfigError
 from flowkit.samplers import Predictor
@@ -72,7 +72,7 @@ def train(recipe: str = "rectified", *, resume: str | Path | Run | None = None, 
 
     >>> run = flowkit.train("rectified", trainer={"max_steps": 200}, run_root=str(tmp))  # doctest: +SKIP
     """
-    from flowkit.training import resolve_config, train as train_config  # Lightning is imported only to train
+    from flowkit.training.loop import resolve_config, train as train_config  # Lightning is imported only to train
 
     tokens = [f"recipe={recipe}", *override_tokens(overrides)]
     if resume is not None:
@@ -111,7 +111,7 @@ class Flow:
         ``label``: a class, a tensor of ``n`` classes, or None (random classes) for a class-conditional model, or
         with ``classifier`` (a classifier run of the same path: classifier guidance at ``classifier_scale``).
         A latent run's samples are decoded to data (``decode=False``: its codes, of shape ``data_shape``)."""
-        from flowkit.commands import guide_of
+        from flowkit.interface.commands import guide_of
 
         if not (isinstance(n, int) and n >= 1):
             raise ConfigError(f"n={n!r}: expected a whole number >= 1")
@@ -129,7 +129,7 @@ class Flow:
         """Data -> source: a deterministic sampler run backwards (sampling the result returns ``x``); a latent run
         inverts the codes of ``x`` (the posterior's mean)."""
         if self.parts.target.encoded_by and isinstance(x, Tensor):
-            from flowkit.commands import encode_input
+            from flowkit.interface.commands import encode_input
 
             x = encode_input(self.parts, x.float(), "x")
         x = self._check(x)
@@ -153,7 +153,7 @@ class Flow:
                  generator: torch.Generator | None = None) -> Tensor:
         """log p(x) per point by the instantaneous change of variables along dopri5 (exact divergence up to 8
         dimensions, Hutchinson above); a class-conditional model's unconditional branch."""
-        from flowkit.likelihood import log_likelihood
+        from flowkit.metrics.likelihood import log_likelihood
 
         self._velocity_field()
         x = self._check(x).to(self.device)
@@ -182,7 +182,7 @@ class Flow:
 
 
 def _device(device: str | torch.device) -> torch.device:
-    from flowkit.commands import parse_device
+    from flowkit.interface.commands import parse_device
 
     return parse_device(str(device))
 
@@ -201,7 +201,7 @@ def compare(runs: Iterable[str | Path | Run], samplers: Iterable[str], *, n: int
             reference_tol: float = 1e-7, device: str = "cpu") -> list[dict[str, Any]]:
     """The rows ``flowkit compare`` prints: every run with every sampler it supports, on the same noise (model,
     name, solver, nfe, metric, value, error to a tight dopri5 solution, seconds). Unsupported pairs are skipped."""
-    from flowkit.commands import CompareArgs, compare_runs, parse_args
+    from flowkit.interface.commands import CompareArgs, compare_runs, parse_args
 
     ckpts = [str(r.dir if isinstance(r, Run) else r) for r in runs]
     specs = [str(s) for s in samplers]
@@ -232,8 +232,8 @@ def catalogue() -> list[Entry]:
         >>> sorted({e.kind for e in flowkit.catalogue()})[:3]
         ['coupling', 'dataset', 'grid']
     """
-    from flowkit.config import RECIPE_GROUP, recipe_files, recipe_summary
-    from flowkit.registries import all_registries
+    from flowkit.config.schema import RECIPE_GROUP, recipe_files, recipe_summary
+    from flowkit.interface.registries import all_registries
     from flowkit.registry import summary
 
     entries = [Entry(registry.kind, name, f"{obj.__module__}.{obj.__qualname__}", summary(obj), registry.group)

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from flowkit.errors import ConfigError, choices_hint
-from flowkit.rundir import NAME_RULE, is_plain_name
+from flowkit.runtime.rundir import NAME_RULE, is_plain_name
 
 COMPONENTS = ("model", "path", "coupling", "time", "method")
 DATASET_KEYS = ("data.source", "data.target")  # datasets, set by name or as a mapping of options
@@ -117,7 +117,7 @@ def recipe_dir() -> Path:
     try:
         return Path(str(resources.files("flowkit.recipes")))
     except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "recipes"
+        return Path(__file__).resolve().parents[2] / "recipes"
 
 
 RECIPE_GROUP = "flowkit.recipes"

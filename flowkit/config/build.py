@@ -10,13 +10,13 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from flowkit.checkpoint import CHECKPOINT_FORMAT, ema_weights, read_checkpoint, read_matching, weights_fault
+from flowkit.runtime.checkpoint import CHECKPOINT_FORMAT, ema_weights, read_checkpoint, read_matching, weights_fault
 from flowkit.conditioning import Cond
 from flowkit.couplings import COUPLINGS
 from flowkit.data import DATASETS, Dataset
 from flowkit.data.pair import build_pair, dataset_label, dataset_spec
 from flowkit.errors import ConfigError
-from flowkit.memory import MODEL_SIZE, check_fits, meta_parameters
+from flowkit.runtime.memory import MODEL_SIZE, check_fits, meta_parameters
 from flowkit.methods import METHODS, Method, check_capabilities
 from flowkit.models import MODELS, compose
 from flowkit.models.network import load_into

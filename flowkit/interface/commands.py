@@ -18,17 +18,17 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from flowkit.build import load_run
-from flowkit.checkpoint import write_atomically
+from flowkit.config.build import load_run
+from flowkit.runtime.checkpoint import write_atomically
 from flowkit.conditioning import Cond, conditioning, sampling_labels
-from flowkit.config import apply_overrides, check_ranges
+from flowkit.config.schema import apply_overrides, check_ranges
 from flowkit.data.arrays import Rows, load_array
 from flowkit.errors import ConfigError
-from flowkit.evaluate import label_accuracy, path_solver, score, straightness_along_paths
-from flowkit.grids import parse_grid
-from flowkit.likelihood import bits_per_dim, log_likelihood
-from flowkit.memory import ReportOutOfMemory, check_draw_fits
-from flowkit.plots import plot_quality_vs_nfe, save_samples
+from flowkit.training.evaluate import label_accuracy, path_solver, score, straightness_along_paths
+from flowkit.samplers.grids import parse_grid
+from flowkit.metrics.likelihood import bits_per_dim, log_likelihood
+from flowkit.runtime.memory import ReportOutOfMemory, check_draw_fits
+from flowkit.metrics.plots import plot_quality_vs_nfe, save_samples
 from flowkit.samplers import Predictor, parse_sampler, why_not
 
 
@@ -169,7 +169,7 @@ def load_on(ckpt: str, device: torch.device, n: int):
 def for_sampling(parts, args, n: int, generator: torch.Generator) -> tuple[Cond | None, torch.Tensor | None]:
     """(the conditioning samplers get, the labels it samples): labels and guidance for a class-conditional
     model (``args.label`` / ``args.guidance``), a classifier's labels and gradient with ``args.classifier``
-    (``flowkit.guidance``), nothing for any other."""
+    (``flowkit.config.guidance``), nothing for any other."""
     classifier = guide_of(parts, args.classifier, args.classifier_scale) if args.classifier else None
     labels = sampling_labels(n, parts.classes, classifier, args.label, generator)
     return conditioning(parts.classes, labels, args.guidance, classifier), labels
@@ -177,7 +177,7 @@ def for_sampling(parts, args, n: int, generator: torch.Generator) -> tuple[Cond 
 
 def guide_of(parts, run: str, scale: float):
     """The classifier of run ``run`` that guides ``parts``' model, checked against it."""
-    from flowkit.guidance import load_classifier
+    from flowkit.config.guidance import load_classifier
 
     if not parts.has_score:
         raise ConfigError(f"classifier={run}: classifier guidance moves the score of p_t, which the model gives only "

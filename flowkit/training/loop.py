@@ -22,21 +22,24 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from flowkit.build import Parts, build_parts
-from flowkit.checkpoint import read_checkpoint, write_atomically
+from flowkit.config.build import Parts, build_parts
+from flowkit.runtime.checkpoint import read_checkpoint, write_atomically
 from flowkit.conditioning import conditioning, labels_for
-from flowkit.config import to_dict, validate
+from flowkit.config.schema import to_dict, validate
 from flowkit.couplings import COUPLINGS
 from flowkit.data.datamodule import PairDataModule
 from flowkit.errors import ConfigError, Interrupted, TrainingError
-from flowkit.evaluate import label_accuracy, sampler_table
-from flowkit.guidance import classifier_accuracy
-from flowkit.memory import MODEL_SIZE, ReportOutOfMemory, check_training_fits, training_device
+from flowkit.training.evaluate import label_accuracy, sampler_table
+from flowkit.config.guidance import classifier_accuracy
+from flowkit.runtime.memory import MODEL_SIZE, ReportOutOfMemory, check_training_fits, training_device
 from flowkit.methods import METHODS
-from flowkit.plots import save_samples
-from flowkit.resolve import resolve_config  # noqa: F401  (re-exported: train's inputs)
-from flowkit.rundir import RUN_DIR_ENV, RunLock, is_rank_zero, new_run_dir, shared_run_dir
-from flowkit.trainer import EMA, STOP_SIGNALS, FlowModule, check_logger, make_trainer
+from flowkit.metrics.plots import save_samples
+from flowkit.config.resolve import resolve_config  # noqa: F401  (re-exported: train's inputs)
+from flowkit.runtime.rundir import RUN_DIR_ENV, RunLock, is_rank_zero, new_run_dir, shared_run_dir
+from flowkit.training.ema import EMA
+from flowkit.training.loggers import check_logger
+from flowkit.training.module import STOP_SIGNALS, FlowModule
+from flowkit.training.trainer import make_trainer
 
 
 @dataclass

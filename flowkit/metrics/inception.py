@@ -187,7 +187,7 @@ def find_weights() -> Path | None:
 
 def load_inception(weights: str | Path = "") -> InceptionV3:
     """The network with the weights in ``weights`` ('' : ``find_weights()``), frozen, in eval mode."""
-    from flowkit.checkpoint import safe_load
+    from flowkit.runtime.checkpoint import safe_load
 
     if not str(weights):
         found = find_weights()

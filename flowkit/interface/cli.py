@@ -24,10 +24,10 @@ def _fail(message: str, code: int) -> None:
 
 
 def _schema_epilog() -> str:
-    """Every key of the typed schema with its type, default and range (``flowkit.config.schema_rows``)."""
+    """Every key of the typed schema with its type, default and range (``flowkit.config.schema.schema_rows``)."""
     from rich.markup import escape
 
-    from flowkit.config import schema_rows
+    from flowkit.config.schema import schema_rows
 
     lines = [f"[bold]{key}[/]  {kind} = {escape(default)}" + (f"  ({escape(allowed)})" if allowed else "")
              for key, kind, default, allowed in schema_rows()]
@@ -44,9 +44,9 @@ def train(
     """Train a recipe and print each eval sampler's metric (W2, FD, ...) against its floor."""
     import logging
 
-    from flowkit.config import validate
+    from flowkit.config.schema import validate
     from flowkit.errors import ConfigError, Interrupted, TrainingError
-    from flowkit.resolve import check_names, resolve_config
+    from flowkit.config.resolve import check_names, resolve_config
 
     try:  # the config is checked before Lightning is imported: a usage error answers at once
         cfg, resume = resolve_config(overrides or [])
@@ -60,7 +60,7 @@ def train(
         out.print(OmegaConf.to_yaml(cfg), end="", highlight=False, markup=False)
         return
 
-    from flowkit.training import train as run_training
+    from flowkit.training.loop import train as run_training
 
     # Lightning sets its logger to INFO when imported; its banner (GPU available, tips) is noise here.
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -130,7 +130,7 @@ TOKENS = typer.Argument(None, help="key=value arguments, e.g. ckpt=runs/rectifie
 @app.command()
 def sample(tokens: Optional[List[str]] = TOKENS) -> None:
     """Draw samples from a checkpoint: ckpt=RUN n=10000 solver=dopri5 out=samples.pt (.npy, .png)."""
-    from flowkit.commands import sample as run
+    from flowkit.interface.commands import sample as run
 
     r = _run(run, tokens)
     out.print(f"wrote {r['n']} samples to [bold]{r['out']}[/] ({r['solver']}, NFE {r['nfe']}, {r['seconds']:.2f} s)")
@@ -141,7 +141,7 @@ def sample(tokens: Optional[List[str]] = TOKENS) -> None:
 @app.command("eval")
 def evaluate(tokens: Optional[List[str]] = TOKENS) -> None:
     """Evaluate a checkpoint: the target's metric (W2 for arrays and toys, FD for digits), its further metrics, straightness and NLL."""
-    from flowkit.commands import evaluate as run
+    from flowkit.interface.commands import evaluate as run
 
     r = _run(run, tokens)
     table = Table(title=f"eval of {r['ckpt']}")
@@ -156,7 +156,7 @@ def evaluate(tokens: Optional[List[str]] = TOKENS) -> None:
 @app.command()
 def invert(tokens: Optional[List[str]] = TOKENS) -> None:
     """Map data back to source points with a deterministic sampler run backwards: ckpt=RUN in=x.npy out=z.npy solver=dopri5."""
-    from flowkit.commands import invert as run
+    from flowkit.interface.commands import invert as run
 
     r = _run(run, tokens)
     out.print(f"wrote {r['n']} source points to [bold]{r['out']}[/] ({r['solver']}, grid {r['grid']}, NFE {r['nfe']}, "
@@ -167,7 +167,7 @@ def invert(tokens: Optional[List[str]] = TOKENS) -> None:
 @app.command()
 def compare(tokens: Optional[List[str]] = TOKENS) -> None:
     """Samplers and models side by side on the same noise: ckpt=A[,B] solvers=euler:1,rk4:4,dopri5."""
-    from flowkit.commands import compare as run
+    from flowkit.interface.commands import compare as run
 
     r = _run(run, tokens)
     table = Table(title=f"n={r['n']} on {r['device']}; error = RMS distance to dopri5 at tol {r['reference_tol']:g}")
@@ -187,7 +187,7 @@ def encode(tokens: Optional[List[str]] = typer.Argument(
         None, help="data.target=folder:IMGS data.resolution=32 data.encoder=autoencoder-kl:DIR out=SHARDS "
                    "(shard_mb, reference, dtype, seed, device)")) -> None:
     """Write a dataset once into shards, as latent codes with data.encoder=NAME[:ARG]: resumable, streamed by train."""
-    from flowkit.commands import encode as run
+    from flowkit.interface.commands import encode as run
 
     r = _run(run, tokens)
     what = f"codes of {r['encoder']}" if r["encoder"] else "rows"
@@ -201,7 +201,7 @@ def list_registered() -> None:
     """Show the registered paths, couplings, time samplers, methods, samplers, grids, models, datasets and recipes."""
     from itertools import groupby
 
-    from flowkit.api import catalogue
+    from flowkit.interface.api import catalogue
 
     for kind, group in groupby(catalogue(), key=lambda entry: entry.kind):
         entries = list(group)

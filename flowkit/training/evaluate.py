@@ -11,9 +11,9 @@ from torch import Tensor
 
 from flowkit.conditioning import Cond
 from flowkit.data import Dataset
-from flowkit.metrics import straightness
+from flowkit.metrics.distances import straightness
 from flowkit.samplers import Predictor
-from flowkit.sampling import solve_trajectory
+from flowkit.samplers.integrate import solve_trajectory
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
