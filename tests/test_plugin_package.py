@@ -161,3 +161,5 @@ def test_an_outside_distiller_gets_its_teacher_read_on_its_path_and_outlives_it(
     assert proc.returncode == 2 and "method 'velocity_distill': teacher: no checkpoint or run directory" in proc.stderr
     cli(site, tmp_path, "sample", f"ckpt={run}", "n=100", "solver=euler:4", "out=s.npy")
     cli(site, tmp_path, "eval", f"ckpt={run}", "n=200", "repeats=1", "solver=euler:8", "nll_n=20")
+    cli(site, tmp_path, "compare", f"ckpt={run}", "n=200", "solvers=euler:4,dopri5", "out=cmp")
+    cli(site, tmp_path, "invert", f"ckpt={run}", "in=s.npy", "out=z.npy", "solver=euler:8")
