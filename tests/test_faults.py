@@ -94,6 +94,43 @@ def test_a_second_writer_of_a_run_directory_is_refused_naming_the_holder(tmp_pat
     assert train(cfg, ckpt).steps == 30
 
 
+def test_the_lock_survives_the_deletion_of_its_file(tmp_path):
+    """rm RUN/.lock while a run trains used to let a second writer in (the lock was on that file's inode)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    with RunLock(run):
+        (run / ".lock").unlink()
+        with pytest.raises(ConfigError, match="is being written by"):
+            with RunLock(run):
+                pass
+    with RunLock(run):  # released: taken again
+        pass
+
+
+def test_a_forked_child_does_not_keep_the_lock_of_a_writer_that_ended(tmp_path):
+    """Loader processes are forked while the run holds its lock; a writer killed with kill -9 leaves them alive for a
+    moment, and they must not hold its lock meanwhile (resume after kill -9 was refused)."""
+    import time
+
+    run = tmp_path / "run"
+    run.mkdir()
+    lock = RunLock(run).__enter__()
+    ready, say = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.write(say, b"1")  # the fork's hooks have run
+        time.sleep(30)
+        os._exit(0)
+    os.read(ready, 1)
+    try:
+        lock.__exit__(None, None, None)
+        with RunLock(run):
+            pass
+    finally:
+        os.kill(child, 9)
+        os.waitpid(child, 0)
+
+
 def test_concurrent_saves_never_share_a_temporary_file(tmp_path):
     target = tmp_path / "last.ckpt"
     seen = []

@@ -116,3 +116,98 @@ def test_an_image_folder_trains_from_the_command_line(tmp_path, folder):
     assert proc.returncode == 0, proc.stderr
     proc = run_cli(["train", f"data.target=folder:{folder / 'cat' / '1.png'}", *tiny(tmp_path, steps=3)], cwd=tmp_path)
     assert proc.returncode == 2 and "no such folder" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+# ---- read faithfully (issue: hostile image folders) ----
+
+def load(folder, **options):
+    return build_pair("gaussian", f"folder:{folder}", None, **options)[1]
+
+
+def test_a_16_bit_png_keeps_its_range(tmp_path):
+    """16-bit grayscale (values 178..63617) arrives as round(v / 257), not clipped at 255."""
+    rng = np.random.default_rng(0)
+    images = [rng.integers(178, 63618, size=(6, 7)).astype(np.uint16) for _ in range(3)]
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / f"{i}.png")
+    with Image.open(tmp_path / "0.png") as check:
+        assert check.mode.startswith("I")  # Pillow reads it as 16 / 32-bit integers
+    data = load(tmp_path).data
+    expected = np.stack([np.round(image / 257).astype(np.uint8) for image in images])[:, None]
+    assert np.array_equal(data.numpy(), expected)
+    assert (data == 255).float().mean() < 0.01
+
+
+@pytest.mark.parametrize("mode, channels", [("1", 1), ("L", 1), ("LA", 1), ("P", 3), ("RGB", 3), ("RGBA", 3)])
+def test_every_mode_pillow_reads_arrives_with_its_true_range(tmp_path, mode, channels):
+    base = [Image.fromarray(rgb(i)) for i in range(3)]
+    for i, image in enumerate(base):
+        image.convert(mode).save(tmp_path / f"{i}.png")
+    data = load(tmp_path).data
+    assert data.shape == (3, channels, 10, 12)
+    for i, image in enumerate(base):
+        converted = image.convert(mode).convert("L" if channels == 1 else "RGB")
+        want = np.asarray(converted)
+        assert np.array_equal(data[i].numpy().squeeze(0) if channels == 1 else data[i].numpy().transpose(1, 2, 0),
+                              want), mode
+
+
+def test_images_beside_class_subfolders_are_refused_in_one_line(tmp_path, folder):
+    for i in range(2):
+        write_png(folder / f"loose{i}.png", rgb(50 + i))
+    with pytest.raises(ConfigError, match=r"2 images at the top level beside class subfolders \(cat, dog\)"):
+        load(folder)
+
+
+def test_an_empty_class_folder_is_one_line_and_never_dropped(tmp_path, folder):
+    (folder / "zebra").mkdir()  # last in sort order: it used to vanish, 3 classes read as 2
+    with pytest.raises(ConfigError, match=r"class folder 'zebra' has no \.png, \.jpg, \.jpeg files"):
+        load(folder)
+
+
+def test_an_unreadable_class_folder_is_one_line(tmp_path, folder, monkeypatch):
+    import os
+
+    real = os.scandir
+
+    def scandir(path="."):
+        if str(path).endswith("dog"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)  # root reads any folder: the refusal is simulated
+    with pytest.raises(ConfigError, match=r"dog: cannot be listed \(Permission denied\)"):
+        load(folder)
+
+
+def test_a_fifo_named_like_an_image_is_refused_and_never_opened(tmp_path, folder):
+    import os
+    import signal
+
+    os.mkfifo(folder / "cat" / "9.png")
+
+    def hang(*_):
+        raise TimeoutError("reading the folder hung on the FIFO")
+
+    signal.signal(signal.SIGALRM, hang)
+    signal.alarm(20)
+    try:
+        with pytest.raises(ConfigError, match=r"9\.png: not a regular file"):
+            load(folder)
+    finally:
+        signal.alarm(0)
+
+
+def test_a_symlink_loop_in_the_folder_does_not_recurse(tmp_path, folder):
+    (folder / "cat" / "loop").symlink_to(folder / "cat", target_is_directory=True)
+    assert load(folder).count == 6
+
+
+def test_an_image_over_the_pixel_bound_is_one_line(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+
+    for i in range(3):
+        write_png(tmp_path / f"{i}.png", rgb(i))
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 100)  # a 20000 x 20000 header, scaled down
+    with pytest.raises(ConfigError, match=r"0\.png: 12x10 = 120 pixels, over the bound of 100"):
+        load(tmp_path)

@@ -18,10 +18,20 @@ rows a shard at a time instead, so a set larger than memory is never held whole,
 reference images it draws. Pixels are scaled to [-1, 1] when drawn. A file that cannot be read (truncated, not
 an image, an unsupported mode) or that breaks the folder's size or channel count (a colour image among grayscale
 ones) is one error naming it; grayscale images in a colour folder become RGB.
+
+Every mode Pillow reads arrives with its true range: 1, L, LA, P, RGB, RGBA, CMYK... through Pillow's conversion to
+L or RGB (alpha dropped), 16-bit integers (I;16, I: a 16-bit PNG) as round(v / 257), floats (F) in [0, 1] as
+round(255 v). Only regular files are opened (a FIFO named x.png would block: one error), links to folders are not
+followed, an image whose header claims more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels is refused before it is
+decoded. With class subfolders, images beside them at the top level are refused (they have no class), and a class
+folder that is empty or cannot be listed is one error (a class is never silently dropped).
 """
 
 from __future__ import annotations
 
+import os
+import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,25 +44,70 @@ from flowkit.errors import ConfigError
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
 MODES = {"L": 1, "RGB": 3}  # accepted as they are; P, LA, RGBA, CMYK... are converted (alpha dropped)
-CONVERTIBLE = ("1", "P", "LA", "RGBA", "CMYK", "YCbCr", "I;16", "I")
+CONVERTIBLE = ("1", "P", "PA", "LA", "La", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+WIDE = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # integers: 16-bit samples (PNG), 0..65535 -> 0..255
+FLOAT = ("F",)  # floats in [0, 1] -> 0..255
+
+
+def _entries(folder: Path) -> list[os.DirEntry]:
+    """The folder's entries, sorted by name, hidden ones aside; a folder that cannot be listed is one error."""
+    try:
+        with os.scandir(folder) as it:
+            return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError as exc:
+        raise ConfigError(f"{folder}: cannot be listed ({exc.strerror or exc})") from None
+
+
+def _images(folder: Path) -> list[Path]:
+    """The image files under ``folder``, sorted, its subfolders included (links to folders are not followed, so a
+    link loop cannot recurse). A name with an image suffix that is not a regular file (a FIFO, a device, a socket)
+    is one error: opening it could block forever."""
+    found = []
+    for entry in _entries(folder):
+        path = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            found += _images(path)
+        elif path.suffix.lower() in SUFFIXES:
+            try:
+                regular = stat.S_ISREG(os.stat(path).st_mode)
+            except OSError as exc:
+                raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+            if not regular:
+                raise ConfigError(f"{path}: not a regular file (a FIFO, device or socket named like an image); "
+                                  "remove it from the folder")
+            found.append(path)
+    return found
 
 
 def _files(root: Path) -> tuple[list[Path], list[int] | None, list[str]]:
-    """(image files in sorted order, their labels or None, the class names)."""
+    """(image files in sorted order, their labels or None, the class names). With class subfolders, every one must
+    hold images (an empty class is an error, never a class silently dropped) and no image may sit beside them at
+    the top level (refused: it has no class)."""
     if not root.is_dir():
         raise ConfigError(f"data.target=folder:{root}: no such folder")
-    subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    entries = _entries(root)
+    subfolders = [Path(e.path) for e in entries if e.is_dir(follow_symlinks=True)]
+    loose = [Path(e.path) for e in entries if not e.is_dir(follow_symlinks=True)
+             and Path(e.name).suffix.lower() in SUFFIXES]
+    wanted = ", ".join(SUFFIXES)
     if subfolders:
+        if loose:
+            raise ConfigError(f"data.target=folder:{root}: {len(loose)} images at the top level beside class "
+                              f"subfolders ({', '.join(p.name for p in subfolders)}); an image there has no class: "
+                              "move it into a class folder, or point data.target at a folder of one kind")
         files, labels = [], []
         for label, folder in enumerate(subfolders):
-            mine = sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES)
+            mine = _images(folder)
+            if not mine:
+                raise ConfigError(f"data.target=folder:{root}: class folder '{folder.name}' has no {wanted} files; "
+                                  "add images or remove it (its class would be lost)")
             files += mine
             labels += [label] * len(mine)
         classes = [p.name for p in subfolders]
     else:
-        files, labels, classes = sorted(p for p in root.iterdir() if p.suffix.lower() in SUFFIXES), None, []
+        files, labels, classes = _images(root), None, []
     if not files:
-        raise ConfigError(f"data.target=folder:{root}: no {', '.join(SUFFIXES)} files in it or its subfolders")
+        raise ConfigError(f"data.target=folder:{root}: no {wanted} files in it or its subfolders")
     return files, labels, classes
 
 
@@ -77,14 +132,21 @@ def decode(file: Path, resolution: int | None, channels: int | None) -> np.ndarr
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(file) as image:
+        with warnings.catch_warnings(), Image.open(file) as image:  # the bound is ours to say, in one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            w, h = image.size
+            if w * h > (Image.MAX_IMAGE_PIXELS or float("inf")):  # checked on the header, before decoding
+                raise ConfigError(f"{file}: {w}x{h} = {w * h} pixels, over the bound of {Image.MAX_IMAGE_PIXELS} "
+                                  "(a decompression bomb, or an image to shrink first)")
             image.load()
             mode = image.mode
-            if mode not in MODES:
+            if mode in WIDE or mode in FLOAT:
+                image = Image.fromarray(_eight_bit(np.asarray(image), mode, file))
+            elif mode not in MODES:
                 if mode not in CONVERTIBLE:
                     raise ConfigError(f"{file}: image mode {mode} is not supported; expected one of "
-                                      f"{', '.join([*MODES, *CONVERTIBLE])}")
-                image = image.convert("L" if mode in ("1", "LA", "I;16", "I") else "RGB")
+                                      f"{', '.join([*MODES, *CONVERTIBLE, *WIDE, *FLOAT])}")
+                image = image.convert("L" if mode in ("1", "LA", "La") else "RGB")
             if channels == 1 and image.mode == "RGB":
                 raise ConfigError(f"{file}: a colour image among grayscale ones (the first file decides; convert "
                                   f"the folder to one mode)")
@@ -93,9 +155,21 @@ def decode(file: Path, resolution: int | None, channels: int | None) -> np.ndarr
             array = np.asarray(_fit(image, resolution), dtype=np.uint8)
     except ConfigError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise ConfigError(f"{file}: {exc}") from None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
         raise ConfigError(f"{file}: cannot be read as an image ({' '.join(str(exc).split())})") from None
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def _eight_bit(array: np.ndarray, mode: str, file: Path) -> np.ndarray:
+    """A wide grayscale image as uint8 with its true range: 16-bit samples v -> round(v / 257) (65535 -> 255),
+    floats in [0, 1] -> round(255 v); values outside that range are an error naming the file."""
+    low, high, scale = (0.0, 1.0, 255.0) if mode in FLOAT else (0, 65535, 1 / 257)
+    lo, hi = array.min(), array.max()
+    if not (np.isfinite(lo) and np.isfinite(hi) and low <= lo and hi <= high):
+        raise ConfigError(f"{file}: mode {mode} values {lo}..{hi} are outside {low}..{high}; save it as 8- or 16-bit")
+    return np.rint(array.astype(np.float64) * scale).astype(np.uint8)
 
 
 class ImageSource:
@@ -234,7 +308,7 @@ class Images(Dataset):
         """Every image, uint8 (N, C, H, W), decoded once."""
         if self._data is None:
             data = torch.from_numpy(self.source.take(np.arange(self.count)))
-            if self.count < 2 or bool((data == data[:1]).all()):
+            if self.count < 2 or all(torch.equal(data[i], data[0]) for i in range(1, self.count)):  # no N-size mask
                 raise ConfigError(f"{self.label}: all {self.count} images are the same; a distribution to learn "
                                   f"needs at least 2 distinct images")
             self._data = data

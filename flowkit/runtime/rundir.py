@@ -1,9 +1,12 @@
 """Run directories: where a run lives, who may write it, and what a killed writer left behind.
 
 A run directory is created once (by rank 0) under ``run_root`` with a plain name, and written by one
-``flowkit train`` at a time: ``RunLock`` takes an advisory lock on ``RUN/.lock`` (``fcntl.flock``: the
-lock goes with the process, so a killed writer never leaves it held) and a second writer is refused
-with one line naming the holder. Under the lock, temporary files of interrupted saves are removed.
+``flowkit train`` at a time: ``RunLock`` takes an advisory lock (``fcntl.flock``) on the run directory itself,
+so deleting a file cannot release it, and the lock goes with the process, so a killed writer never leaves it
+held. Processes forked while it is held (DataLoader workers) close their copy at once: a writer killed with
+kill -9 does not leave its lock with loader processes that outlive it for a moment. ``RUN/.lock`` only says who
+holds it; a second writer is refused with one line naming the holder. Under the lock, temporary files of
+interrupted saves are removed. A lock on a network file system holds only where that system supports flock.
 """
 
 from __future__ import annotations
@@ -102,6 +105,24 @@ def new_run_dir(root: str, name: str) -> Path:
                               f"{exc.strerror or exc}") from None
 
 
+_HELD: set[int] = set()  # the lock descriptors this process holds
+
+
+def _drop_in_child() -> None:
+    """After a fork: the child closes its copies of the locks (the parent keeps them; a lock held by the open file
+    would otherwise last until every forked copy is closed)."""
+    for fd in list(_HELD):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_in_child)
+
+
 class RunLock:
     """``with RunLock(run_dir):`` — the one writer of ``run_dir``; another holder is a ConfigError naming it.
     Without ``fcntl`` (Windows) the lock is a no-op."""
@@ -116,23 +137,27 @@ class RunLock:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX
             return self
-        fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.run_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise ConfigError(f"{self.what} '{self.run_dir}' is being written by {holder}; wait for it to end "
-                              f"(or stop it) first") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{self.by} (pid {os.getpid()} on {socket.gethostname()}, since "
-                     f"{time.strftime('%Y-%m-%d %H:%M:%S')})".encode())
+            try:
+                holder = self.file.read_text(errors="replace")[:200].strip()
+            except OSError:
+                holder = ""
+            raise ConfigError(f"{self.what} '{self.run_dir}' is being written by {holder or 'another process'}; "
+                              "wait for it to end (or stop it) first") from None
         self._fd = fd
+        _HELD.add(fd)
+        self.file.write_text(f"{self.by} (pid {os.getpid()} on {socket.gethostname()}, since "
+                             f"{time.strftime('%Y-%m-%d %H:%M:%S')})")
         for stale in self.run_dir.glob(TEMP_GLOB):  # left by a writer killed during a save
             stale.unlink(missing_ok=True)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if self._fd is not None:
+            _HELD.discard(self._fd)
             os.close(self._fd)  # releases the lock
             self._fd = None
