@@ -230,3 +230,27 @@ def test_python_dash_m_flowkit_is_the_cli(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "flowkit", "list"], cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, "COLUMNS": "200"}, timeout=300)
     assert proc.returncode == 0 and "dpm++2m" in proc.stdout and "logsnr" in proc.stdout
+
+
+@pytest.mark.parametrize("args, literal", [
+    (["train", "recipe=[/x]"], "[/x]"),
+    (["train", "recipe=[bold]x"], "recipe '[bold]x'"),
+    (["sample", "ckpt=runs/[bold]nope"], "runs/[bold]nope"),
+    (["train", "trainer.logger=wandb", "trainer.max_steps=1"], "pip install 'flowkit[wandb]'"),
+])
+def test_values_with_square_brackets_are_printed_as_they_are(tmp_path, args, literal):
+    """Messages are never read as rich markup: '[/x]' raised MarkupError, '[bold]' vanished, '[wandb]' was lost."""
+    if "trainer.logger=wandb" in args:
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is not None:
+            pytest.skip("wandb is installed here")
+    proc = run_cli(args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert literal in proc.stderr and "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
+
+
+def test_a_run_root_with_square_brackets_is_printed_as_it_is(tmp_path):
+    proc = run_cli(["train", *tiny(tmp_path, steps=3), "run_root=r[red]x"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "run directory: r[red]x/" in proc.stdout.replace("\n", "")

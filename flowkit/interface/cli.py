@@ -1,4 +1,7 @@
-"""The ``flowkit`` command line: argument parsing only; the work lives in ``flowkit``."""
+"""The ``flowkit`` command line: argument parsing only; the work lives in ``flowkit``.
+
+Every value printed (a path, a recipe name, a message) goes through ``escape``: rich never reads a user's
+``[bold]`` or ``[/x]`` as markup, so it is shown as it is and cannot raise."""
 
 from __future__ import annotations
 
@@ -19,14 +22,12 @@ _show_warning = warnings.showwarning
 
 
 def _fail(message: str, code: int) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 def _schema_epilog() -> str:
     """Every key of the typed schema with its type, default and range (``flowkit.config.schema.schema_rows``)."""
-    from rich.markup import escape
-
     from flowkit.config.schema import schema_rows
 
     lines = [f"[bold]{key}[/]  {kind} = {escape(default)}" + (f"  ({escape(allowed)})" if allowed else "")
@@ -70,7 +71,7 @@ def train(
     except ConfigError as exc:
         _fail(str(exc), 2)
     except Interrupted as exc:
-        err.print(str(exc), highlight=False, soft_wrap=True)
+        err.print(str(exc), highlight=False, soft_wrap=True, markup=False)
         raise typer.Exit(exc.code)
     except TrainingError as exc:
         _fail(str(exc), 1)
@@ -83,34 +84,36 @@ def _print_summary(result) -> None:
     if not s:
         return
     if "classifier_accuracy" in s:
-        accuracy = "   ".join(f"{k}: [bold]{v:.1%}[/]" for k, v in s["classifier_accuracy"].items())
+        accuracy = "   ".join(f"{escape(str(k))}: [bold]{v:.1%}[/]" for k, v in s["classifier_accuracy"].items())
         out.print(f"classifier of noisy data after {result.steps} steps; accuracy along the path: {accuracy}")
-        out.print(f"run directory: [bold]{s['run_dir']}[/]  (guides sampling: classifier={s['run_dir']})")
+        run = escape(str(s["run_dir"]))
+        out.print(f"run directory: [bold]{run}[/]  (guides sampling: classifier={run})")
         return
     metric = s["metric"]
     table = Table(title=f"samplers after {result.steps} steps ({result.seconds:.0f} s of training)")
     for column in ("solver", "NFE", metric, f"{metric} / floor"):
-        table.add_column(column, justify="right" if column != "solver" else "left")
+        table.add_column(escape(column), justify="right" if column != "solver" else "left")
     for row in s["rows"]:
         ratio = row["value"] / s["floor"] if s["floor"] else float("nan")
-        table.add_row(row["solver"], str(row["nfe"]), f"{row['value']:.3f} ± {row['std']:.3f}", f"{ratio:.2f}")
+        table.add_row(escape(row["solver"]), str(row["nfe"]), f"{row['value']:.3f} ± {row['std']:.3f}", f"{ratio:.2f}")
     out.print(table)
     main = s["rows"][0]
     out.print(
-        f"{metric} ({main['solver']}): [bold]{main['value']:.3f}[/] ± {main['std']:.3f}   "
+        f"{escape(metric)} ({escape(main['solver'])}): [bold]{main['value']:.3f}[/] ± {main['std']:.3f}   "
         f"floor (real data against the reference): [bold]{s['floor']:.3f}[/] ± {s['floor_std']:.3f}   "
         f"(means over eval.repeats draws of eval.n points)"
     )
     if s["straightness"] is not None:
-        out.print(f"straightness (Liu et al. 2022, along {s.get('straightness_along', 'dopri5')} paths): "
+        out.print(f"straightness (Liu et al. 2022, along {escape(s.get('straightness_along', 'dopri5'))} paths): "
                   f"{s['straightness']:.4f}")
     if s.get("label_accuracy") is not None:
         out.print(f"samples in the class they were asked for: {s['label_accuracy']:.1%}")
     if result.skipped:
         out.print(f"[yellow]skipped {result.skipped} batches with a non-finite loss or gradient[/]")
     for note in result.notes:
-        out.print(f"[yellow]note: {note}[/]", highlight=False)
-    out.print(f"run directory: [bold]{s['run_dir']}[/]  (last.ckpt, samples.png, summary.json, logs/metrics.csv)")
+        out.print(f"[yellow]note: {escape(note)}[/]", highlight=False)
+    out.print(f"run directory: [bold]{escape(str(s['run_dir']))}[/]  (last.ckpt, samples.png, summary.json, "
+              "logs/metrics.csv)")
 
 
 def _run(command, tokens: list[str]):
@@ -133,7 +136,7 @@ def sample(tokens: Optional[List[str]] = TOKENS) -> None:
     from flowkit.interface.commands import sample as run
 
     r = _run(run, tokens)
-    out.print(f"wrote {r['n']} samples to [bold]{r['out']}[/] ({r['solver']}, NFE {r['nfe']}, {r['seconds']:.2f} s)")
+    out.print(f"wrote {r['n']} samples to [bold]{escape(str(r['out']))}[/] ({escape(r['solver'])}, NFE {r['nfe']}, {r['seconds']:.2f} s)")
     if r.get("label_accuracy") is not None:
         out.print(f"samples in the class they were asked for (the target's own classifier): {r['label_accuracy']:.1%}")
 
@@ -144,12 +147,12 @@ def evaluate(tokens: Optional[List[str]] = TOKENS) -> None:
     from flowkit.interface.commands import evaluate as run
 
     r = _run(run, tokens)
-    table = Table(title=f"eval of {r['ckpt']}")
+    table = Table(title=f"eval of {escape(str(r['ckpt']))}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in r.items():
         if key not in ("ckpt",):
-            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+            table.add_row(escape(key), f"{value:.4g}" if isinstance(value, float) else escape(str(value)))
     out.print(table)
 
 
@@ -159,7 +162,8 @@ def invert(tokens: Optional[List[str]] = TOKENS) -> None:
     from flowkit.interface.commands import invert as run
 
     r = _run(run, tokens)
-    out.print(f"wrote {r['n']} source points to [bold]{r['out']}[/] ({r['solver']}, grid {r['grid']}, NFE {r['nfe']}, "
+    out.print(f"wrote {r['n']} source points to [bold]{escape(str(r['out']))}[/] ({escape(r['solver'])}, grid "
+              f"{escape(str(r['grid']))}, NFE {r['nfe']}, "
               f"{r['seconds']:.2f} s); round trip (generated again, NFE {r['nfe_generate']}): RMS error "
               f"{r['round_trip_rms']:.3g}, max {r['round_trip_max']:.3g}, data RMS {r['data_rms']:.3g}")
 
@@ -170,16 +174,16 @@ def compare(tokens: Optional[List[str]] = TOKENS) -> None:
     from flowkit.interface.commands import compare as run
 
     r = _run(run, tokens)
-    table = Table(title=f"n={r['n']} on {r['device']}; error = RMS distance to dopri5 at tol {r['reference_tol']:g}")
+    table = Table(title=f"n={r['n']} on {escape(str(r['device']))}; error = RMS distance to dopri5 at tol {r['reference_tol']:g}")
     for column in ("model", "solver", "NFE", r["rows"][0]["metric"] if r["rows"] else "quality", "error", "time (s)"):
-        table.add_column(column, justify="left" if column in ("model", "solver") else "right")
+        table.add_column(escape(column), justify="left" if column in ("model", "solver") else "right")
     for row in r["rows"]:
-        table.add_row(row["name"], row["solver"], str(row["nfe"]), f"{row['value']:.4f}", f"{row['error']:.2e}",
+        table.add_row(escape(row["name"]), escape(row["solver"]), str(row["nfe"]), f"{row['value']:.4f}", f"{row['error']:.2e}",
                       f"{row['seconds']:.3f}")
     out.print(table)
     for line in r["skipped"]:
-        out.print(f"[yellow]skipped {line}[/]")
-    out.print("wrote " + ", ".join(r["files"]))
+        out.print(f"[yellow]skipped {escape(line)}[/]")
+    out.print("wrote " + ", ".join(r["files"]), markup=False)
 
 
 @app.command()
@@ -190,10 +194,11 @@ def encode(tokens: Optional[List[str]] = typer.Argument(
     from flowkit.interface.commands import encode as run
 
     r = _run(run, tokens)
-    what = f"codes of {r['encoder']}" if r["encoder"] else "rows"
+    what = f"codes of {escape(str(r['encoder']))}" if r["encoder"] else "rows"
     out.print(f"wrote {r['count']:,} {what} ({r['views']} view{'s' if r['views'] > 1 else ''} each, shape "
               f"{tuple(r['shape'])}, {r['dtype']}; data {tuple(r['data_shape'])}) into {r['shards']} shards in "
-              f"[bold]{r['out']}[/]; train on them with data.target=shards:{r['out']}", highlight=False)
+              f"[bold]{escape(str(r['out']))}[/]; train on them with data.target=shards:{escape(str(r['out']))}",
+              highlight=False)
 
 
 @app.command("list")
@@ -212,7 +217,7 @@ def list_registered() -> None:
             table.add_column("source")
         table.add_column("summary")
         for entry in entries:
-            table.add_row(entry.name, *([entry.source] if entry.group else []), entry.summary)
+            table.add_row(escape(entry.name), *([escape(entry.source)] if entry.group else []), escape(entry.summary))
         out.print(table)
 
 
