@@ -12,6 +12,7 @@ different objects under one name is an error that names both sources.
 from __future__ import annotations
 
 import inspect
+import math
 import types
 import typing
 import warnings
@@ -161,6 +162,9 @@ class Registry(Generic[T]):
                 )
         hints = _type_hints(factory)
         kwargs = {key: _check_type(f"{self.kind}.{key}", value, hints.get(key)) for key, value in spec.items()}
+        for key, value in kwargs.items():  # inf and nan are refused where the default is not itself inf
+            if isinstance(value, float) and not math.isfinite(value) and value != params[key].default:
+                raise ConfigError(f"{self.kind} '{name}': {key}={value}: expected a finite number")
         kwargs.update({k: v for k, v in injected.items() if k in params})
         for key, hint in hints.items():  # options whose type builds itself from the text (flowkit.teacher.Teacher)
             value = kwargs.get(key, params[key].default if key in params else None)

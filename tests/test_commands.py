@@ -178,3 +178,19 @@ def test_compare_runs_every_sampler_family_and_skips_stochastic_ones_on_coupled_
     assert out.with_suffix(".png").stat().st_size > 0
     commands.compare([f"ckpt={runs[0]}", "solvers=euler:2", "n=50"])  # no out=: beside the first run, not in the cwd
     assert (runs[0] / "compare.json").is_file() and (runs[0] / "compare.png").is_file()
+
+
+@pytest.mark.parametrize("args, code, said", [
+    (["solver=em:10:scale=1e300"], 1, "non-finite"),  # finite options, samples that overflow: checked before writing
+    (["solver=edm:18:churn=40:noise=inf"], 2, "noise=inf: expected a finite number"),
+    (["solver=ddim:10:eta=nan"], 2, "eta=nan: expected a finite number"),
+    (["guidance=nan"], 2, "guidance=nan is out of range"),
+    (["classifier_scale=inf", "classifier=x"], 2, "classifier_scale=inf is out of range"),
+])
+def test_non_finite_samples_are_never_written(runs, tmp_path, args, code, said):
+    """NaN samples used to be written with exit 0 (em:10:scale=1e300, edm noise=inf, guidance=nan)."""
+    for out in ("s.npy", "s.png"):
+        proc = run_cli(["sample", f"ckpt={runs[0]}", "n=100", f"out={out}", *args], cwd=tmp_path)
+        assert proc.returncode == code and said in proc.stderr, proc.stderr
+        assert len(proc.stderr.splitlines()) == 1 and not (tmp_path / out).exists()
+        assert not list(tmp_path.glob(".*tmp*"))

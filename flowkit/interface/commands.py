@@ -9,6 +9,7 @@ so distilled students compare like any model.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from flowkit.runtime.checkpoint import write_atomically
 from flowkit.conditioning import Cond, conditioning, sampling_labels
 from flowkit.config.schema import apply_overrides, check_ranges
 from flowkit.data.arrays import Rows, load_array
-from flowkit.errors import ConfigError
+from flowkit.errors import ConfigError, TrainingError
 from flowkit.training.evaluate import label_accuracy, path_solver, score, straightness_along_paths
 from flowkit.samplers.grids import parse_grid
 from flowkit.metrics.likelihood import bits_per_dim, log_likelihood
@@ -133,7 +134,17 @@ ARG_RANGES = {
     "atol": (lambda v: v > 0, "> 0 (a finite tolerance)"),
     "reference_tol": (lambda v: v > 0, "> 0 (a finite tolerance)"),
     "seed": (lambda v: v >= 0, ">= 0"),
+    "guidance": (lambda v: v is None or math.isfinite(v), "a finite weight (or null)"),
+    "classifier_scale": (lambda v: math.isfinite(v), "a finite scale"),
 }
+
+
+def check_finite_output(x: torch.Tensor, what: str, out: Path) -> None:
+    """Non-finite samples are never written: one line (exit 1) naming how many and what to change."""
+    bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+    if bad:
+        raise TrainingError(f"{bad} of {x.shape[0]} {what} are non-finite (NaN or inf); nothing was written to "
+                            f"'{out}': lower the sampler's noise or scale options, the guidance, or use more steps")
 
 
 def parse_args(schema: type, tokens: list[str]):
@@ -217,6 +228,7 @@ def sample(tokens: list[str]) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     x1 = x1.cpu()
     data = parts.target.decode(x1)  # latent codes as data; anything else as it is
+    check_finite_output(data, "samples", out)
     if out.suffix == ".png":
         write_atomically(out, lambda p: save_samples(p, data, None, f"{cfg['name']} ({args.solver}, NFE {nfe})"))
     else:
@@ -306,6 +318,7 @@ def invert(tokens: list[str]) -> dict[str, Any]:
     synchronize(device)
     seconds = time.perf_counter() - start
     back, nfe_back = draw(parts, z, args.solver, args, cond)
+    check_finite_output(z, "source points", out)
     save_array(out, z.cpu())
     error = (back - x1).flatten(1).norm(dim=1)
     return {"out": str(out), "n": data.shape[0], "solver": args.solver, "grid": args.grid, "nfe": nfe,
