@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from flowkit.runtime.checkpoint import read_checkpoint, write_atomically
 from flowkit.config.schema import apply_overrides, load_recipe
@@ -475,3 +476,40 @@ def test_a_short_run_samples_from_trained_weights_and_says_its_ema_is_short(tmp_
     assert w2["true"] < 0.6 * w2["false"], w2  # without it, 74% of the EMA is the initial network
     assert "the EMA warmed up" in runs["true"].notes[0] and runs["true"].summary["notes"] == runs["true"].notes
     assert "mostly untrained network" in runs["false"].notes[0]
+
+
+def test_a_run_on_a_relative_data_path_is_read_from_anywhere_and_outlives_its_file(tmp_path):
+    """data.path is recorded absolute (eval from another folder said "no such file"); sampling needs no data."""
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir(), there.mkdir()
+    np.save(here / "mine.npy", np.random.default_rng(0).normal(size=(400, 2)).astype(np.float32))
+    proc = run_cli(["train", "data.path=mine.npy", *tiny(here, steps=10)], cwd=here)
+    assert proc.returncode == 0, proc.stderr
+    (run,) = (here / "runs").iterdir()
+    saved = yaml.safe_load((run / "config.yaml").read_text())["data"]["path"]
+    assert saved == str(here / "mine.npy")
+    assert run_cli(["eval", f"ckpt={run}", "n=50", "repeats=1", "nll_n=10"], cwd=there).returncode == 0
+    (here / "mine.npy").unlink()
+    for args in (["sample", "n=20", "out=s.npy", "solver=euler:2"], ["invert", "in=s.npy", "out=z.npy"]):
+        proc = run_cli([args[0], f"ckpt={run}", *args[1:]], cwd=there)
+        assert proc.returncode == 0, proc.stderr
+    proc = run_cli(["eval", f"ckpt={run}", "n=50", "repeats=1"], cwd=there)
+    assert proc.returncode == 2 and "no such file" in proc.stderr and "sampling and inverting the run do not" in proc.stderr
+
+
+def test_a_data_file_replaced_by_another_of_the_same_shape_is_refused_on_resume(tmp_path):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "mine.npy", rng.normal(size=(400, 2)).astype(np.float32))
+    proc = run_cli(["train", "data.path=mine.npy", *tiny(tmp_path, steps=10)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (run,) = (tmp_path / "runs").iterdir()
+    np.save(tmp_path / "mine.npy", rng.normal(size=(400, 2)).astype(np.float32))  # same shape, other points
+    proc = run_cli(["train", f"resume={run}", "trainer.max_steps=20"], cwd=tmp_path)
+    assert proc.returncode == 2 and "changed since the run was trained" in proc.stderr, proc.stderr
+    assert read_checkpoint(run)["global_step"] == 10
+
+
+def test_resume_with_a_recipe_is_refused_not_ignored(tmp_path):
+    first = first_run(tmp_path)
+    proc = run_cli(["train", f"resume={first.run_dir}", "recipe=ot_cfm", "trainer.max_steps=30"], cwd=tmp_path)
+    assert proc.returncode == 2 and "recipe=ot_cfm" in proc.stderr and "resume=" in proc.stderr

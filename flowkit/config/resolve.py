@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from flowkit.runtime.checkpoint import read_checkpoint, resolve_checkpoint
+from flowkit.runtime.checkpoint import file_digest, read_checkpoint, resolve_checkpoint
 from flowkit.config.schema import apply_overrides, load_recipe, saved_config
 from flowkit.errors import ConfigError
 
@@ -17,11 +17,11 @@ DEVICE_ACCELERATORS = {"cpu": "cpu", "cuda": "gpu", "gpu": "gpu", "auto": "auto"
 
 def resolve_config(tokens: list[str]) -> tuple[DictConfig, Path | None]:
     """Config and resume checkpoint from CLI tokens: ``recipe=NAME``, ``resume=RUN``, ``key=value``..."""
-    recipe, resume, rest = "rectified", None, []
+    recipe, resume, rest, named = "rectified", None, [], False
     for token in tokens:
         key, eq, value = token.partition("=")
         if eq and key == "recipe":
-            recipe = value
+            recipe, named = value, True
         elif eq and key == "resume":
             resume = value
         elif eq and key == "device":  # shorthand shared with sample/eval/compare
@@ -31,14 +31,34 @@ def resolve_config(tokens: list[str]) -> tuple[DictConfig, Path | None]:
         else:
             rest.append(token)
     if resume is not None:
+        if named:
+            raise ConfigError(f"recipe={recipe} with resume={resume}: a resumed run continues its own recipe; drop "
+                              "recipe= to resume, or drop resume= to start a new run of that recipe")
         ckpt_path = resolve_checkpoint(resume)
-        stored = read_checkpoint(ckpt_path)["flowkit"]["config"]
+        saved = read_checkpoint(ckpt_path)["flowkit"]
+        stored = saved["config"]
         if isinstance(stored.get("optim"), dict):  # a run saved before the EMA warm-up existed continues without it
             stored["optim"].setdefault("ema_warmup", False)
         cfg = apply_overrides(saved_config(stored), rest)  # the run's own recipe; recipe= is ignored
         check_resumable(saved_config(stored), cfg)
+        check_same_data(cfg, saved)
         return cfg, ckpt_path
-    return apply_overrides(load_recipe(recipe), rest), None
+    cfg = apply_overrides(load_recipe(recipe), rest)
+    if cfg.data.path:  # recorded absolute: the run is read from any folder later
+        cfg.data.path = str(Path(cfg.data.path).expanduser().absolute())
+    return cfg, None
+
+
+def check_same_data(cfg: DictConfig, saved: dict) -> None:
+    """A ConfigError when ``data.path`` no longer holds the bytes the run was trained on (its checkpoint's digest)."""
+    recorded = saved.get("data_digest")
+    if not recorded or not cfg.data.path:
+        return
+    now = file_digest(cfg.data.path)
+    if now is not None and now != recorded:
+        raise ConfigError(f"data.path='{cfg.data.path}' changed since the run was trained on it (sha256 {now[:12]}..., "
+                          f"the run's {recorded[:12]}...): a resumed run must read the same data; put the file back or "
+                          "start a new run")
 
 
 # What a resumed run may change: how long it trains, where and how it runs, logs, checks and evaluates. Everything

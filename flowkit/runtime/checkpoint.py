@@ -143,3 +143,20 @@ def write_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
             kept = "the previous file is kept" if path.exists() else "nothing was written"
             raise WriteError(f"cannot write '{path}': {exc.strerror or exc}; {kept}") from None
         raise
+
+
+def file_digest(path: str | Path | None) -> str | None:
+    """The sha256 of a data file's bytes (read in 1 MiB blocks), recorded in a run's checkpoints so that a resume
+    notices a file replaced by another of the same shape; None without a readable file."""
+    if not path:
+        return None
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()

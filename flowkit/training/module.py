@@ -19,7 +19,7 @@ from flowkit.conditioning import drop_labels
 from flowkit.data.pair import step_seed
 from flowkit.errors import ContractError
 from flowkit.methods import Method
-from flowkit.runtime.checkpoint import CHECKPOINT_FORMAT, weights_fault
+from flowkit.runtime.checkpoint import CHECKPOINT_FORMAT, file_digest, weights_fault
 from flowkit.runtime.finite import FiniteWatch, total_norm
 from flowkit.training.steps import OptimiserSteps
 
@@ -40,6 +40,7 @@ class FlowModule(L.LightningModule):
         self.coupling = coupling
         self.config = config
         self.data_shape = tuple(data_shape)
+        self.data_digest = file_digest(config["data"].get("path"))  # data.path's bytes: a resume must read the same
         self.last_saved_step: int | None = None
         self.skipped = 0  # batches dropped for a non-finite loss or gradient (trainer.on_nonfinite=skip)
         networks = method.networks()
@@ -186,7 +187,8 @@ class FlowModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.watch.check()  # raising here writes nothing: the last checkpoint stays the last good one
         checkpoint["flowkit"] = {"format": CHECKPOINT_FORMAT, "config": self.config, "data_shape": list(self.data_shape),
-                                 "num_classes": self.data_classes, "method_state": self.method.state_dict()}
+                                 "num_classes": self.data_classes, "method_state": self.method.state_dict(),
+                                 "data_digest": self.data_digest}
         self.last_saved_step = self.global_step
 
     def resume_fault(self, checkpoint: dict[str, Any]) -> str | None:
