@@ -30,6 +30,10 @@ REPO = Path(__file__).resolve().parent.parent
     (["data.path=missing.npy"], "data.path='missing.npy': no such file"),
     (["resume=runs/none"], "no checkpoint or run directory at 'runs/none'"),
     (["resume=."], "run directory '.' has no last.ckpt"),
+    (["trainer.strategy=bogus"], "trainer.strategy='bogus'"),
+    (["trainer.devices=-1", "trainer.accelerator=cpu"], "trainer.devices='-1'"),
+    (["eval.n=1000000000"], "eval.n=1000000000"),
+    (["seed=18446744073709551616"], "seed=18446744073709551616 is out of range"),
 ])
 def test_bad_input_is_one_line_with_exit_code_2_and_writes_nothing(tmp_path, args, message):
     proc = run_cli(["train", *args], cwd=tmp_path)

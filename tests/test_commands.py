@@ -194,3 +194,17 @@ def test_non_finite_samples_are_never_written(runs, tmp_path, args, code, said):
         assert proc.returncode == code and said in proc.stderr, proc.stderr
         assert len(proc.stderr.splitlines()) == 1 and not (tmp_path / out).exists()
         assert not list(tmp_path.glob(".*tmp*"))
+
+
+@pytest.mark.parametrize("args, said", [
+    (["solver=euler:\u00b2"], "sampler 'euler:\u00b2'"),
+    (["solver=euler:\u0664"], "sampler 'euler:\u0664'"),  # an Arabic-Indic four: a digit to Python, not to us
+    (["seed=18446744073709551616"], "seed=18446744073709551616 is out of range"),
+    (["seed=-1"], "seed=-1 is out of range"),
+    (["grid=karras:1e-300", "solver=euler:4"], "grid 'karras:1e-300'"),
+    (["grid=shift:1e300", "solver=euler:4"], "grid 'shift:1e300'"),
+])
+def test_numbers_that_cannot_be_used_are_one_line(runs, tmp_path, args, said):
+    proc = run_cli(["sample", f"ckpt={runs[0]}", "n=20", "out=s.npy", *args], cwd=tmp_path)
+    assert proc.returncode == 2 and said in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "s.npy").exists()

@@ -184,7 +184,7 @@ def test_the_built_in_grids_follow_their_formulas():
 def test_grid_parameters_are_checked():
     with pytest.raises(ConfigError, match="grid 'uniform:2': 'uniform' takes no parameter"):
         grid_times("uniform:2", RECTIFIED, 4)
-    with pytest.raises(ConfigError, match="the parameter after ':' must be a number, e.g. 'shift:3'"):
+    with pytest.raises(ConfigError, match="the parameter after ':' must be a finite number, e.g. 'shift:3'"):
         grid_times("shift:x", RECTIFIED, 4)
     with pytest.raises(ConfigError, match="the shift must be > 0"):
         grid_times("shift:-1", RECTIFIED, 4)

@@ -44,7 +44,7 @@ def resolve_config(tokens: list[str]) -> tuple[DictConfig, Path | None]:
         check_same_data(cfg, saved)
         return cfg, ckpt_path
     cfg = apply_overrides(load_recipe(recipe), rest)
-    if cfg.data.path:  # recorded absolute: the run is read from any folder later
+    if cfg.data.path and Path(cfg.data.path).expanduser().exists():  # recorded absolute: read from any folder later
         cfg.data.path = str(Path(cfg.data.path).expanduser().absolute())
     return cfg, None
 

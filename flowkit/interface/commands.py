@@ -133,7 +133,7 @@ ARG_RANGES = {
     "rtol": (lambda v: v > 0, "> 0 (a finite tolerance)"),
     "atol": (lambda v: v > 0, "> 0 (a finite tolerance)"),
     "reference_tol": (lambda v: v > 0, "> 0 (a finite tolerance)"),
-    "seed": (lambda v: v >= 0, ">= 0"),
+    "seed": (lambda v: 0 <= v < 2**32, "in [0, 2^32)"),
     "guidance": (lambda v: v is None or math.isfinite(v), "a finite weight (or null)"),
     "classifier_scale": (lambda v: math.isfinite(v), "a finite scale"),
 }

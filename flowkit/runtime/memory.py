@@ -149,8 +149,9 @@ def check_training_fits(net: torch.nn.Module, batch: int, data_shape: tuple[int,
 DRAW_COPIES = 10  # copies of a draw a solver holds at once (dopri5: state, 7 stages, error estimate)
 
 
-def check_draw_fits(net: torch.nn.Module, n: int, data_shape: tuple[int, ...], device: torch.device | str) -> None:
+def check_draw_fits(net: torch.nn.Module, n: int, data_shape: tuple[int, ...], device: torch.device | str,
+                    setting: str | None = None) -> None:
     """A draw of ``n`` samples in one batch: the solver's copies and the network's activations (without gradients
-    about half of them are alive at once)."""
+    about half of them are alive at once). ``setting``: how the error names it (default ``n=N``)."""
     per_sample = DRAW_COPIES * math.prod(data_shape) + activations_per_sample(net, data_shape) // 2
-    check_fits(f"n={n}", 4 * n * per_sample, device, f"{per_sample:,} numbers a sample in the solver and the network")
+    check_fits(setting or f"n={n}", 4 * n * per_sample, device, f"{per_sample:,} numbers a sample in the solver and the network")

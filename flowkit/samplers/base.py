@@ -160,7 +160,7 @@ def sampler_spec(spec: str) -> tuple[str, int | None, dict[str, Any]]:
     if factory.adaptive and steps is not None:
         raise ConfigError(f"sampler '{spec}': '{name}' chooses its own steps and takes no step count "
                           "(set rtol/atol)")
-    if not factory.adaptive and (steps is None or not steps.isdigit() or not 1 <= int(steps) <= MAX_STEPS):
+    if not factory.adaptive and (steps is None or not (steps.isascii() and steps.isdigit()) or not 1 <= int(steps) <= MAX_STEPS):
         raise ConfigError(f"sampler '{spec}': '{name}' needs a step count in [1, {MAX_STEPS:,}], e.g. '{name}:4' "
                           f"(for a reference solution use an adaptive sampler such as dopri5 with a small rtol)")
     options = {}

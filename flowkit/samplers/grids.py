@@ -129,13 +129,25 @@ def parse_grid(spec: str) -> tuple[str, float | None]:
     if len(inspect.signature(grid).parameters) < 3:
         raise ConfigError(f"grid '{spec}': '{name}' takes no parameter")
     try:
-        return name, float(value)
+        number = float(value)
     except ValueError:
-        raise ConfigError(f"grid '{spec}': the parameter after ':' must be a number, e.g. '{name}:3'") from None
+        number = math.nan
+    if not math.isfinite(number):
+        raise ConfigError(f"grid '{spec}': the parameter after ':' must be a finite number, e.g. '{name}:3'")
+    return name, number
 
 
 def grid_times(spec: str, path: AffinePath, steps: int) -> Tensor:
     """The checked grid (float64 on the CPU): ``steps + 1`` times, increasing, from 0 to 1."""
     name, parameter = parse_grid(spec)
     grid = GRIDS.get(name)
-    return checked(spec, grid(path, steps) if parameter is None else grid(path, steps, parameter), steps)
+    if parameter is None:
+        return checked(spec, grid(path, steps), steps)
+    try:  # the grid passed its contract at registration: times it cannot give come from the user's parameter
+        return checked(spec, grid(path, steps, parameter), steps)
+    except ConfigError:  # the grid's own word on its parameter
+        raise
+    except (ArithmeticError, ValueError, ContractError) as exc:
+        raise ConfigError(f"grid '{spec}': the parameter {parameter:g} gives no usable times for {steps} steps on "
+                          f"this path ({type(exc).__name__}: {' '.join(str(exc).split())[:120]}); try a moderate "
+                          "value") from None

@@ -31,7 +31,8 @@ from flowkit.data.datamodule import PairDataModule
 from flowkit.errors import ConfigError, Interrupted, TrainingError
 from flowkit.training.evaluate import label_accuracy, sampler_table
 from flowkit.config.guidance import classifier_accuracy
-from flowkit.runtime.memory import MODEL_SIZE, ReportOutOfMemory, check_training_fits, training_device
+from flowkit.runtime.memory import (MODEL_SIZE, ReportOutOfMemory, check_draw_fits, check_training_fits,
+                                    training_device)
 from flowkit.methods import METHODS
 from flowkit.metrics.plots import save_samples
 from flowkit.config.resolve import resolve_config  # noqa: F401  (re-exported: train's inputs)
@@ -39,7 +40,7 @@ from flowkit.runtime.rundir import RUN_DIR_ENV, RunLock, is_rank_zero, new_run_d
 from flowkit.training.ema import EMA
 from flowkit.training.loggers import check_logger
 from flowkit.training.module import STOP_SIGNALS, FlowModule
-from flowkit.training.trainer import make_trainer
+from flowkit.training.trainer import check_trainer_settings, make_trainer
 
 
 @dataclass
@@ -98,6 +99,11 @@ def train_once(cfg: DictConfig, resume: Path | None = None) -> RunResult:
         parts.check_stochastic(spec)  # refused now, not after training
     check_training_fits(parts.model, config["data"]["batch_size"], tuple(parts.target.shape),
                         config["trainer"]["accelerator"], config["trainer"]["precision"])
+    e = config["eval"]  # the final evaluation's draws, checked now rather than after training
+    check_draw_fits(parts.model, e["n"] * e["repeats"], tuple(parts.target.shape),
+                    training_device(config["trainer"]["accelerator"]),
+                    f"eval.n={e['n']} with eval.repeats={e['repeats']}")
+    check_trainer_settings(config)
     workers = config["data"]["workers"]
     in_loader = workers > 0 and parts.coupling.data_only  # pairs solved by the loader processes
     module = FlowModule(parts.model, parts.method, None if in_loader else parts.coupling, config,

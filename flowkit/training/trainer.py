@@ -14,6 +14,7 @@ import lightning as L
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
+from flowkit.errors import ConfigError
 from flowkit.runtime.checkpoint import write_atomically
 from flowkit.runtime.progress import ProgressLines
 from flowkit.training.ema import EMA
@@ -43,6 +44,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def _devices(value: str) -> int | str:
     return int(value) if value.isdigit() else value
+
+
+def check_trainer_settings(cfg: dict[str, Any]) -> None:
+    """A ConfigError, before any run directory exists, when Lightning refuses ``trainer.accelerator``, ``devices``,
+    ``strategy``, ``num_nodes`` or ``precision`` (a throwaway Trainer is built with them: nothing is started)."""
+    t = cfg["trainer"]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            L.Trainer(accelerator=t["accelerator"], devices=_devices(t["devices"]), strategy=t["strategy"],
+                      num_nodes=t["num_nodes"], precision=t["precision"], logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False)
+    except Exception as exc:  # noqa: BLE001 - Lightning's MisconfigurationException, ValueError, TypeError...
+        said = " ".join(str(exc).split())
+        raise ConfigError(f"trainer.accelerator='{t['accelerator']}', trainer.devices='{t['devices']}', "
+                          f"trainer.strategy='{t['strategy']}', trainer.num_nodes={t['num_nodes']}: Lightning refuses "
+                          f"them ({said[:300]})") from None
 
 
 def make_trainer(cfg: dict[str, Any], run_dir: Path, manual: bool = False, resumed_at: int | None = None) -> L.Trainer:
