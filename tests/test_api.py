@@ -80,7 +80,28 @@ def test_log_prob_is_the_density_of_an_exactly_known_flow(tmp_path):
     (lambda run: flowkit.compare([run], ["euler:0"]), "needs a step count"),
     (lambda run: flowkit.compare([run], ["euler:2"], n=1), "n=1 is out of range"),
     (lambda run: flowkit.compare([run], ["euler:2"], grid="logsnrr"), "unknown grid 'logsnrr'"),
+    # each of these raised something other than ConfigError
+    (lambda run: flowkit.load(None), "run=None: expected a run directory, a .ckpt file or a Run"),
+    (lambda run: flowkit.load(123), "run=123: expected a run directory, a .ckpt file or a Run"),
+    (lambda run: flowkit.load(run, device="cuda:abc"), "device='cuda:abc' is not one of"),
+    (lambda run: flowkit.load(run).sample(True), "n=True: expected a whole number >= 1"),
+    (lambda run: flowkit.load(run).sample(10**11), r"n=100000000000"),
+    (lambda run: flowkit.load(run).velocity(torch.zeros(4, 2), t="abc"), "t='abc': expected a number"),
+    (lambda run: flowkit.load(run).velocity(torch.zeros(4, 2), t=torch.zeros(3)), r"t: 3 times for 4 points"),
+    (lambda run: flowkit.load(run).velocity(torch.zeros(4, 2), t=float("nan")), "t=nan: expected a number in"),
+    (lambda run: flowkit.train("rectified", optim={"lr": float("inf")}), "optim.lr=inf is out of range"),
+    (lambda run: flowkit.train("rectified", trainer={"max_steps": object()}), "trainer.max_steps=<object"),
 ])
 def test_bad_input_raises_config_error(run, call, message):
     with pytest.raises(flowkit.ConfigError, match=message):
         call(run)
+
+
+def test_paths_numpy_scalars_and_tensors_are_accepted_as_values(tmp_path):
+    """run_root=pathlib.Path(...), numpy and 0-d tensor numbers were 'not JSON serializable'."""
+    import numpy as np
+
+    run = flowkit.train("rectified", run_root=tmp_path / "runs", trainer={"max_steps": np.int64(3),
+                        "enable_progress_bar": np.bool_(False)}, optim={"lr": torch.tensor(1e-3)},
+                        eval={"n": np.int32(50), "repeats": 1, "compare": []})
+    assert run.dir.parent == tmp_path / "runs" and run.summary["steps"] == 3

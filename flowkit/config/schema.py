@@ -10,6 +10,7 @@ it is built.
 
 from __future__ import annotations
 
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -302,8 +303,8 @@ _RANGES = {
     "name": (is_plain_name, NAME_RULE),  # a run directory's name: never a path out of run_root
     "data.batch_size": (lambda v: v >= 1, ">= 1"),
     "data.workers": (lambda v: v >= 0, ">= 0"),
-    "optim.lr": (lambda v: v > 0, "> 0"),
-    "optim.weight_decay": (lambda v: v >= 0, ">= 0"),
+    "optim.lr": (lambda v: 0 < v < math.inf, "> 0 and finite"),
+    "optim.weight_decay": (lambda v: 0 <= v < math.inf, ">= 0 and finite"),
     "optim.beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "optim.beta2": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "optim.warmup_steps": (lambda v: v >= 0, ">= 0"),
@@ -318,7 +319,7 @@ _RANGES = {
     "trainer.num_nodes": (lambda v: v >= 1, ">= 1"),
     "trainer.log_every_n_steps": (lambda v: v >= 1, ">= 1"),
     "trainer.checkpoint_every": (lambda v: v >= 1, ">= 1"),
-    "trainer.gradient_clip_val": (lambda v: v is None or v > 0, "> 0 (or null)"),
+    "trainer.gradient_clip_val": (lambda v: v is None or 0 < v < math.inf, "> 0 and finite (or null)"),
     "trainer.on_nonfinite": (lambda v: v in ("stop", "skip"), "one of: stop, skip"),
     "trainer.check_finite_every": (lambda v: v >= 0, ">= 0 (0: every step on CPU, log_every_n_steps on a GPU)"),
     "trainer.compile": (lambda v: v in COMPILE_MODES, f"one of: {', '.join(COMPILE_MODES)}"),

@@ -27,11 +27,33 @@ from flowkit.config.build import Parts, load_run
 from flowkit.runtime.checkpoint import resolve_checkpoint
 from flowkit.conditioning import Cond, conditioning, sampling_labels
 from flowkit.errors import ConfigError
+from flowkit.runtime.memory import check_draw_fits
 from flowkit.samplers import Predictor
 
 
-def _value(value: Any) -> str:
+def _plain(value: Any, key: str) -> Any:
+    """A Python value as YAML can hold it: paths as text, numpy and one-number tensors as numbers, containers
+    element by element; anything else is a ConfigError naming the key."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Tensor) and value.numel() == 1 or type(value).__module__ == "numpy" and hasattr(value, "item"):
+        try:
+            return _plain(value.item(), key)
+        except (ValueError, RuntimeError):
+            pass
+    if isinstance(value, dict):
+        return {str(k): _plain(v, f"{key}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, key) for v in value]
+    raise ConfigError(f"{key}={value!r}: expected a number, text, a path, true/false, a list or a mapping, not a "
+                      f"{type(value).__name__}")
+
+
+def _value(value: Any, key: str = "value") -> str:
     """A Python value as an override's right-hand side (parsed back by the same YAML reader as the CLI's)."""
+    value = _plain(value, key)
     if isinstance(value, float) and not math.isfinite(value):
         return ".nan" if math.isnan(value) else (".inf" if value > 0 else "-.inf")
     return json.dumps(value)
@@ -46,7 +68,7 @@ def override_tokens(overrides: dict[str, Any], prefix: str = "") -> list[str]:
         if isinstance(value, dict) and "name" not in value:
             tokens += override_tokens(value, f"{dotted}.")
         else:
-            tokens.append(f"{dotted}={_value(value)}")
+            tokens.append(f"{dotted}={_value(value, dotted)}")
     return tokens
 
 
@@ -113,8 +135,9 @@ class Flow:
         A latent run's samples are decoded to data (``decode=False``: its codes, of shape ``data_shape``)."""
         from flowkit.interface.commands import guide_of
 
-        if not (isinstance(n, int) and n >= 1):
+        if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
             raise ConfigError(f"n={n!r}: expected a whole number >= 1")
+        check_draw_fits(self.parts.model, n, self.data_shape, self.device)
         guide = None
         if classifier is not None:
             guide = guide_of(self.parts, str(classifier.dir if isinstance(classifier, Run) else classifier),
@@ -145,7 +168,7 @@ class Flow:
         """The model's velocity v(x, t) (any network read through its method and path; t a number or per sample)."""
         self._velocity_field()
         x = self._check(x).to(self.device)
-        t = torch.as_tensor(t, dtype=x.dtype, device=self.device).expand(x.shape[0])
+        t = self._times(t, x)
         cond = None if label is None and guidance is None else self._cond(x.shape[0], label, guidance, None)
         return self._predictor().velocity(x, t, cond).cpu()
 
@@ -159,6 +182,19 @@ class Flow:
         x = self._check(x).to(self.device)
         logp, _ = log_likelihood(self._predictor().velocity_field(None), x, rtol=rtol, atol=atol, generator=generator)
         return logp.cpu()
+
+    def _times(self, t: Any, x: Tensor) -> Tensor:
+        """``t`` as one time per point: a number, or a tensor of one or ``len(x)`` times, each in [0, 1]."""
+        try:
+            t = torch.as_tensor(t, dtype=x.dtype, device=self.device)
+        except (TypeError, ValueError, RuntimeError):
+            raise ConfigError(f"t={t!r}: expected a number in [0, 1] or a tensor of them") from None
+        if t.numel() not in (1, x.shape[0]):
+            raise ConfigError(f"t: {t.numel()} times for {x.shape[0]} points; give one time or one per point")
+        if not bool(((t >= 0) & (t <= 1)).all()):
+            shown = f"{float(t.flatten()[0])}" if t.numel() == 1 else "a tensor with values"
+            raise ConfigError(f"t={shown}: expected a number in [0, 1] (t=0 the source, t=1 the data)")
+        return t.reshape(-1).expand(x.shape[0]) if t.numel() == 1 else t.reshape(x.shape[0])
 
     def _predictor(self) -> Predictor:
         return Predictor.of(self.parts.method, self.parts.model, self.parts.path)
@@ -189,6 +225,8 @@ def _device(device: str | torch.device) -> torch.device:
 
 def load(run: str | Path | Run, device: str | torch.device = "cpu") -> Flow:
     """The trained model of a run (its directory, its ``.ckpt`` or a ``Run``), EMA weights, in eval mode."""
+    if not isinstance(run, (str, Path, Run)):
+        raise ConfigError(f"run={run!r}: expected a run directory, a .ckpt file or a Run")
     where = run.dir if isinstance(run, Run) else run
     target = _device(device)
     config, parts = load_run(resolve_checkpoint(where))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,7 +162,7 @@ def parse_args(schema: type, tokens: list[str]):
 
 def parse_device(name: str) -> torch.device:
     """cpu, cuda or cuda:N, and only where there is one."""
-    device = torch.device(name) if name in ("cpu", "cuda") or name.startswith("cuda:") else None
+    device = torch.device(name) if name in ("cpu", "cuda") or re.fullmatch(r"cuda:\d{1,4}", name) else None
     if device is None:
         raise ConfigError(f"device='{name}' is not one of: cpu, cuda, cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
