@@ -4,7 +4,8 @@ site-packages would collide with other distributions)."""
 
 import sys
 
-from flowkit.interface.cli import app, main
+from flowkit.interface import main
+from flowkit.interface.cli import app
 
 __all__ = ["app", "main"]
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from flowkit.interface.cli import main
+from flowkit.interface import main
 
 sys.exit(main())

@@ -141,7 +141,7 @@ def test_the_wheel_installs_only_flowkit_and_runs_in_a_fresh_venv(tmp_path):
                    "flowkit/py.typed"):
         assert inside in names, inside
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    assert "flowkit = flowkit.interface.cli:main" in entry_points and "= plugins." not in entry_points
+    assert "flowkit = flowkit.interface:main" in entry_points and "= plugins." not in entry_points
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)

@@ -204,6 +204,35 @@ def test_a_signal_saves_says_how_to_resume_and_exits_with_the_shell_code(tmp_pat
     assert read_checkpoint(run_dir)["global_step"] == step + 5
 
 
+@pytest.mark.parametrize("delay", [0.2, 0.6, 1.2])
+def test_ctrl_c_while_flowkit_starts_is_one_line_and_exit_130(tmp_path, delay):
+    """Ctrl-C in the first seconds (while modules import) printed a 110-line RuntimeError from __set_name__."""
+    proc = subprocess.Popen(flowkit_command() + ["train", *tiny(tmp_path, steps=100000)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted" in stderr and len(stderr.strip().splitlines()) == 1, stderr
+
+
+def test_ctrl_c_during_the_final_evaluation_keeps_the_run_and_says_how_to_evaluate_it(tmp_path):
+    root = tmp_path / "runs"
+    proc = subprocess.Popen(flowkit_command() + ["train", *tiny(tmp_path, "eval.n=20000", "eval.solver=dopri5",
+                                                                "eval.rtol=1e-9", "eval.atol=1e-9", steps=5)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(root.glob("*/last.ckpt")):  # trained: the evaluation runs now
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    (run_dir,) = list(root.iterdir())
+    assert proc.returncode == 130, stderr
+    assert f"flowkit eval ckpt={run_dir}" in stderr and "Traceback" not in stderr, stderr
+    assert read_checkpoint(run_dir)["global_step"] == 5
+
+
 def test_resume_refuses_an_override_it_cannot_honour(tmp_path):
     first = first_run(tmp_path)
     with pytest.raises(ConfigError, match=r"optim.lr cannot change when resuming \(the run has 0.001, asked 0.1\).*"
@@ -324,7 +353,7 @@ def test_an_output_that_cannot_be_written_is_one_line(tmp_path):
     ("sample", "rtol=nan", "rtol=nan is out of range; expected > 0"),
     ("sample", "atol=0", "atol=0.0 is out of range; expected > 0"),
     ("compare", "reference_tol=-1", "reference_tol=-1.0 is out of range"),
-    ("sample", "seed=-1", "seed=-1 is out of range; expected >= 0"),
+    ("sample", "seed=-1", "seed=-1 is out of range; expected in [0, 2^32)"),
 ])
 def test_sampling_verbs_refuse_out_of_range_numbers_before_loading(tmp_path, verb, token, message):
     from flowkit.interface import commands

@@ -36,6 +36,7 @@ from flowkit.runtime.memory import (MODEL_SIZE, ReportOutOfMemory, check_draw_fi
 from flowkit.methods import METHODS
 from flowkit.metrics.plots import save_samples
 from flowkit.config.resolve import resolve_config  # noqa: F401  (re-exported: train's inputs)
+from flowkit.runtime.interrupt import set_hint
 from flowkit.runtime.rundir import RUN_DIR_ENV, RunLock, is_rank_zero, new_run_dir, shared_run_dir
 from flowkit.training.ema import EMA
 from flowkit.training.loggers import check_logger
@@ -120,11 +121,15 @@ def train_once(cfg: DictConfig, resume: Path | None = None) -> RunResult:
         resumed_at = checkpoint["global_step"]
     run_dir = resume.parent if resume else shared_run_dir(lambda: new_run_dir(config["run_root"], config["name"]),
                                                           training_device(config["trainer"]["accelerator"]))
+    set_hint(f"the run directory {run_dir} is kept; resume it with: flowkit train resume={run_dir}"
+             if resume else f"the run directory {run_dir} holds no checkpoint yet; delete it and start again")
     with RunLock(run_dir) if is_rank_zero() else contextlib.nullcontext():
         if is_rank_zero():
             write_atomically(run_dir / "config.yaml", lambda p: p.write_text(OmegaConf.to_yaml(config)))
         trainer = make_trainer(config, run_dir, manual=not module.automatic_optimization, resumed_at=resumed_at)
         seconds = fit(trainer, module, datamodule, resume, run_dir, workers)
+    set_hint(f"the trained run is kept in {run_dir} (last.ckpt, step {trainer.global_step}); its summary was not "
+             f"written: evaluate it with: flowkit eval ckpt={run_dir}")
     notes = [note for note in [ema_of(trainer).short_run_note(config["trainer"]["max_steps"])] if note]
     result = RunResult(run_dir, trainer.global_step, seconds, skipped=module.skipped, notes=notes)
     if trainer.is_global_zero:
