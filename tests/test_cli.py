@@ -204,7 +204,7 @@ def test_bad_user_arrays_through_the_cli(tmp_path):
     np.save(tmp_path / "empty.npy", good[:0])
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     cases = {
-        "nan.npy": "1 of 50 samples hold NaN or inf",
+        "nan.npy": "1 of 50 samples hold NaN, inf or values beyond",
         "flat.npy": "expected an array of shape (n >= 1, *data_shape); got (50,)",
         "empty.npy": "expected an array of shape (n >= 1, *data_shape); got (0, 2)",
         "objects.npy": "not a plain numeric .npy array",

@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import math
+import zipfile
+import zlib
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -12,6 +16,7 @@ from torch import Tensor
 from flowkit.runtime.checkpoint import safe_load
 from flowkit.data.contract import Dataset
 from flowkit.errors import ConfigError
+from flowkit.runtime.memory import check_fits, size
 
 
 INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
@@ -26,10 +31,11 @@ class Rows(Dataset):
                               f"(a float or integer array)")
         if data.dim() < 2 or data.shape[0] == 0:
             raise ConfigError(f"{label}: expected an array of shape (n >= 1, *data_shape); got {tuple(data.shape)}")
-        if not torch.isfinite(data).all():
-            bad = int((~torch.isfinite(data)).flatten(1).any(1).sum())
-            raise ConfigError(f"{label}: {bad} of {data.shape[0]} samples hold NaN or inf")
-        self.data = data.float()
+        self.data = data.float()  # float64 beyond float32's range becomes inf here, so check after
+        if not torch.isfinite(self.data).all():
+            bad = int((~torch.isfinite(self.data)).flatten(1).any(1).sum())
+            raise ConfigError(f"{label}: {bad} of {data.shape[0]} samples hold NaN, inf or values beyond float32's "
+                              f"range (|x| > 3.4e38)")
         if data.shape[0] < 2 or bool((self.data == self.data[:1]).all()):
             raise ConfigError(f"{label}: all {data.shape[0]} samples are the same point; a distribution to learn needs "
                               f"at least 2 distinct samples")
@@ -67,7 +73,7 @@ def load_array(path: str | Path, key: str = "data.path") -> Tensor:
         check_npy_header(path, key)
         try:
             return torch.from_numpy(np.load(path, allow_pickle=False))
-        except ValueError as exc:
+        except (ValueError, EOFError) as exc:
             raise ConfigError(f"{key}={str(path)!r}: not a plain numeric .npy array ({exc})") from None
     if path.suffix == ".pt":
         value = safe_load(path, f"{key}={str(path)!r}")
@@ -84,7 +90,7 @@ def check_npy_header(path: Path, key: str = "data.path") -> None:
     where = f"{key}={str(path)!r}"
     try:
         mapped = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as exc:
+    except (ValueError, EOFError) as exc:  # EOFError: a file of zero bytes
         size = path.stat().st_size
         raise ConfigError(f"{where}: not a plain numeric .npy array, or shorter than its header claims "
                           f"({size:,} bytes on disk; {' '.join(str(exc).split())})") from None
@@ -93,3 +99,37 @@ def check_npy_header(path: Path, key: str = "data.path") -> None:
     if dtype.kind not in "biufc":  # bool and complex are refused by Rows, with their own message
         raise ConfigError(f"{where}: holds {dtype} values ({'records' if dtype.names else 'not numbers'}); expected "
                           f"real numbers (a float or integer array)")
+
+
+UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError)
+
+
+def read_npz(path: Path, where: str, names: Callable[[list[str]], list[str]]) -> dict[str, np.ndarray]:
+    """The members ``names(members)`` of a ``.npz``, each checked before anything is allocated: its header's
+    bytes within what the member holds (a header claiming 11 GB in 16 bytes is refused, not allocated) and within
+    the memory free; a truncated, damaged (CRC) or empty archive is one ``ConfigError`` naming ``where``."""
+    def unreadable(reason: object) -> ConfigError:
+        return ConfigError(f"{where}: not a readable .npz of arrays ({' '.join(str(reason).split())})")
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {i.filename.removesuffix(".npy"): i for i in archive.infolist() if i.filename.endswith(".npy")}
+            if not members:
+                raise ConfigError(f"{where}: the archive holds no arrays")
+            out = {}
+            for name in names(list(members)):
+                info = members[name]
+                with archive.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    shape, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                       else np.lib.format.read_array_header_2_0(f))
+                    claimed, held = math.prod(shape) * dtype.itemsize, info.file_size - f.tell()
+                if claimed > held:
+                    raise ConfigError(f"{where}: member '{name}' is shorter than its header claims ({dtype} of shape "
+                                      f"{shape}: {size(claimed)} in {size(held)})")
+                check_fits(f"{where} ('{name}')", claimed)
+                with archive.open(info) as f:
+                    out[name] = np.lib.format.read_array(f, allow_pickle=False)
+            return out
+    except UNREADABLE as exc:
+        raise unreadable(exc) from None

@@ -38,9 +38,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowkit.data.arrays import check_npy_header
+from flowkit.data.arrays import check_npy_header, read_npz
 from flowkit.data.contract import Dataset, register_dataset
 from flowkit.errors import ConfigError
+
+MAX_CLASSES = 2**20  # class indices a label embedding takes (ImageNet-21k has 21,841)
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
 MODES = {"L": 1, "RGB": 3}  # accepted as they are; P, LA, RGBA, CMYK... are converted (alpha dropped)
@@ -221,14 +223,10 @@ class ArraySource(ImageSource):
             check_npy_header(file, "data.target")
             array = np.load(file, mmap_mode="r", allow_pickle=False)
         elif file.suffix == ".npz":
-            try:
-                with np.load(file, allow_pickle=False) as archive:
-                    if not archive.files:
-                        raise ConfigError(f"{where}: the archive holds no arrays")
-                    array = archive["images"] if "images" in archive.files else archive[archive.files[0]]
-                    labels = archive["labels"] if "labels" in archive.files else None
-            except (OSError, ValueError) as exc:
-                raise ConfigError(f"{where}: not a readable .npz of arrays ({' '.join(str(exc).split())})") from None
+            members = read_npz(file, where, lambda names: ["images" if "images" in names else names[0]]
+                               + (["labels"] if "labels" in names else []))
+            array = members.get("images", next(iter(members.values())))
+            labels = members.get("labels")
         else:
             raise ConfigError(f"{where}: unsupported suffix '{file.suffix}'; valid: .npz, .npy")
         if array.dtype != np.uint8 or array.ndim != 4:
@@ -242,6 +240,9 @@ class ArraySource(ImageSource):
             raise ConfigError(f"{where}: shape {array.shape} has no channel axis of 1 or 3 (second or last)")
         if labels is not None and (labels.shape != (array.shape[0],) or labels.dtype.kind not in "iu"):
             raise ConfigError(f"{where}: 'labels' must hold one integer per image; got {labels.dtype} {labels.shape}")
+        if labels is not None and labels.size and (labels.min() < 0 or labels.max() >= MAX_CLASSES):
+            raise ConfigError(f"{where}: 'labels' must be class indices in [0, {MAX_CLASSES}); found "
+                              f"{labels.min() if labels.min() < 0 else labels.max()}")
         if array.shape[0] == 0:
             raise ConfigError(f"{where}: expected an array of shape (n >= 1, *data_shape); got {tuple(array.shape)}")
         self.array, self.resolution = array, resolution

@@ -1,0 +1,86 @@
+"""Hostile data files (issue: nothing lost on the new surfaces): each reproduced here first, then refused in one
+line before any run directory exists, never a traceback, a hang or a silent overflow."""
+
+import re
+import struct
+import zipfile
+import zlib
+
+import numpy as np
+import pytest
+
+from flowkit.config.schema import apply_overrides, load_recipe
+from flowkit.errors import ConfigError
+from flowkit.training.loop import train
+from tests.helpers import run_cli, tiny
+
+
+def images(n=8):
+    return np.random.default_rng(0).integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+
+
+def npz_claiming(path, shape, dtype="|u1"):
+    """A .npz whose one member's header claims ``shape`` while it holds 16 bytes."""
+    header = {"descr": dtype, "fortran_order": False, "shape": shape}
+    import io
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, header)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("images.npy", buffer.getvalue() + bytes(16))
+
+
+def damaged(path):
+    np.savez(path, images=images(64))
+    data = bytearray(path.read_bytes())
+    data[300] ^= 0xFF  # inside the stored member: its CRC no longer holds
+    path.write_bytes(bytes(data))
+
+
+def truncated(path):
+    np.savez(path, images=images(64))
+    path.write_bytes(path.read_bytes()[:2000])
+
+
+def labelled(value):
+    def write(path):
+        np.savez(path, images=images(), labels=np.array([0, 1, 2, 3, 0, 1, 2, value], dtype=np.int64))
+    return write
+
+
+@pytest.mark.parametrize("write, message", [
+    (lambda p: p.write_bytes(b""), "not a readable .npz"),
+    (truncated, "not a readable .npz"),
+    (damaged, "not a readable .npz"),
+    (lambda p: npz_claiming(p, (60_000, 256, 256, 3)), "shorter than its header claims"),
+    (labelled(-1), r"'labels' must be class indices in \[0, 1048576\); found -1"),
+    (labelled(2**63 - 1), r"'labels' must be class indices in \[0, 1048576\); found 9223372036854775807"),
+], ids=["zero-bytes", "truncated", "bad-crc", "member-claims-11GB", "label-minus-1", "label-2^63-1"])
+def test_a_hostile_image_archive_is_one_line_before_any_run_directory(tmp_path, write, message):
+    path = tmp_path / "x.npz"
+    write(path)
+    with pytest.raises(ConfigError, match=message) as error:
+        train(apply_overrides(load_recipe("digits_rectified"),
+                              tiny(tmp_path, f"data.target=images:{path}", "model=unet", "model.channels=8")))
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_a_zero_byte_file_is_one_line_exit_2_from_the_command_line(tmp_path, suffix):
+    path = tmp_path / f"x{suffix}"
+    path.write_bytes(b"")
+    key = f"data.path={path}" if suffix == ".npy" else f"data.target=images:{path}"
+    proc = run_cli(["train", *tiny(tmp_path, key)], cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "Aborted" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and str(path) in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_float64_data_beyond_float32_range_is_refused_not_overflowed(tmp_path):
+    data = np.random.default_rng(0).normal(size=(64, 2))
+    data[3, 1] = 1e39  # finite in float64, inf in float32
+    np.save(tmp_path / "x.npy", data)
+    with pytest.raises(ConfigError, match=re.escape("1 of 64 samples hold NaN, inf or values beyond float32's range")):
+        train(apply_overrides(load_recipe("rectified"), tiny(tmp_path, f"data.path={tmp_path / 'x.npy'}")))
+    assert not (tmp_path / "runs").exists()
