@@ -18,9 +18,8 @@ from typing import Callable
 
 import torch
 from torch import Tensor
-from torchdiffeq import odeint
 
-from flowkit.samplers.integrate import VelocityFn, solver_grid
+from flowkit.samplers.integrate import VelocityFn, odeint_checked, solver_grid
 
 
 def exact_divergence(v: Tensor, x: Tensor) -> Tensor:
@@ -77,7 +76,7 @@ def log_likelihood(
     times = times.flip(0)  # backwards: data (t=1) to source (t=0)
     zero = torch.zeros(x1.shape[0], device=x1.device, dtype=x1.dtype)
     with torch.no_grad():
-        xs, ls = odeint(f, (x1, zero), times, method=method, **options)
+        xs, ls = odeint_checked(f, (x1, zero), times, method, **options)
     return source_logp(xs[-1]) + ls[-1], nfe
 
 

@@ -60,6 +60,9 @@ class Predictor:
 
     def __call__(self, x: Tensor, t: Tensor, cond: Cond | None = None, **inputs: Tensor) -> Tensor:
         self.nfe += 1
+        if self.nfe > MAX_NFE:  # what a sampler's own nfe() did not say in advance (an adaptive solver, a loop)
+            raise ConfigError(f"sampling stopped after {MAX_NFE:,} network evaluations, the most one draw may take; "
+                              f"use fewer steps, or looser tolerances for an adaptive sampler")
         raw = self._raw(x, t, cond, **inputs)
         if cond is not None and cond.classifier is not None:  # classifier guidance: the score moves by s grad log p
             labels = cond.labels[: x.shape[0]].to(x.device)
@@ -112,6 +115,11 @@ class Sampler:
     def __call__(self, model: Predictor, x0: Tensor, ts: Tensor, *, cond: Cond | None = None) -> tuple[Tensor, int]:
         raise NotImplementedError(f"{type(self).__name__} defines no sampling")
 
+    def nfe(self, steps: int | None) -> int | None:
+        """The network evaluations one draw on a grid of ``steps`` steps takes, where known before it runs
+        (checked against ``MAX_NFE`` before sampling); None where the sampler cannot say (adaptive ones)."""
+        return None
+
 
 DECLARATIONS = ("ode", "adaptive", "stochastic")
 
@@ -140,6 +148,7 @@ register_sampler = SAMPLERS.register
 
 
 MAX_STEPS = 1_000_000  # a fixed-step sampler's step count; beyond it a run never ends (and its grid needs GBs)
+MAX_NFE = 10_000_000  # network evaluations of one draw (steps times a step's evaluations, corrector steps too)
 
 
 def _option_value(text: str) -> Any:
@@ -208,7 +217,12 @@ def build_sampler(method: Any, path: AffinePath, spec: str, *, rtol: float = 1e-
     if reason:
         raise ConfigError(reason)
     spec_dict = {"name": name, **method.sampler_options(name), **options}
-    return SAMPLERS.build(spec_dict, rtol=rtol, atol=atol, path=path), steps
+    sampler = SAMPLERS.build(spec_dict, rtol=rtol, atol=atol, path=path)
+    planned = sampler.nfe(steps)
+    if planned is not None and planned > MAX_NFE:
+        raise ConfigError(f"sampler '{spec}' would take {planned:,} network evaluations a draw, more than "
+                          f"{MAX_NFE:,}; use fewer steps or options that cost fewer")
+    return sampler, steps
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ does not refuse, options a method does not use; here they are an error.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -40,6 +40,18 @@ def solver_grid(method: str, steps: int | None, rtol: float, atol: float, x0: Te
     raise ConfigError(f"unknown solver '{method}'; valid: {', '.join(SOLVERS)}")
 
 
+def odeint_checked(f: Callable, y0: Any, times: Tensor, method: str, **options: float) -> Any:
+    """torchdiffeq's ``odeint``, with an adaptive solver's failure to meet its tolerances (its step size
+    underflowing) one ``ConfigError`` naming them instead of an ``AssertionError``."""
+    try:
+        return odeint(f, y0, times, method=method, **options)
+    except AssertionError as exc:
+        if "underflow in dt" not in str(exc):
+            raise
+        raise ConfigError(f"{method} cannot meet rtol={options.get('rtol'):g}, atol={options.get('atol'):g}: its step "
+                          f"size underflowed; loosen the tolerances (float32 resolves about 1e-7 relative)") from None
+
+
 @torch.no_grad()
 def solve_trajectory(
     velocity_fn: VelocityFn,
@@ -60,7 +72,7 @@ def solve_trajectory(
         nfe += 1  # a Python counter: no host sync on the GPU
         return velocity_fn(x, t.expand(x.shape[0]))
 
-    states = odeint(f, x0, times, method=method, **options)
+    states = odeint_checked(f, x0, times, method, **options)
     return states, times, nfe
 
 

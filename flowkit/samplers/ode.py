@@ -9,11 +9,9 @@ stages: rk4 is its 3/8 rule, 4 NFE a step).
 from __future__ import annotations
 
 from torch import Tensor
-from torchdiffeq import odeint
-
 from flowkit.conditioning import Cond
 from flowkit.samplers.base import Predictor, Sampler, register_sampler
-from flowkit.samplers.integrate import ADAPTIVE, FIXED
+from flowkit.samplers.integrate import ADAPTIVE, FIXED, odeint_checked
 
 SUMMARIES = {"euler": "Euler's method, 1 NFE a step.",
              "midpoint": "The explicit midpoint rule, 2 NFE a step.",
@@ -33,7 +31,7 @@ def integrate(model: Predictor, x0: Tensor, ts: Tensor, method: str, cond: Cond 
     def f(t: Tensor, x: Tensor) -> Tensor:
         return model.velocity(x, t.expand(x.shape[0]), cond)
 
-    return odeint(f, x0, ts, method=method, **options)
+    return odeint_checked(f, x0, ts, method, **options)
 
 
 class FixedStep(Sampler):

@@ -95,6 +95,9 @@ class PredictorCorrector(Sampler):
                              "corrector_steps >= 0")
         self.snr, self.corrector_steps, self.scale, self.denoise, self.seed = snr, corrector_steps, scale, denoise, seed
 
+    def nfe(self, steps: int | None) -> int | None:
+        return None if steps is None else steps * (1 + self.corrector_steps)
+
     def __call__(self, model: Predictor, x0: Tensor, ts: Tensor, *, cond: Cond | None = None) -> tuple[Tensor, int]:
         x, generator, last = x0, noise_generator(x0, self.seed), ts.shape[0] - 2
         for k, (t, s) in enumerate(zip(ts[:-1], ts[1:])):
