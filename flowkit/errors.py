@@ -9,6 +9,7 @@ after SIGINT, 143 after SIGTERM). Anything else is a bug and keeps its traceback
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
 
 
@@ -45,3 +46,13 @@ def choices_hint(bad: str, valid: Iterable[str]) -> str:
     if close:
         text += f" (did you mean '{close[0]}'?)"
     return text
+
+
+def name_too_long(exc: BaseException) -> ConfigError | None:
+    """An ``OSError`` for a file name the file system cannot hold (a 5,000-character ``data.path=``) as the
+    ``ConfigError`` a user should see, naming it; None for any other exception."""
+    if not isinstance(exc, OSError) or exc.errno != errno.ENAMETOOLONG:
+        return None
+    name = str(exc.filename or "")
+    shown = name if len(name) <= 80 else f"{name[:60]}... ({len(name):,} characters)"
+    return ConfigError(f"'{shown}': file name too long for the file system (at most 255 bytes a name, 4,096 a path)")

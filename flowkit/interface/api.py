@@ -14,11 +14,12 @@ Every option is checked as the CLI checks it (the same typed schema, the same ra
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor
@@ -26,9 +27,24 @@ from torch import Tensor
 from flowkit.config.build import Parts, load_run
 from flowkit.runtime.checkpoint import resolve_checkpoint
 from flowkit.conditioning import Cond, conditioning, sampling_labels
-from flowkit.errors import ConfigError
+from flowkit.errors import ConfigError, name_too_long
 from flowkit.runtime.memory import check_draw_fits
 from flowkit.samplers import Predictor
+
+
+def _file_names(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """An API call whose file name the file system cannot hold raises ``ConfigError`` naming it (as the CLI
+    says it), not ``OSError``."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except OSError as exc:
+            error = name_too_long(exc)
+            if error is None:
+                raise
+            raise error from None
+    return wrapper
 
 
 def _plain(value: Any, key: str) -> Any:
@@ -88,6 +104,7 @@ class Run:
         return load(self, device)
 
 
+@_file_names
 def train(recipe: str = "rectified", *, resume: str | Path | Run | None = None, **overrides: Any) -> Run:
     """Train ``recipe`` (a packaged name or a YAML file) with ``overrides`` (``trainer={"max_steps": 2000}`` or
     ``**{"trainer.max_steps": 2000}``), or resume a run; returns the last round's ``Run``.
@@ -125,6 +142,7 @@ class Flow:
         labels = sampling_labels(n, self.classes, classifier, label, generator or torch.default_generator)
         return conditioning(self.classes, None if labels is None else labels.to(self.device), guidance, classifier)
 
+    @_file_names
     def sample(self, n: int, sampler: str = "dopri5", *, grid: str = "uniform", label: int | Tensor | None = None,
                guidance: float | None = None, classifier: str | Path | Run | None = None,
                classifier_scale: float = 1.0, generator: torch.Generator | None = None, rtol: float = 1e-5,
@@ -223,6 +241,7 @@ def _device(device: str | torch.device) -> torch.device:
     return parse_device(str(device))
 
 
+@_file_names
 def load(run: str | Path | Run, device: str | torch.device = "cpu") -> Flow:
     """The trained model of a run (its directory, its ``.ckpt`` or a ``Run``), EMA weights, in eval mode."""
     if not isinstance(run, (str, Path, Run)):
@@ -234,6 +253,7 @@ def load(run: str | Path | Run, device: str | torch.device = "cpu") -> Flow:
     return Flow(config, parts, target)
 
 
+@_file_names
 def compare(runs: Iterable[str | Path | Run], samplers: Iterable[str], *, n: int = 2000, grid: str = "uniform",
             seed: int = 0, label: int = -1, guidance: float | None = None, rtol: float = 1e-5, atol: float = 1e-5,
             reference_tol: float = 1e-7, device: str = "cpu") -> list[dict[str, Any]]:

@@ -26,6 +26,16 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+def _fail_on_name(exc: OSError) -> None:
+    """A file name the file system cannot hold is a usage error (exit 2); any other OSError keeps its traceback."""
+    from flowkit.errors import name_too_long
+
+    error = name_too_long(exc)
+    if error is None:
+        raise exc
+    _fail(str(error), 2)
+
+
 def _schema_epilog() -> str:
     """Every key of the typed schema with its type, default and range (``flowkit.config.schema.schema_rows``)."""
     from flowkit.config.schema import schema_rows
@@ -55,6 +65,8 @@ def train(
         check_names(cfg)
     except ConfigError as exc:
         _fail(str(exc), 2)
+    except OSError as exc:
+        _fail_on_name(exc)
     if print_config:
         from omegaconf import OmegaConf
 
@@ -75,6 +87,8 @@ def train(
         raise typer.Exit(exc.code)
     except TrainingError as exc:
         _fail(str(exc), 1)
+    except OSError as exc:
+        _fail_on_name(exc)
     for done in result.rounds if len(result.rounds) > 1 else [result]:
         _print_summary(done)
 
@@ -125,6 +139,8 @@ def _run(command, tokens: list[str]):
         _fail(str(exc), 2)
     except TrainingError as exc:  # e.g. an output the disk refuses
         _fail(str(exc), 1)
+    except OSError as exc:
+        _fail_on_name(exc)
 
 
 TOKENS = typer.Argument(None, help="key=value arguments, e.g. ckpt=runs/rectified-... n=2000 device=cuda")

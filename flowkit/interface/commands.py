@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -154,7 +155,7 @@ def parse_args(schema: type, tokens: list[str]):
         raise ConfigError("ckpt=... is required (a run directory or a .ckpt file)")
     check_ranges(args, ARG_RANGES)
     out = Path(args.out) if args.out else None
-    if out is not None and (out.name in ("", ".", "..") or (out.suffix and out.is_dir())):  # compare's out is a stem
+    if out is not None and (out.name in ("", ".", "..") or (out.suffix and os.path.isdir(out))):  # compare's out is a stem
         raise ConfigError(f"out={args.out!r} is a folder; give a file name in it (e.g. out={out / 'result'})")
     parse_grid(args.grid)
     return args, parse_device(args.device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import pickle
@@ -126,21 +127,25 @@ def write_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
     two writers never share a temporary file. A failed write removes its temporary file; a write the disk
     refuses (full, read-only, quota) is a ``WriteError`` naming the file and keeping what was there."""
     path = Path(path)
-    if path.name in ("", ".", "..") or path.is_dir():
+    if path.name in ("", ".", "..") or os.path.isdir(path):
         raise WriteError(f"cannot write '{path}': it is a folder, not a file name")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise WriteError(f"cannot write '{path}': its folder '{path.parent}' cannot be created "
                          f"({exc.strerror or exc}{': a file is in the way' if exc.errno == errno.EEXIST else ''})") from None
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
+    token = f"{os.getpid()}-{secrets.token_hex(4)}"
+    name = f".{path.name}.tmp-{token}{path.suffix}"
+    # a legal name of up to 255 bytes must not fail on its temporary name's length: shorten that one
+    tmp = path.with_name(name if len(os.fsencode(name)) <= 255 else f".flowkit.tmp-{token}{path.suffix[:32]}")
     try:
         write(tmp)
         os.replace(tmp, path)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.errno is not None:
-            kept = "the previous file is kept" if path.exists() else "nothing was written"
+            kept = "the previous file is kept" if os.path.lexists(path) else "nothing was written"
             raise WriteError(f"cannot write '{path}': {exc.strerror or exc}; {kept}") from None
         raise
 
