@@ -84,3 +84,12 @@ def test_float64_data_beyond_float32_range_is_refused_not_overflowed(tmp_path):
     with pytest.raises(ConfigError, match=re.escape("1 of 64 samples hold NaN, inf or values beyond float32's range")):
         train(apply_overrides(load_recipe("rectified"), tiny(tmp_path, f"data.path={tmp_path / 'x.npy'}")))
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.depth=100000", r"depth=100000 .*out of range; expected width >= 1 and depth in \[1, 1000\]"),
+])
+def test_a_depth_no_network_has_is_refused_before_it_is_built(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):  # was half a minute of building on the meta device first
+        train(apply_overrides(load_recipe("rectified"), tiny(tmp_path, override)))
+    assert not (tmp_path / "runs").exists()

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from flowkit.models.attention import SelfAttention
 from flowkit.models.embeddings import TimeMLP, conditioning, zeroed
-from flowkit.models.registry import register_model
+from flowkit.models.registry import MAX_DEPTH, register_model
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -78,9 +78,9 @@ class ADMUNet(nn.Module):
         super().__init__()
         if len(data_shape) != 3:
             raise ValueError(f"adm needs image data (C, H, W); got data shape {tuple(data_shape)}")
-        if channels < 1 or blocks < 1 or not mults or min(mults) < 1:
+        if channels < 1 or not 1 <= blocks <= MAX_DEPTH or not mults or min(mults) < 1:
             raise ValueError(f"channels={channels}, blocks={blocks}, mults={tuple(mults)} are out of range; expected "
-                             f"channels >= 1, blocks >= 1 and mults of whole numbers >= 1")
+                             f"channels >= 1, blocks in [1, {MAX_DEPTH}] and mults of whole numbers >= 1")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout={dropout} is out of range; expected 0 <= dropout < 1")
         c, h, w = data_shape

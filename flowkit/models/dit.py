@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from flowkit.models.attention import SelfAttention
 from flowkit.models.embeddings import TimeMLP, conditioning, zeroed
-from flowkit.models.registry import register_model
+from flowkit.models.registry import MAX_DEPTH, register_model
 
 
 def sincos_2d(hidden: int, rows: int, cols: int) -> Tensor:
@@ -67,9 +67,9 @@ class DiT(nn.Module):
         c, h, w = data_shape
         if patch < 1 or h % patch or w % patch:
             raise ValueError(f"patch={patch}: the image size {h}x{w} must divide by it")
-        if depth < 1 or hidden < 1 or mlp_ratio <= 0:
-            raise ValueError(f"depth={depth}, hidden={hidden}, mlp_ratio={mlp_ratio} are out of range; expected >= 1, "
-                             f">= 1 and > 0")
+        if not 1 <= depth <= MAX_DEPTH or hidden < 1 or mlp_ratio <= 0:
+            raise ValueError(f"depth={depth}, hidden={hidden}, mlp_ratio={mlp_ratio} are out of range; expected in "
+                             f"[1, {MAX_DEPTH}], >= 1 and > 0")
         if pos not in ("sincos", "learned"):
             raise ValueError(f"pos='{pos}' is not one of: sincos, learned")
         self.data_shape, self.patch = tuple(data_shape), patch

@@ -9,7 +9,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from flowkit.models.embeddings import TimeMLP, conditioning
-from flowkit.models.registry import register_model
+from flowkit.models.registry import MAX_DEPTH, register_model
 
 
 @register_model("mlp")
@@ -23,8 +23,9 @@ class MLP(nn.Module):
     def __init__(self, data_shape: tuple[int, ...], width: int = 256, depth: int = 3, time_dim: int = 64,
                  time_scale: float = 1000.0) -> None:
         super().__init__()
-        if width < 1 or depth < 1:
-            raise ValueError(f"width={width}, depth={depth} are out of range; expected both >= 1")
+        if width < 1 or not 1 <= depth <= MAX_DEPTH:  # a deeper net takes minutes just to count its parameters
+            raise ValueError(f"width={width}, depth={depth} are out of range; expected width >= 1 and depth in "
+                             f"[1, {MAX_DEPTH}]")
         self.data_shape = tuple(data_shape)
         self.emb_dim, self.time_dim, self.time_scale = time_dim, time_dim, time_scale
         dim = math.prod(self.data_shape)

@@ -7,3 +7,5 @@ from flowkit.registry import Registry
 
 MODELS: Registry = Registry("model", "flowkit.models")
 register_model = MODELS.register
+
+MAX_DEPTH = 1000  # layers or blocks a built-in backbone takes: deeper, merely counting its parameters takes minutes
