@@ -106,3 +106,18 @@ def test_a_classifier_of_another_path_is_refused(runs):
     other = train(apply_overrides(load_recipe("noisy_classifier"), tiny(root, "path=cosine", steps=5)))
     with pytest.raises(ConfigError, match="was trained on the path Cosine"):
         flowkit.load(model.run_dir).sample(10, "euler:2", label=1, classifier=other.run_dir)
+
+
+def test_a_classifier_whose_config_names_the_whole_disk_loads_without_reading_its_data(runs, monkeypatch):
+    """A checkpoint saying data.target=folder:/ made loading the classifier scan the disk: its data's shape and
+    classes are in the checkpoint, so nothing of its data is read."""
+    from flowkit.data import images
+
+    root, classifier, model = runs
+    ckpt = torch.load(classifier.run_dir / "last.ckpt", weights_only=True)
+    ckpt["flowkit"]["config"]["data"]["target"] = "folder:/"
+    torch.save(ckpt, root / "disk.ckpt")
+    monkeypatch.setattr(images, "_files", lambda root: pytest.fail(f"the classifier's data was read: {root}"))
+    x = flowkit.load(model.run_dir).sample(20, "euler:4", label=1, classifier=root / "disk.ckpt",
+                                           generator=torch.Generator().manual_seed(0))
+    assert x.shape == (20, 2) and torch.isfinite(x).all()
