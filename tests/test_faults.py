@@ -173,6 +173,25 @@ def test_a_full_disk_during_training_stops_with_one_line(tmp_path, monkeypatch):
     assert not list(run_dir.glob(".*tmp*"))
 
 
+def test_a_full_disk_names_the_step_the_kept_checkpoint_holds(tmp_path, monkeypatch):
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    save, calls = TorchCheckpointIO.save_checkpoint, []
+
+    def full_after_the_first(self, checkpoint, path, storage_options=None):
+        calls.append(checkpoint["global_step"])
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        save(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", full_after_the_first)
+    with pytest.raises(TrainingError) as error:
+        first_run(tmp_path)  # saves at step 10, then fails at step 20
+    assert calls[:2] == [10, 20]
+    assert re.search(r"the previous file is kept; training stopped\. Last good checkpoint: .*last\.ckpt \(step 10\)",
+                     str(error.value)), str(error.value)
+
+
 def test_a_temporary_file_left_by_a_kill_is_removed_by_the_next_writer(tmp_path):
     first = first_run(tmp_path)
     stale = first.run_dir / ".last.ckpt.tmp-123-abcd.ckpt"

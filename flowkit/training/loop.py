@@ -157,7 +157,7 @@ def fit(trainer: L.Trainer, module: FlowModule, datamodule: PairDataModule, resu
             with ReportOutOfMemory(f"data.batch_size or {MODEL_SIZE}"):
                 trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         except TrainingError as exc:
-            raise TrainingError(f"{exc}; training stopped. Last good checkpoint: {last_good(run_dir, module)}") from None
+            raise TrainingError(f"{exc}; training stopped. Last good checkpoint: {last_good(run_dir)}") from None
         finally:
             os.environ.pop(RUN_DIR_ENV, None)
             torch.set_num_threads(threads)
@@ -196,13 +196,17 @@ def stop_on_signals(module: FlowModule) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def last_good(run_dir: Path, module: FlowModule) -> str:
+def last_good(run_dir: Path) -> str:
+    """The checkpoint a stopped run keeps, with the step the file itself holds (a save that failed on a full disk
+    had already been counted as saved)."""
     kept = run_dir / "last.ckpt"
     if not kept.exists():
         return "none was written yet"
-    if module.last_saved_step is None:  # a resumed run that stopped before its first save
+    try:
+        step = torch.load(kept, map_location="cpu", weights_only=True, mmap=True).get("global_step")
+    except Exception:  # unreadable: name the file alone
         return str(kept)
-    return f"{kept} (step {module.last_saved_step})"
+    return f"{kept} (step {step})" if isinstance(step, int) else str(kept)
 
 
 def summarize(module: FlowModule, parts: Parts, config: dict[str, Any], run_dir: Path, seconds: float,

@@ -41,7 +41,6 @@ class FlowModule(L.LightningModule):
         self.config = config
         self.data_shape = tuple(data_shape)
         self.data_digest = file_digest(config["data"].get("path"))  # data.path's bytes: a resume must read the same
-        self.last_saved_step: int | None = None
         self.skipped = 0  # batches dropped for a non-finite loss or gradient (trainer.on_nonfinite=skip)
         networks = method.networks()
         self.networks = nn.ModuleDict({name: net for name, (net, _) in networks.items()})  # moved and checkpointed
@@ -189,7 +188,6 @@ class FlowModule(L.LightningModule):
         checkpoint["flowkit"] = {"format": CHECKPOINT_FORMAT, "config": self.config, "data_shape": list(self.data_shape),
                                  "num_classes": self.data_classes, "method_state": self.method.state_dict(),
                                  "data_digest": self.data_digest}
-        self.last_saved_step = self.global_step
 
     def resume_fault(self, checkpoint: dict[str, Any]) -> str | None:
         """Why ``checkpoint`` cannot resume this module (None: it can): its weights (EMA and raw) must fit the
