@@ -4,6 +4,7 @@ runs saving EMA as raw weights, a full disk) and checks its fix."""
 
 import csv
 import errno
+import json
 import os
 import re
 import shutil
@@ -542,7 +543,14 @@ def test_a_run_on_a_relative_data_path_is_read_from_anywhere_and_outlives_its_fi
         proc = run_cli([args[0], f"ckpt={run}", *args[1:]], cwd=there)
         assert proc.returncode == 0, proc.stderr
     proc = run_cli(["eval", f"ckpt={run}", "n=50", "repeats=1"], cwd=there)
-    assert proc.returncode == 2 and "no such file" in proc.stderr and "sampling and inverting the run do not" in proc.stderr
+    assert proc.returncode == 2 and "no such file" in proc.stderr and "sampling, inverting and comparing" in proc.stderr
+    # compare needs no data: NFE and the distance to dopri5 are measured, the metric is said to be missing
+    proc = run_cli(["compare", f"ckpt={run}", "solvers=euler:2,heun:2", "n=50", f"out={there / 'c'}"], cwd=there)
+    assert proc.returncode == 0, proc.stderr
+    assert "no metric" in proc.stdout and "no such file" in proc.stdout
+    rows = json.loads((there / "c.json").read_text())["rows"]
+    assert [r["nfe"] for r in rows] == [2, 4] and all(r["value"] is None and r["error"] > 0 for r in rows)
+    assert (there / "c.png").stat().st_size > 0
 
 
 def test_a_data_file_replaced_by_another_of_the_same_shape_is_refused_on_resume(tmp_path):

@@ -18,6 +18,10 @@ from flowkit.data.contract import Dataset
 from flowkit.errors import ConfigError
 
 
+class NeedsData(ConfigError):
+    """A question only a run's data can answer, asked after that data is gone (``compare`` goes on without it)."""
+
+
 class Deferred(Dataset):
     """``build()`` on first use of anything but ``shape``, ``num_classes``, ``encoded_by``, ``encode`` and ``decode``
     (through ``coder``, a ``flowkit.data.latent.Coder`` of the run's encoder, or the identity)."""
@@ -33,7 +37,8 @@ class Deferred(Dataset):
             try:
                 dataset = self._build()
             except ConfigError as exc:
-                raise ConfigError(f"{exc} (this needs {self.label}; sampling and inverting the run do not)") from None
+                raise NeedsData(f"{exc} (this needs {self.label}; sampling, inverting and comparing the run do "
+                                f"not)") from None
             if tuple(dataset.shape) != self.shape:
                 raise ConfigError(f"{self.label} now has shape {tuple(dataset.shape)}, but the run was trained on "
                                   f"{self.shape}: it is not the data the run was trained on")

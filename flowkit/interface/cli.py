@@ -194,9 +194,12 @@ def compare(tokens: Optional[List[str]] = TOKENS) -> None:
     for column in ("model", "solver", "NFE", r["rows"][0]["metric"] if r["rows"] else "quality", "error", "time (s)"):
         table.add_column(escape(column), justify="left" if column in ("model", "solver") else "right")
     for row in r["rows"]:
-        table.add_row(escape(row["name"]), escape(row["solver"]), str(row["nfe"]), f"{row['value']:.4f}", f"{row['error']:.2e}",
+        value = "-" if row["value"] is None else f"{row['value']:.4f}"
+        table.add_row(escape(row["name"]), escape(row["solver"]), str(row["nfe"]), value, f"{row['error']:.2e}",
                       f"{row['seconds']:.3f}")
     out.print(table)
+    if r.get("note"):
+        out.print(f"[yellow]{escape(r['note'])}[/]", soft_wrap=True)
     for line in r["skipped"]:
         out.print(f"[yellow]skipped {escape(line)}[/]")
     out.print("wrote " + ", ".join(r["files"]), markup=False)

@@ -41,18 +41,19 @@ def plot_quality_vs_nfe(path: Path, rows: list[dict[str, Any]]) -> None:
     """Sample quality against NFE: one line per model and sampler family (``euler:1``, ``euler:4`` ... on one
     line), each point labelled with its spec."""
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    key = "value" if all(r["value"] is not None for r in rows) else "error"  # without a metric: the distance to dopri5
     models = list(dict.fromkeys(r["model"] for r in rows))
     for model in models:
         for family in dict.fromkeys(r["solver"].split(":")[0] for r in rows if r["model"] == model):
             mine = sorted((r for r in rows if r["model"] == model and r["solver"].split(":")[0] == family),
                           key=lambda r: r["nfe"])
             label = family if len(models) == 1 else f"{family}, {mine[0]['name']} ({model})"
-            ax.plot([r["nfe"] for r in mine], [r["value"] for r in mine], marker="o", label=label)
+            ax.plot([r["nfe"] for r in mine], [r[key] for r in mine], marker="o", label=label)
             for r in mine:
-                ax.annotate(r["solver"], (r["nfe"], r["value"]), fontsize=6)
+                ax.annotate(r["solver"], (r["nfe"], r[key]), fontsize=6)
     ax.set_xscale("log")
     ax.set_xlabel("NFE")
-    ax.set_ylabel(rows[0]["metric"] if rows else "")
+    ax.set_ylabel(("RMS distance to dopri5" if key == "error" else rows[0]["metric"]) if rows else "")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
