@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import netrc
+import os
+import socket
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +17,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from flowkit.errors import ConfigError
 from flowkit.runtime.checkpoint import write_atomically
+
 
 class ResumedCSVLogger(CSVLogger):
     """The CSV log pinned to ``RUN/logs/metrics.csv``; a resumed run appends to it. Lightning's writer deletes
@@ -73,6 +78,41 @@ def check_logger(name: str) -> None:
     if not any(importlib.util.find_spec(module) for module in modules):
         raise ConfigError(f"trainer.logger={name} needs the {modules[0]} package, which is not installed: "
                           f"pip install 'flowkit[{extra}]' (or trainer.logger=csv)")
+    if name == "wandb":
+        check_wandb()
+
+
+OFFLINE_HINT = "or set WANDB_MODE=offline to log into RUN/wandb and 'wandb sync' it later"
+
+
+def check_wandb() -> None:
+    """What makes a Weights & Biases run fail after the run directory exists, said before: a ``wandb`` folder
+    (wandb's own run files) found instead of the package; online mode without a login (``WANDB_API_KEY`` or
+    ~/.netrc); online mode without a connection to its server (tried for 5 s, not wandb's two minutes)."""
+    spec = importlib.util.find_spec("wandb")
+    if spec is not None and spec.origin is None:  # a namespace package: a plain folder named wandb on the path
+        where = next(iter(spec.submodule_search_locations or []), "?")
+        raise ConfigError(f"trainer.logger=wandb: 'wandb' is the folder {where}, not the installed package (wandb's "
+                          f"run files?); run from another folder, or rename it")
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun"):
+        return
+    url = urllib.parse.urlsplit(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
+    host, port = url.hostname or "api.wandb.ai", url.port or (80 if url.scheme == "http" else 443)
+    if not os.environ.get("WANDB_API_KEY") and not _netrc_login(host):
+        raise ConfigError(f"trainer.logger=wandb: not logged in to Weights & Biases (no WANDB_API_KEY, no {host} "
+                          f"entry in ~/.netrc): run 'wandb login', {OFFLINE_HINT}")
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as exc:
+        raise ConfigError(f"trainer.logger=wandb: cannot reach {host}:{port} ({exc.strerror or exc}); check the "
+                          f"network, {OFFLINE_HINT}") from None
+
+
+def _netrc_login(host: str) -> bool:
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
 
 
 def extra_loggers(name: str, run_dir: Path) -> list[Any]:
