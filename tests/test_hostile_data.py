@@ -93,3 +93,48 @@ def test_a_depth_no_network_has_is_refused_before_it_is_built(tmp_path, override
     with pytest.raises(ConfigError, match=message):  # was half a minute of building on the meta device first
         train(apply_overrides(load_recipe("rectified"), tiny(tmp_path, override)))
     assert not (tmp_path / "runs").exists()
+
+
+PEAK = """
+import gc, sys
+import PIL.Image, PIL.PngImagePlugin  # the library's own memory is not the data's
+from flowkit.data.images import image_array, image_folder
+
+def status(key):
+    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(key))
+
+kind, where = sys.argv[1], sys.argv[2]
+image_array  # imported: the constructor below reads an archive whole, so it is measured too
+gc.collect()
+base = status("VmRSS:")
+open("/proc/self/clear_refs", "w").write("5")  # resets the peak (VmHWM) to the current size
+data = image_folder(where) if kind == "folder" else image_array(where)
+data.prepare()
+print((status("VmHWM:") - base) / data.data.numel())
+"""
+
+
+@pytest.mark.parametrize("kind", ["folder", "npz-nhwc", "npy-nchw"])
+def test_decoding_an_image_set_peaks_within_1_3x_of_its_uint8_size(tmp_path, kind):
+    """The README promises images held as uint8: a .npz or .npy set was held twice (the archive's array and a
+    copy; the mapped file's pages and a copy)."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2000, 64, 64, 3), dtype=np.uint8)  # 24.6 MB
+    if kind == "folder":
+        where = tmp_path / "images"
+        where.mkdir()
+        for i, image in enumerate(images[:1500]):
+            Image.fromarray(image).save(where / f"{i:04d}.png")
+    elif kind == "npz-nhwc":
+        np.savez(where := tmp_path / "x.npz", images=images)
+    else:
+        np.save(where := tmp_path / "x.npy", images.transpose(0, 3, 1, 2).copy())
+    proc = subprocess.run([sys.executable, "-c", PEAK, "folder" if kind == "folder" else "array", str(where)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert float(proc.stdout) <= 1.3, proc.stdout

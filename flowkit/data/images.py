@@ -250,9 +250,17 @@ class ArraySource(ImageSource):
         self.count = array.shape[0]
         channels, h, w = (array.shape[3], *array.shape[1:3]) if self.nhwc else array.shape[1:]
         self.shape = (channels, resolution, resolution) if resolution is not None else (channels, h, w)
+        self.file, self.fits = file, self.shape[1:] == (h, w)
 
     def take(self, rows: np.ndarray) -> np.ndarray:
-        array = self.array[np.asarray(rows)]
+        rows = np.asarray(rows)
+        if len(rows) == self.count and self.fits and np.array_equal(rows, np.arange(self.count)):
+            # the whole set (Images.data): the array itself, no copy (NHWC as an NCHW view); a mapped .npy is read
+            # into memory once instead of being copied out of its mapped pages
+            array = self.array if isinstance(self.array, np.ndarray) and not isinstance(self.array, np.memmap) \
+                else np.load(self.file, allow_pickle=False)
+            return array.transpose(0, 3, 1, 2) if self.nhwc else array
+        array = self.array[rows]
         array = array.transpose(0, 3, 1, 2) if self.nhwc else array
         if tuple(array.shape[1:]) != self.shape:
             from PIL import Image
