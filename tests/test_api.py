@@ -105,3 +105,15 @@ def test_paths_numpy_scalars_and_tensors_are_accepted_as_values(tmp_path):
                         "enable_progress_bar": np.bool_(False)}, optim={"lr": torch.tensor(1e-3)},
                         eval={"n": np.int32(50), "repeats": 1, "compare": []})
     assert run.dir.parent == tmp_path / "runs" and run.summary["steps"] == 3
+
+
+def test_a_sample_count_may_be_a_numpy_or_tensor_whole_number(run):
+    """Flow.sample(np.int64(5)) was refused as 'not a whole number' (found by bench/faults_surfaces.py)."""
+    import numpy as np
+
+    flow = flowkit.load(run)
+    for n in (np.int64(5), np.int32(5), torch.tensor(5)):
+        assert flow.sample(n, sampler="euler:2").shape == (5, 2)
+    for n in (np.float64(2.5), torch.tensor(2.5), np.bool_(True), torch.tensor([5, 6])):
+        with pytest.raises(flowkit.ConfigError, match=r"expected a whole number >= 1"):
+            flow.sample(n, sampler="euler:2")

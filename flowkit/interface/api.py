@@ -67,6 +67,17 @@ def _plain(value: Any, key: str) -> Any:
                       f"{type(value).__name__}")
 
 
+def _count(n: Any) -> int:
+    """A sample count: a whole number >= 1, given as a Python, numpy or one-number tensor integer (not a bool)."""
+    try:
+        plain = _plain(n, "n")
+    except ConfigError:
+        plain = None
+    if not (isinstance(plain, int) and not isinstance(plain, bool) and plain >= 1):
+        raise ConfigError(f"n={n!r}: expected a whole number >= 1")
+    return plain
+
+
 def _value(value: Any, key: str = "value") -> str:
     """A Python value as an override's right-hand side (parsed back by the same YAML reader as the CLI's)."""
     value = _plain(value, key)
@@ -153,8 +164,7 @@ class Flow:
         A latent run's samples are decoded to data (``decode=False``: its codes, of shape ``data_shape``)."""
         from flowkit.interface.commands import guide_of
 
-        if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
-            raise ConfigError(f"n={n!r}: expected a whole number >= 1")
+        n = _count(n)
         check_draw_fits(self.parts.model, n, self.data_shape, self.device)
         guide = None
         if classifier is not None:
