@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import errno
+import os
 from collections.abc import Iterable
 
 
@@ -53,6 +54,17 @@ def name_too_long(exc: BaseException) -> ConfigError | None:
     ``ConfigError`` a user should see, naming it; None for any other exception."""
     if not isinstance(exc, OSError) or exc.errno != errno.ENAMETOOLONG:
         return None
-    name = str(exc.filename or "")
+    return _too_long(str(exc.filename or ""))
+
+
+def _too_long(name: str) -> ConfigError:
     shown = name if len(name) <= 80 else f"{name[:60]}... ({len(name):,} characters)"
     return ConfigError(f"'{shown}': file name too long for the file system (at most 255 bytes a name, 4,096 a path)")
+
+
+def check_name_length(name: str) -> None:
+    """A ConfigError now for an output name no Linux file system holds (a part over 255 bytes, the whole over
+    4,096), rather than ENAMETOOLONG after the work that was to be written."""
+    encoded = os.fsencode(name)
+    if len(encoded) >= 4096 or any(len(part) > 255 for part in encoded.split(b"/")):
+        raise _too_long(name)

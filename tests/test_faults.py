@@ -496,6 +496,30 @@ def test_draws_the_machine_cannot_make_are_one_line(short_run, tmp_path, token, 
         commands.sample([f"ckpt={short_run}", token, f"out={tmp_path / 's.npy'}"])
 
 
+@pytest.mark.parametrize("tokens, message", [
+    (["n=1000000000", "repeats=3"], r"n=1000000000 with repeats=3 needs about"),  # was reported as n=3000000000
+    (["n=10", "repeats=1", "nll_n=1000000000"], r"nll_n=1000000000 needs about"),
+])
+def test_an_evaluation_too_large_names_the_values_as_typed(short_run, tokens, message):
+    from flowkit.interface import commands
+
+    with pytest.raises(ConfigError, match=message):
+        commands.evaluate([f"ckpt={short_run}", *tokens])
+
+
+@pytest.mark.parametrize("verb", ["sample", "invert", "compare"])
+def test_an_output_name_too_long_is_exit_2_before_any_work(short_run, tmp_path, verb):
+    """out= of 5,000 characters with a valid run was exit 1, after sampling ('cannot write ...')."""
+    import numpy as np
+
+    np.save(tmp_path / "x.npy", np.zeros((4, 2), np.float32))
+    extra = {"sample": ["n=5"], "invert": [f"in={tmp_path / 'x.npy'}"], "compare": ["solvers=euler:2", "n=20"]}[verb]
+    proc = run_cli([verb, f"ckpt={short_run}", *extra, "out=" + "x" * 5000 + ".npy"], cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-300:]
+    assert "file name too long" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr[:300]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
+
+
 def test_an_allocation_that_fails_anyway_is_one_line_naming_the_setting():
     from flowkit.runtime.memory import ReportOutOfMemory
 

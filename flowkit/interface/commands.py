@@ -27,7 +27,7 @@ from flowkit.conditioning import Cond, conditioning, sampling_labels
 from flowkit.config.schema import apply_overrides, check_ranges
 from flowkit.data.arrays import Rows, load_array
 from flowkit.data.deferred import NeedsData
-from flowkit.errors import ConfigError, TrainingError
+from flowkit.errors import ConfigError, TrainingError, check_name_length
 from flowkit.training.evaluate import label_accuracy, path_solver, score, straightness_along_paths
 from flowkit.samplers.grids import parse_grid
 from flowkit.metrics.likelihood import bits_per_dim, log_likelihood
@@ -158,6 +158,8 @@ def parse_args(schema: type, tokens: list[str]):
     out = Path(args.out) if args.out else None
     if out is not None and (out.name in ("", ".", "..") or (out.suffix and os.path.isdir(out))):  # compare's out is a stem
         raise ConfigError(f"out={args.out!r} is a folder; give a file name in it (e.g. out={out / 'result'})")
+    if out is not None:
+        check_name_length(str(out.with_suffix(".json")) if schema is CompareArgs else args.out)
     parse_grid(args.grid)
     return args, parse_device(args.device)
 
@@ -172,10 +174,11 @@ def parse_device(name: str) -> torch.device:
     return device
 
 
-def load_on(ckpt: str, device: torch.device, n: int):
-    """(config, parts) of a checkpoint on ``device``, after checking that a draw of ``n`` samples fits there."""
+def load_on(ckpt: str, device: torch.device, n: int, setting: str | None = None):
+    """(config, parts) of a checkpoint on ``device``, after checking that a draw of ``n`` samples fits there
+    (``setting``: the options that asked for them, as the error names them; default ``n=N``)."""
     cfg, parts = load_run(ckpt)
-    check_draw_fits(parts.model, n, tuple(parts.target.shape), device)
+    check_draw_fits(parts.model, n, tuple(parts.target.shape), device, setting)
     parts.model.to(device)
     return cfg, parts
 
@@ -250,7 +253,9 @@ def evaluate(tokens: list[str]) -> dict[str, Any]:
     network is a velocity field), bits/dim (quantised data) and label accuracy (class-conditional models)."""
     args, device = parse_args(EvalArgs, tokens)
     parse_sampler(args.solver)
-    cfg, parts = load_on(args.ckpt, device, max(args.n * args.repeats, args.nll_n))
+    draws = args.n * args.repeats
+    cfg, parts = load_on(args.ckpt, device, max(draws, args.nll_n),
+                         f"n={args.n} with repeats={args.repeats}" if draws >= args.nll_n else f"nll_n={args.nll_n}")
     target, method = parts.target, parts.method
     generator = torch.Generator().manual_seed(args.seed)
     result: dict[str, Any] = {"ckpt": args.ckpt, "solver": args.solver}
