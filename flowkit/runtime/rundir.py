@@ -123,6 +123,21 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_drop_in_child)
 
 
+def _lock_holder(path: Path) -> str:
+    """"pid N" of the process holding a flock on ``path``, read from Linux's /proc/locks ("" where unknown)."""
+    try:
+        st = os.stat(path)
+        key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        with open("/proc/locks") as locks:
+            for line in locks:
+                fields = line.split()
+                if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == key:
+                    return f"pid {fields[4]}"
+    except (OSError, ValueError):
+        pass
+    return ""
+
+
 class RunLock:
     """``with RunLock(run_dir):`` — the one writer of ``run_dir``; another holder is a ConfigError naming it.
     Without ``fcntl`` (Windows) the lock is a no-op."""
@@ -144,8 +159,8 @@ class RunLock:
             os.close(fd)
             try:
                 holder = self.file.read_text(errors="replace")[:200].strip()
-            except OSError:
-                holder = ""
+            except OSError:  # the file was deleted: the kernel still knows who holds the lock
+                holder = _lock_holder(self.run_dir)
             raise ConfigError(f"{self.what} '{self.run_dir}' is being written by {holder or 'another process'}; "
                               "wait for it to end (or stop it) first") from None
         self._fd = fd
