@@ -35,7 +35,8 @@ hooks (methods; override what you need)
     ``networks()``              further networks the method trains, each with its AdamW options; the
                                 trainer moves, optimises (on the run's schedule) and checkpoints them. Only
                                 the model's weights are averaged (EMA) unless a network's options say
-                                ``"ema": True``.
+                                ``"ema": True``. Declared as ``networks(self, model)`` it is given the model
+                                first (built, ``model.init_from`` loaded; e.g. to start a network as its copy).
     ``training_step(steps, batch)``  the method's own optimisation of a step (``Steps`` below);
                                 required with ``networks()``, unused otherwise.
     ``setup(model)``            once, before the first step, with the network on its device.
@@ -173,12 +174,30 @@ def check_capabilities(name: str, method: Any) -> None:
     if not values["ode"] and not samplers and not values["classifier"]:
         raise ContractError(f"method '{name}': ode=False and no samplers: it could never be sampled")
     cls = method if inspect.isclass(method) else type(method)
+    required = [p for p in list(inspect.signature(cls.networks).parameters.values())[1:]
+                if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if len(required) > 1:
+        raise ContractError(f"method '{name}': networks takes {', '.join(p.name for p in required)}; expected "
+                            "networks(self) or networks(self, model)")
     if cls.networks is not Method.networks and cls.training_step is Method.training_step:
         raise ContractError(f"method '{name}' trains further networks (networks()) but defines no training_step")
 
 
 METHODS: Registry = Registry("method", "flowkit.methods", check=check_method)
 register_method = METHODS.register
+
+
+def method_networks(method: Method, model: nn.Module) -> dict[str, tuple[nn.Module, dict[str, Any]]]:
+    """``method.networks()``, or ``method.networks(model)`` where the hook takes the model."""
+    return method.networks(model) if _takes_model(type(method)) else method.networks()
+
+
+def _takes_model(cls: type) -> bool:
+    try:
+        parameters = list(inspect.signature(cls.networks).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return False
+    return bool(parameters) and parameters[0].kind in (parameters[0].POSITIONAL_ONLY, parameters[0].POSITIONAL_OR_KEYWORD)
 
 
 def per_sample_mse(a: Tensor, b: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ from pathlib import Path
 import flowkit
 
 PLUGIN_NAMES = ("critic", "consistency", "meanflow", "mean flow", "progressive", "reflow", "adversarial",
-                "noisy_classifier", "noisy classifier")
+                "noisy_classifier", "noisy classifier", "shortcut", "dmd", "distribution matching")
 
 
 def test_no_module_under_flowkit_mentions_a_plugin():

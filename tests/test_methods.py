@@ -117,7 +117,35 @@ def test_a_misspelt_hook_a_bad_value_and_a_non_method_are_refused():
             return {"other": (torch.nn.Linear(1, 1), {})}
 
     assert "defines no training_step" in contract_error(Lonely)
+
+    class Greedy(Method):
+        def networks(self, model, other):
+            return {}
+
+        def training_step(self, steps, batch):
+            pass
+
+    assert "networks takes model, other; expected networks(self) or networks(self, model)" in contract_error(Greedy)
     assert "does not derive from flowkit.methods.Method" in contract_error(type("Plain", (), {}))
+
+
+def test_networks_may_take_the_model_to_start_a_network_as_its_copy():
+    import copy
+
+    from flowkit.methods import Method, method_networks
+
+    class Plain(Method):
+        def networks(self):
+            return {"a": (torch.nn.Linear(1, 1), {})}
+
+    class Copying(Method):
+        def networks(self, model):
+            return {"copy": (copy.deepcopy(model), {})}
+
+    model = torch.nn.Linear(2, 2)
+    assert list(method_networks(Plain(), model)) == ["a"]
+    copied = method_networks(Copying(), model)["copy"][0]
+    assert copied is not model and torch.equal(copied.weight, model.weight)
 
 
 def test_registering_through_the_decorator_runs_the_check():

@@ -18,7 +18,7 @@ from torch import nn
 from flowkit.conditioning import drop_labels
 from flowkit.data.pair import step_seed
 from flowkit.errors import ContractError
-from flowkit.methods import Method
+from flowkit.methods import Method, method_networks
 from flowkit.runtime.checkpoint import CHECKPOINT_FORMAT, file_digest, weights_fault
 from flowkit.runtime.finite import FiniteWatch, total_norm
 from flowkit.training.steps import OptimiserSteps
@@ -42,7 +42,7 @@ class FlowModule(L.LightningModule):
         self.data_shape = tuple(data_shape)
         self.data_digest = file_digest(config["data"].get("path"))  # data.path's bytes: a resume must read the same
         self.skipped = 0  # batches dropped for a non-finite loss or gradient (trainer.on_nonfinite=skip)
-        networks = method.networks()
+        networks = method_networks(method, model)
         self.networks = nn.ModuleDict({name: net for name, (net, _) in networks.items()})  # moved and checkpointed
         # AdamW's options; "ema": True (popped) asks for the network to be averaged too: by default only the model is
         self.network_optim = {name: {k: v for k, v in options.items() if k != "ema"} for name, (_, options) in networks.items()}
