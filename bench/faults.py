@@ -11,8 +11,11 @@ attacker would meet it, and the outcomes counted.
   no temporary file left, the previous checkpoint kept.
 - concurrent resumes of one run: one refused naming the holder, the other finishes.
 - fuzz: random override strings for train and random arguments for sample / eval / compare: no traceback.
+- the newer surfaces (`faults_surfaces.py`): hostile image folders and archives, image modes read faithfully,
+  sampler options and numbers, markup and long names, Ctrl-C at any moment, Weights & Biases failures, a deleted
+  lock file, runs whose data is gone, bad values through the Python API.
 
-    python bench/faults.py [--kills 5] [--fuzz 200]
+    python bench/faults.py [--kills 5] [--signals 4] [--concurrent 3] [--fuzz 200] [--interrupts 6]
 """
 
 from __future__ import annotations
@@ -22,11 +25,9 @@ import contextlib
 import os
 import pickle
 import random
-import resource
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,31 +36,8 @@ import numpy as np
 import torch
 
 from common import report
-
-TINY = ["trainer.enable_progress_bar=false", "eval.repeats=1", "eval.compare=[]", "model.width=64", "eval.n=200"]
-
-
-def cli(*args: str, cwd: Path, limit_bytes: int | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).parent / "flowkit"
-
-    def file_size_limit() -> None:  # writes past it fail with EFBIG, as on a full disk
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
-
-    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "COLUMNS": "200"}, preexec_fn=file_size_limit if limit_bytes else None)
-
-
-def one_line(proc: subprocess.CompletedProcess, code: int) -> bool:
-    return proc.returncode == code and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-
-
-def train_run(root: Path, *extra: str, steps: int = 20) -> Path:
-    proc = cli("train", f"trainer.max_steps={steps}", f"run_root={root}", *TINY, *extra, cwd=root.parent)
-    if proc.returncode:
-        raise SystemExit(proc.stderr)
-    return next(p for p in root.iterdir() if p.is_dir())
-
+from fault_tools import TINY, cli, command, one_line, train_run
+from faults_surfaces import surfaces
 
 class Payload:
     """A pickle that calls ``fn(*args)`` when loaded."""
@@ -197,8 +175,7 @@ def kills(work: Path, trials: int, rng: random.Random) -> dict:
     ok = 0
     for trial in range(trials):
         root = work / f"killed-{trial}"
-        exe = Path(sys.executable).parent / "flowkit"
-        proc = subprocess.Popen([str(exe), "train", f"run_root={root}", *TINY, *KILL_RUN], cwd=work,
+        proc = subprocess.Popen(command("train", f"run_root={root}", *TINY, *KILL_RUN), cwd=work,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
         while time.time() < deadline and not list(root.glob("*/last.ckpt")):
@@ -219,9 +196,8 @@ def signals(work: Path, trials: int) -> dict:
     for trial in range(trials):
         sig, code = [(signal.SIGINT, 130), (signal.SIGTERM, 143)][trial % 2]
         root = work / f"signal-{trial}"
-        exe = Path(sys.executable).parent / "flowkit"
-        proc = subprocess.Popen([str(exe), "train", f"run_root={root}", *TINY, "trainer.max_steps=100000",
-                                 "trainer.checkpoint_every=100000", "trainer.log_every_n_steps=5"], cwd=work,
+        proc = subprocess.Popen(command("train", f"run_root={root}", *TINY, "trainer.max_steps=100000",
+                                 "trainer.checkpoint_every=100000", "trainer.log_every_n_steps=5"), cwd=work,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 120
         while time.time() < deadline and not list(root.glob("*/logs/metrics.csv")):
@@ -256,11 +232,10 @@ def disk_full(work: Path, run: Path) -> dict:
 
 def concurrent(work: Path, run: Path, trials: int) -> dict:
     ok = 0
-    exe = Path(sys.executable).parent / "flowkit"
     for trial in range(trials):
         copy = work / f"concurrent-{trial}" / run.name
         shutil.copytree(run, copy)
-        procs = [subprocess.Popen([str(exe), "train", f"resume={copy}", "trainer.max_steps=200"], cwd=work,
+        procs = [subprocess.Popen(command("train", f"resume={copy}", "trainer.max_steps=200"), cwd=work,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
         results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
         codes = sorted(code for code, _ in results)
@@ -320,6 +295,7 @@ def main() -> None:
     parser.add_argument("--signals", type=int, default=4)
     parser.add_argument("--concurrent", type=int, default=3)
     parser.add_argument("--fuzz", type=int, default=200)
+    parser.add_argument("--interrupts", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
@@ -333,6 +309,7 @@ def main() -> None:
         rows.append(disk_full(work, run))
         rows.append(concurrent(work, run, args.concurrent))
         rows += fuzz(work, run, args.fuzz, rng)
+        rows += surfaces(work, run, args.interrupts, rng)
     lines = ["Faults, re-run by `python bench/faults.py` (trials through the installed `flowkit` command)", "",
              "| attack | trials | held | outcome required |", "|---|---|---|---|"]
     lines += [f"| {r['attack']} | {r['trials']} | {r['held']} | {r['outcome']} |" for r in rows]
