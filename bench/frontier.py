@@ -1,6 +1,7 @@
 """The distillation frontier (README, Benchmarks) for the one-step methods: MeanFlow, consistency
-distillation (CD), consistency training (CT) and adversarial distillation (ADD, and the same recipe at
-adversarial weight 0: its distillation loss alone), against a rectified teacher, per 2-D task.
+distillation (CD), consistency training (CT), adversarial distillation (ADD, and the same recipe at
+adversarial weight 0: its distillation loss alone), Shortcut models and DMD2, against a rectified teacher, per 2-D
+task. DMD2 trains steps / 6 generator steps with 5 fake-flow steps each: the same number of network updates.
 
 Every run is a `flowkit train` with the same MLP, batch and evaluation: the teacher (recipe rectified)
 at dopri5 and Euler 1/2/4, MeanFlow trained from scratch for the teacher's step budget (its recipe's
@@ -10,7 +11,7 @@ ADD of that teacher. W2 are means over 5 draws of 2,000 points on the same evalu
 Paired error E||G(z) - Phi(z)||^2 is each 1-step student against the teacher's dopri5 map on the same
 noise (with independent pairs all of them approximate that one map).
 
-    python bench/frontier.py [--work DIR] [--steps 10000] [--methods meanflow meanflow_indep cd ct ct_ot adversarial adversarial_w0]
+    python bench/frontier.py [--work DIR] [--steps 10000] [--methods meanflow meanflow_indep cd ct ct_ot adversarial adversarial_w0 shortcut dmd2]
                              [--tasks gaussian:8gaussians 8gaussians:moons]
 
 Tasks and methods not named keep their rows from the previous results file at the same --steps (a kept
@@ -27,9 +28,12 @@ from pathlib import Path
 
 from common import merged_rows, paired_error, report, trained, w2_of
 
-METHODS = ["meanflow", "meanflow_indep", "cd", "ct", "ct_ot", "adversarial", "adversarial_w0"]
-# each student's own few-step sampler: MeanFlow's average-velocity jumps, predict-and-re-noise for the others
-SAMPLER = {name: "meanflow" if name.startswith("meanflow") else "renoise" for name in METHODS}
+METHODS = ["meanflow", "meanflow_indep", "cd", "ct", "ct_ot", "adversarial", "adversarial_w0", "shortcut", "dmd2"]
+# each student's own few-step sampler: MeanFlow's average-velocity jumps, the shortcut model's step-size jumps,
+# predict-and-re-noise for the others
+SAMPLER = {name: "meanflow" if name.startswith("meanflow") else "shortcut" if name == "shortcut" else "renoise"
+           for name in METHODS}
+DMD_FAKE_UPDATES = 5  # dmd2 takes steps / (1 + 5) generator steps: the same number of network updates as the others
 
 
 def paired(row: dict) -> str:
@@ -70,7 +74,10 @@ def main() -> None:
                         "ct_ot": ["recipe=ct_ot", f"trainer.max_steps={args.steps}"],
                         "adversarial": ["recipe=adversarial", f"method.teacher={teacher}", f"trainer.max_steps={args.steps}"],
                         "adversarial_w0": ["recipe=adversarial", f"method.teacher={teacher}", "method.adversarial_weight=0",
-                                           f"trainer.max_steps={args.steps}"]}
+                                           f"trainer.max_steps={args.steps}"],
+                        "shortcut": ["recipe=shortcut", f"trainer.max_steps={args.steps}"],
+                        "dmd2": ["recipe=dmd2", f"method.teacher={teacher}", f"method.fake_updates={DMD_FAKE_UPDATES}",
+                                 f"trainer.max_steps={args.steps // (1 + DMD_FAKE_UPDATES)}"]}
             for name in args.methods:
                 one, more = f"{SAMPLER[name]}:1", [f"{SAMPLER[name]}:{k}" for k in (2, 4)]
                 run, s = trained(Path(tmp) / f"{task}-{name}", *students[name], *data, f"eval.solver={one}",
