@@ -72,6 +72,21 @@ def test_compare_two_models_on_the_same_noise(runs, tmp_path):
         assert by[(name, "dopri5")]["error"] < by[(name, "rk4:4")]["error"] < by[(name, "euler:1")]["error"]
 
 
+def test_compare_reports_the_training_summarys_numbers_means_over_repeats_with_the_floor(runs):
+    """compare scored each sampler against one reference draw and showed no floor, so it read 0.1-0.2 W2 above the
+    summary for the same sampler; it now draws as the summary does (the same n, repeats and seed: the same numbers)."""
+    summary = json.loads((runs[0] / "summary.json").read_text())  # eval.n=200, eval.repeats=1, dopri5
+    result = commands.compare([f"ckpt={runs[0]}", "solvers=dopri5,euler:4", "n=200", "repeats=1"])
+    (dopri5,) = [r for r in result["rows"] if r["solver"] == "dopri5"]
+    assert dopri5["value"] == summary["rows"][0]["value"] and result["floor"] == summary["floor"]
+    five = commands.compare([f"ckpt={runs[0]}", "solvers=euler:4", "n=200", "repeats=5"])
+    (row,) = five["rows"]
+    assert row["std"] > 0 and five["floor_std"] > 0 and five["repeats"] == 5
+    assert row["value"] > five["floor"]
+    proc = run_cli(["compare", f"ckpt={runs[0]}", "solvers=euler:4", "n=200", "repeats=3", "out=c"], cwd=runs[0])
+    assert proc.returncode == 0 and "mean ± std over 3 draws of n=200" in proc.stdout and "floor" in proc.stdout
+
+
 def test_digits_eval_reports_fd_and_bits_per_dim(tmp_path):
     run = train(apply_overrides(load_recipe("digits_rectified"), [
         "trainer.max_steps=10", f"run_root={tmp_path / 'runs'}", "trainer.enable_progress_bar=false",

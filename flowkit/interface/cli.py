@@ -190,11 +190,13 @@ def compare(tokens: Optional[List[str]] = TOKENS) -> None:
     from flowkit.interface.commands import compare as run
 
     r = _run(run, tokens)
-    table = Table(title=f"n={r['n']} on {escape(str(r['device']))}; error = RMS distance to dopri5 at tol {r['reference_tol']:g}")
+    floor = "" if r["floor"] is None else f"; floor {r['floor']:.4f} ± {r['floor_std']:.4f}"
+    table = Table(title=f"mean ± std over {r['repeats']} draws of n={r['n']} on {escape(str(r['device']))}{floor}; "
+                        f"error = RMS distance to dopri5 at tol {r['reference_tol']:g}")
     for column in ("model", "solver", "NFE", r["rows"][0]["metric"] if r["rows"] else "quality", "error", "time (s)"):
         table.add_column(escape(column), justify="left" if column in ("model", "solver") else "right")
     for row in r["rows"]:
-        value = "-" if row["value"] is None else f"{row['value']:.4f}"
+        value = "-" if row["value"] is None else f"{row['value']:.4f} ± {row['std']:.4f}"
         table.add_row(escape(row["name"]), escape(row["solver"]), str(row["nfe"]), value, f"{row['error']:.2e}",
                       f"{row['seconds']:.3f}")
     out.print(table)

@@ -28,7 +28,8 @@ from flowkit.config.schema import apply_overrides, check_ranges
 from flowkit.data.arrays import Rows, load_array
 from flowkit.data.deferred import NeedsData
 from flowkit.errors import ConfigError, TrainingError, check_name_length
-from flowkit.training.evaluate import label_accuracy, path_solver, score, straightness_along_paths
+from flowkit.training.evaluate import (evaluation_draws, label_accuracy, path_solver, score,
+                                      straightness_along_paths)
 from flowkit.samplers.grids import parse_grid
 from flowkit.metrics.likelihood import bits_per_dim, log_likelihood
 from flowkit.runtime.memory import ReportOutOfMemory, check_draw_fits
@@ -89,10 +90,11 @@ class CompareArgs(SamplingArgs):
     ckpt: str = ""  # one checkpoint or run dir, or several separated by commas
     solvers: str = "euler:1,euler:4,midpoint:4,rk4:4,dopri5"
     n: int = 2000
+    repeats: int = 5  # the metric is a mean over this many draws of n, with its floor, as in the training summary
     rtol: float = 1e-5
     atol: float = 1e-5
     reference_tol: float = 1e-7  # dopri5 tolerance of the reference solution the error is measured against
-    seed: int = 0
+    seed: int = 1234  # the training summary's (eval.seed): the same n, repeats and seed give its numbers
     device: str = "cpu"
     out: str = ""  # writes <out>.json and <out>.png; default: compare.json / compare.png in the first run's directory
 
@@ -345,24 +347,27 @@ def encode_input(parts, data: torch.Tensor, where: str) -> torch.Tensor:
 
 def compare_runs(ckpts: list[str], solvers: list[str], args: Any, device: torch.device) -> dict[str, Any]:
     """Every model with every sampler it supports, on the same noise (and labels): rows of NFE, the target's
-    metric, the RMS distance to a tight dopri5 solution (models with a velocity field, deterministic samplers)
-    and time; the samplers a model does not support are listed in ``skipped`` with the reason. ``args`` holds
-    n, seed, grid, rtol, atol, reference_tol, label and guidance (``CompareArgs``)."""
+    metric (mean and std over ``repeats`` draws of ``n``, with the metric's floor: the training summary's draws,
+    ``flowkit.training.evaluate.evaluation_draws``), the RMS distance to a tight dopri5 solution (models with a
+    velocity field, deterministic samplers) and time; the samplers a model does not support are listed in
+    ``skipped`` with the reason. ``args`` holds n, repeats, seed, grid, rtol, atol, reference_tol, label and
+    guidance (``CompareArgs``)."""
     names = [parse_sampler(spec)[0] for spec in solvers]
-    loaded = [(ckpt, *load_on(ckpt, device, args.n)) for ckpt in ckpts]
+    total = args.n * args.repeats
+    loaded = [(ckpt, *load_on(ckpt, device, total, f"n={args.n} with repeats={args.repeats}")) for ckpt in ckpts]
     shapes = {tuple(parts.target.shape) for _, _, parts in loaded}
     if len(shapes) > 1:
         raise ConfigError(f"checkpoints have different data shapes {sorted(shapes)}; compare needs one")
-    generator = torch.Generator().manual_seed(args.seed)
     first = loaded[0][2]
-    x0 = first.source.sample(args.n, generator).to(device)  # the same noise for every model
-    try:
-        reference, note = first.target.reference(args.n, generator), None
+    try:  # the same noise for every model
+        x0, refs, (floor, floor_std) = evaluation_draws(first, args.n, args.repeats, args.seed, device)
+        note = None
     except NeedsData as exc:  # the data is gone: NFE, time and the distance to dopri5 need none of it
-        reference, note = None, f"no metric: {exc}"
+        x0 = first.source.sample(total, torch.Generator().manual_seed(args.seed)).to(device)
+        refs, floor, floor_std, note = None, None, None, f"no metric: {exc}"
     rows, skipped = [], []
     for ckpt, cfg, parts in loaded:
-        cond, _ = for_sampling(parts, args, args.n, torch.Generator().manual_seed(args.seed + 1))  # same labels
+        cond, _ = for_sampling(parts, args, total, torch.Generator().manual_seed(args.seed + 2))  # the summary's labels
         exact = (draw(parts, x0, "dopri5", args, cond, rtol=args.reference_tol, atol=args.reference_tol)[0]
                  if parts.method.ode else None)
         for spec, name in zip(solvers, names):
@@ -378,15 +383,16 @@ def compare_runs(ckpts: list[str], solvers: list[str], args: Any, device: torch.
             x1, nfe = draw(parts, x0, spec, args, cond)
             synchronize(device)
             seconds = time.perf_counter() - start
-            value = None if reference is None else score(parts.target, x1, [reference])[0]
+            value, std = (None, None) if refs is None else score(parts.target, x1, refs)
             # a stochastic sampler draws other points of the same distribution: no distance to the ODE's map
             deterministic = exact is not None and not stochastic
             error = float((x1 - exact).flatten(1).pow(2).sum(1).mean().sqrt()) if deterministic else float("nan")
             rows.append({"model": ckpt, "name": cfg["name"], "solver": spec, "nfe": nfe,
-                         "metric": "none" if reference is None else parts.target.metric,
-                         "value": value, "error": error, "seconds": seconds})
-    return {"rows": rows, "skipped": skipped, "n": args.n, "device": str(device), "reference_tol": args.reference_tol,
-            "grid": args.grid, "note": note}
+                         "metric": "none" if refs is None else parts.target.metric,
+                         "value": value, "std": std, "error": error, "seconds": seconds})
+    return {"rows": rows, "skipped": skipped, "n": args.n, "repeats": args.repeats, "floor": floor,
+            "floor_std": floor_std, "device": str(device), "reference_tol": args.reference_tol, "grid": args.grid,
+            "note": note}
 
 
 @ReportOutOfMemory("n")

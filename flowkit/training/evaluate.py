@@ -30,6 +30,20 @@ def score(target: Dataset, samples: Tensor, references: list[Tensor]) -> tuple[f
     return mean_std([target.quality(samples[i * n:(i + 1) * n], ref) for i, ref in enumerate(references)])
 
 
+def evaluation_draws(parts: Any, n: int, k: int, seed: int, device: torch.device
+                     ) -> tuple[Tensor, list[Tensor], tuple[float, float]]:
+    """What an evaluation scores against, drawn in one order from ``seed``: ``n * k`` source points, ``k``
+    reference draws of ``n`` real points, and the metric's floor (``k`` further real draws against them, mean and
+    std). The training summary and ``flowkit compare`` both draw here: the same seed gives the same numbers. The
+    target's ``reference`` raises where its data is gone (``flowkit.data.deferred.NeedsData``)."""
+    target = parts.target
+    generator = torch.Generator().manual_seed(seed)
+    x0 = parts.source.sample(n * k, generator).to(device)
+    refs = [target.reference(n, generator) for _ in range(k)]
+    others = [target.sample(n, generator) for _ in range(k)]
+    return x0, refs, mean_std([target.quality(real, ref) for real, ref in zip(others, refs)])
+
+
 @torch.no_grad()
 def sampler_table(parts: Any, ecfg: dict[str, Any], device: torch.device, cond: Cond | None = None,
                   grid: str = "uniform") -> tuple[dict[str, Any], Tensor | None, Tensor]:
@@ -39,11 +53,7 @@ def sampler_table(parts: Any, ecfg: dict[str, Any], device: torch.device, cond: 
 
     Returns the table, the main sampler's first sample set and the first reference draw (for the figure)."""
     n, k, target = ecfg["n"], ecfg["repeats"], parts.target
-    generator = torch.Generator().manual_seed(ecfg["seed"])
-    x0 = parts.source.sample(n * k, generator).to(device)
-    refs = [target.reference(n, generator) for _ in range(k)]
-    others = [target.sample(n, generator) for _ in range(k)]
-    floor = mean_std([target.quality(real, ref) for real, ref in zip(others, refs)])
+    x0, refs, floor = evaluation_draws(parts, n, k, ecfg["seed"], device)
     rows, first = [], None
     for spec in [ecfg["solver"], *ecfg["compare"]]:
         x1, nfe = parts.sample(x0, spec, grid=grid, cond=cond, rtol=ecfg["rtol"], atol=ecfg["atol"])
