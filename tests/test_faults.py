@@ -340,6 +340,23 @@ def test_without_a_terminal_training_prints_progress_lines_and_where_a_resume_st
     assert "resumed at step 20 of 30" in resumed.stderr and "step 30/30 (100%)" in resumed.stderr
 
 
+def test_the_final_evaluation_says_its_planned_cost_and_its_progress_without_a_terminal(tmp_path):
+    """Twelve silent minutes of final evaluation could not be told from a hang (issue: evaluation that says what
+    it is doing): the plan first (NFE x samples for each sampler, a time estimate), then each sampler's progress."""
+    proc = run_cli(["train", *tiny(tmp_path, "eval.solver=euler:4", "eval.compare=[rk4:2,dopri5]", "eval.n=300",
+                                   "eval.repeats=2", steps=20)], cwd=tmp_path)  # stderr is a pipe
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    (plan,) = [line for line in lines if line.startswith("final evaluation:")]
+    assert ("W2 over 2 draws of 300 against its floor; 600 samples each with euler:4 (at most 4 NFE), rk4:2 (at "
+            "most 8 NFE), dopri5 (adaptive: NFE not known in advance): 7,200 sample-evaluations (NFE x samples) "
+            "planned, about ") in plan and plan.endswith(" s at the training's pace")
+    assert any(line.startswith("evaluating W2 with euler:4: 4/4 NFE (100%)") for line in lines), lines
+    assert any(line.startswith("evaluating W2 with rk4:2: 8/8 NFE (100%)") for line in lines), lines
+    assert any(line.startswith("evaluating W2 with dopri5: ") and "NFE," in line for line in lines), lines
+    assert lines.index(plan) < min(i for i, line in enumerate(lines) if line.startswith("evaluating"))
+
+
 def test_progress_lines_come_at_the_interval_asked():
     import io
     from types import SimpleNamespace

@@ -210,3 +210,29 @@ def test_log_snr_and_its_inverse_on_every_path():
     assert 0 <= low < 1e-15 and high == 1.0
     vp = PATHS.build({"name": "vp"})  # lambda(0) is finite there: anything below it is t = 0
     assert vp.time_at_log_snr(torch.tensor([-7.0])).tolist() == [0.0]
+
+
+@pytest.mark.parametrize("path_name", ["rectified", "vp"])
+def test_every_fixed_step_sampler_says_its_nfe_before_it_runs(path_name):
+    """Sampler.nfe(steps), the planned cost evaluations show and MAX_NFE checks, bounds the count (a step that
+    touches an end of the path may take fewer: at most the two end steps' worth)."""
+    from flowkit.methods import METHODS
+    from flowkit.paths import PATHS
+    from flowkit.samplers import SAMPLERS, build_sampler, sample_with
+    from flowkit.timesteps import TIME_SAMPLERS
+    from tests.gaussian_model import GaussianVelocity
+
+    path = PATHS.build({"name": path_name})
+    method = METHODS.build({"name": "cfm"}, path=path, time_sampler=TIME_SAMPLERS.build({"name": "uniform"}))
+    net = GaussianVelocity(path)
+    checked = []
+    for name, factory in SAMPLERS.items():
+        if factory.adaptive or not factory.ode or factory.__module__.startswith("tests"):  # units other tests add
+            continue
+        for steps in (1, 2, 3, 5, 8):
+            sampler, _ = build_sampler(method, path, f"{name}:{steps}")
+            planned = sampler.nfe(steps)
+            _, counted = sample_with(method, net, path, torch.randn(4, 2), f"{name}:{steps}")
+            assert planned is not None and counted <= planned <= counted + 2 * planned // steps, (name, steps)
+        checked.append(name)
+    assert {"euler", "heun", "rk4", "ddim", "dpm2", "dpm++3m", "edm", "em", "pc"} <= set(checked)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from torch import Tensor, nn
 
@@ -41,11 +41,17 @@ class Parts:
     source_name: str = "gaussian"
 
     def sample(self, x0: Tensor, spec: str, *, grid: str = "uniform", cond: Cond | None = None, rtol: float = 1e-5,
-               atol: float = 1e-5) -> tuple[Tensor, int]:
+               atol: float = 1e-5, progress: Callable[[int], None] | None = None) -> tuple[Tensor, int]:
         """(samples, NFE) of the model from the source batch ``x0`` with sampler ``spec`` (``sample_with``)."""
         self.check_stochastic(spec)
         return sample_with(self.method, self.model, self.path, x0, spec, grid=grid, cond=cond, rtol=rtol, atol=atol,
-                           method_name=self.method_name)
+                           method_name=self.method_name, progress=progress)
+
+    def planned_nfe(self, spec: str) -> int | None:
+        """The network evaluations a draw with ``spec`` takes, where the sampler says it in advance (None:
+        adaptive)."""
+        sampler, steps = build_sampler(self.method, self.path, spec, method_name=self.method_name)
+        return None if sampler.adaptive else sampler.nfe(steps)
 
     def invert(self, x1: Tensor, spec: str, *, grid: str = "uniform", cond: Cond | None = None, rtol: float = 1e-5,
                atol: float = 1e-5) -> tuple[Tensor, int]:

@@ -28,7 +28,7 @@ from flowkit.config.schema import apply_overrides, check_ranges
 from flowkit.data.arrays import Rows, load_array
 from flowkit.data.deferred import NeedsData
 from flowkit.errors import ConfigError, TrainingError, check_name_length
-from flowkit.training.evaluate import (evaluation_draws, label_accuracy, path_solver, score,
+from flowkit.training.evaluate import (evaluation_draws, label_accuracy, path_solver, sample_reporting, score,
                                       straightness_along_paths)
 from flowkit.samplers.grids import parse_grid
 from flowkit.metrics.likelihood import bits_per_dim, log_likelihood
@@ -263,7 +263,8 @@ def evaluate(tokens: list[str]) -> dict[str, Any]:
     result: dict[str, Any] = {"ckpt": args.ckpt, "solver": args.solver}
     x0 = parts.source.sample(args.n * args.repeats, generator).to(device)
     cond, labels = for_sampling(parts, args, args.n * args.repeats, generator)
-    x1, result["nfe"] = draw(parts, x0, args.solver, args, cond)
+    x1, result["nfe"] = sample_reporting(parts, x0, args.solver, f"sampling {draws:,} points", grid=args.grid,
+                                         cond=cond, rtol=args.rtol, atol=args.atol)
     x1 = x1.cpu()
     if labels is not None:
         result["label_accuracy"] = label_accuracy(target, x1, labels)

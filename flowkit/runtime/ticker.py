@@ -9,9 +9,10 @@ from typing import TextIO
 
 
 class Ticker:
-    """``with Ticker("encoding", total, "images") as tick: ... tick(done)``; ``done`` counts from ``start``."""
+    """``with Ticker("encoding", total, "images") as tick: ... tick(done)``; ``done`` counts from ``start``;
+    ``total`` None where it is not known in advance (no share, no ETA)."""
 
-    def __init__(self, what: str, total: int, unit: str, start: int = 0, every_s: float = 30.0,
+    def __init__(self, what: str, total: int | None, unit: str, start: int = 0, every_s: float = 30.0,
                  stream: TextIO | None = None) -> None:
         self.what, self.total, self.unit, self.start, self.every_s = what, total, unit, start, every_s
         self.stream = stream or sys.stderr
@@ -43,6 +44,8 @@ class Ticker:
 
     def line(self, now: float) -> str:
         rate = (self.done - self.start) / max(now - self._began, 1e-9)
+        if self.total is None:
+            return f"{self.what}: {self.done:,} {self.unit}, {rate:.1f} {self.unit}/s"
         text = f"{self.what}: {self.done:,}/{self.total:,} {self.unit} ({100 * self.done / max(self.total, 1):.0f}%), " \
                f"{rate:.1f} {self.unit}/s"
         if rate > 0 and self.done < self.total:

@@ -47,6 +47,7 @@ class Predictor:
     def __init__(self, fn: Callable[..., Tensor], kind: str, path: AffinePath, takes_w: bool = False) -> None:
         self.fn, self.kind, self.path, self.takes_w = fn, kind, path, takes_w
         self.nfe = 0
+        self.on_call: Callable[[int], None] | None = None  # told the count after every call (progress reports)
 
     @classmethod
     def of(cls, method: Any, net: nn.Module, path: AffinePath) -> Predictor:
@@ -64,6 +65,8 @@ class Predictor:
             raise ConfigError(f"sampling stopped after {MAX_NFE:,} network evaluations, the most one draw may take; "
                               f"use fewer steps, or looser tolerances for an adaptive sampler")
         raw = self._raw(x, t, cond, **inputs)
+        if self.on_call is not None:
+            self.on_call(self.nfe)
         if cond is not None and cond.classifier is not None:  # classifier guidance: the score moves by s grad log p
             labels = cond.labels[: x.shape[0]].to(x.device)
             raw = raw + self.path.score_gain(x, t, self.kind) * cond.classifier.shift(x, t, labels)
@@ -111,14 +114,17 @@ class Sampler:
     ode: bool = True
     adaptive: bool = False
     stochastic: bool = False
+    per_step: int | None = None  # network evaluations a step takes at most (None: not said)
 
     def __call__(self, model: Predictor, x0: Tensor, ts: Tensor, *, cond: Cond | None = None) -> tuple[Tensor, int]:
         raise NotImplementedError(f"{type(self).__name__} defines no sampling")
 
     def nfe(self, steps: int | None) -> int | None:
-        """The network evaluations one draw on a grid of ``steps`` steps takes, where known before it runs
-        (checked against ``MAX_NFE`` before sampling); None where the sampler cannot say (adaptive ones)."""
-        return None
+        """The most network evaluations one draw on a grid of ``steps`` steps takes, known before it runs
+        (``per_step`` a step by default; a step that touches an end of the path may take fewer): checked against
+        ``MAX_NFE`` before sampling and shown as an evaluation's planned cost. None where the sampler cannot say
+        (adaptive ones)."""
+        return None if steps is None or self.per_step is None else self.per_step * steps
 
 
 DECLARATIONS = ("ode", "adaptive", "stochastic")
@@ -228,13 +234,15 @@ def build_sampler(method: Any, path: AffinePath, spec: str, *, rtol: float = 1e-
 @torch.no_grad()
 def sample_with(method: Any, net: nn.Module, path: AffinePath, x0: Tensor, spec: str, *, grid: str = "uniform",
                 cond: Cond | None = None, rtol: float = 1e-5, atol: float = 1e-5,
-                method_name: str = "this") -> tuple[Tensor, int]:
+                method_name: str = "this", progress: Callable[[int], None] | None = None) -> tuple[Tensor, int]:
     """Samples of ``net`` (trained by ``method`` on ``path``) from ``x0`` with sampler ``spec`` on ``grid``:
-    (x1, the NFE counted). A stochastic sampler assumes an independent standard-normal source (see the module
-    docstring; ``flowkit.config.build.Parts.sample`` checks it from the run's config)."""
+    (x1, the NFE counted; ``progress(nfe)`` after every network call). A stochastic sampler assumes an independent
+    standard-normal source (see the module docstring; ``flowkit.config.build.Parts.sample`` checks it from the run's
+    config)."""
     sampler, steps = build_sampler(method, path, spec, rtol=rtol, atol=atol, method_name=method_name)
     ts = torch.tensor([0.0, 1.0], dtype=torch.float64) if sampler.adaptive else grid_times(grid, path, steps)
     model = Predictor.of(method, net, path)
+    model.on_call = progress
     x1, _ = sampler(model, x0, ts.to(x0.device, x0.dtype), cond=cond)
     return x1, model.nfe
 

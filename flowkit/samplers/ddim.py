@@ -78,6 +78,8 @@ def noise_generator(x: Tensor, seed: int) -> torch.Generator:
 class DDIM(Sampler):
     """DDIM, 1 NFE a step: the predicted endpoints re-placed at the next time; eta > 0 adds fresh noise."""
 
+    per_step = 1
+
     def __init__(self, eta: float = 0.0, seed: int = 0) -> None:
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta={eta} is out of range; expected 0 <= eta <= 1 (0: deterministic, 1: ancestral)")

@@ -60,6 +60,8 @@ def midpoint(path, a_t: float, s_t: float, h: float) -> tuple[Tensor, float, flo
 class DPMSolver2(Sampler):
     """DPM-Solver-2 (singlestep, noise prediction, midpoint in log-SNR), 2 NFE a step (1 at the path's ends)."""
 
+    per_step = 2
+
     def __call__(self, model: Predictor, x0: Tensor, ts: Tensor, *, cond: Cond | None = None) -> tuple[Tensor, int]:
         path, x = model.path, x0
         for t, s in zip(ts[:-1], ts[1:]):
@@ -81,6 +83,11 @@ class DPMSolverPPMultistep(Sampler):
     evaluations of the same interior run (module docstring)."""
 
     order = 2
+    per_step = 1
+
+    def nfe(self, steps: int | None) -> int | None:
+        """A step each, and one more for the third-order starter (at most one interior run on a grid)."""
+        return None if steps is None else steps + (self.order == 3)
 
     def __call__(self, model: Predictor, x0: Tensor, ts: Tensor, *, cond: Cond | None = None) -> tuple[Tensor, int]:
         path, x = model.path, x0

@@ -32,6 +32,8 @@ from flowkit.samplers.ddim import at, coefficients, gaussian, interior, noise_ge
 class EDMHeun(Sampler):
     """EDM's Heun sampler on sigma/alpha, with stochastic churn (S_churn etc.); 2 NFE a step, 1 at the ends."""
 
+    per_step = 2
+
     def __init__(self, churn: float = 0.0, tmin: float = 0.0, tmax: float = math.inf, noise: float = 1.0,
                  seed: int = 0) -> None:
         if not (churn >= 0 and 0 <= tmin <= tmax and noise >= 0):

@@ -58,10 +58,12 @@ class Adaptive(Sampler):
         return integrate(model, x0, ts, self.method, cond, rtol=self.rtol, atol=self.atol)[-1], model.nfe
 
 
-NAMES = {"heun2": "heun"}  # sampler name of a torchdiffeq method, where they differ
+NAMES = {"heun2": "heun"}
+STAGES = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}  # network evaluations of a step  # sampler name of a torchdiffeq method, where they differ
 
 for _methods, _base in ((FIXED, FixedStep), (ADAPTIVE, Adaptive)):
     for _method in _methods:
         _name = NAMES.get(_method, _method)
         register_sampler(_name)(type(_name, (_base,), {"method": _method, "__doc__": SUMMARIES[_name],
+                                                       "per_step": STAGES.get(_method),
                                                        "__module__": __name__, "__qualname__": _name}))

@@ -66,6 +66,8 @@ def check_scale(scale: float) -> None:
 class EulerMaruyama(Sampler):
     """Euler-Maruyama on the reverse SDE (diffusion ``scale`` x the path's own), 1 NFE a step."""
 
+    per_step = 1
+
     stochastic = True
 
     def __init__(self, scale: float = 1.0, denoise: bool = True, seed: int = 0) -> None:

@@ -44,19 +44,58 @@ def evaluation_draws(parts: Any, n: int, k: int, seed: int, device: torch.device
     return x0, refs, mean_std([target.quality(real, ref) for real, ref in zip(others, refs)])
 
 
+def plan(parts: Any, specs: list[str], samples: int, seconds_per_eval: float | None = None) -> str:
+    """The planned cost of drawing ``samples`` points with each sampler: NFE x samples (fixed-step samplers say
+    their NFE in advance; an adaptive one cannot) and, given the seconds one network evaluation of one sample took
+    in training, a time estimate."""
+    parts_of = []
+    known = 0
+    for spec in specs:
+        nfe = parts.planned_nfe(spec)
+        parts_of.append(f"{spec} (adaptive: NFE not known in advance)" if nfe is None else f"{spec} (at most {nfe} NFE)")
+        known += 0 if nfe is None else nfe * samples
+    text = f"{samples:,} samples each with {', '.join(parts_of)}: {known:,} sample-evaluations (NFE x samples) planned"
+    if seconds_per_eval and known:
+        text += f", about {known * seconds_per_eval:.0f} s at the training's pace"
+    return text
+
+
+def sample_reporting(parts: Any, x0: Tensor, spec: str, what: str, **options: Any) -> tuple[Tensor, int]:
+    """``parts.sample`` with progress in network evaluations (a bar on a terminal, a plain line every 30 s and at
+    the end otherwise: ``flowkit.runtime.ticker``)."""
+    from flowkit.runtime.ticker import Ticker
+
+    with Ticker(f"{what} with {spec}", parts.planned_nfe(spec), "NFE") as tick:
+        return parts.sample(x0, spec, progress=tick, **options)
+
+
 @torch.no_grad()
 def sampler_table(parts: Any, ecfg: dict[str, Any], device: torch.device, cond: Cond | None = None,
-                  grid: str = "uniform") -> tuple[dict[str, Any], Tensor | None, Tensor]:
+                  grid: str = "uniform", report: float | bool | None = None) -> tuple[dict[str, Any], Tensor | None, Tensor]:
     """The target's metric for each sampler in ``[eval.solver] + eval.compare`` and its floor, each a mean
     over ``eval.repeats`` independent draws of ``eval.n`` points (README, Benchmarks: on 8gaussians a single draw's
     W2 swings by +-30% with the per-mode counts, so one pair of draws decides nothing).
 
+    ``report``: print the planned cost first and each sampler's progress (to stderr; a number is the seconds one
+    network evaluation of one sample took in training, for a time estimate).
+
     Returns the table, the main sampler's first sample set and the first reference draw (for the figure)."""
+    import sys
+
     n, k, target = ecfg["n"], ecfg["repeats"], parts.target
+    specs = [ecfg["solver"], *ecfg["compare"]]
+    if report is not None and report is not False:
+        pace = None if report is True else float(report)
+        print(f"final evaluation: {target.metric} over {k} draw{'s' if k > 1 else ''} of {n:,} against its floor; "
+              f"{plan(parts, specs, n * k, pace)}", file=sys.stderr, flush=True)
     x0, refs, floor = evaluation_draws(parts, n, k, ecfg["seed"], device)
     rows, first = [], None
-    for spec in [ecfg["solver"], *ecfg["compare"]]:
-        x1, nfe = parts.sample(x0, spec, grid=grid, cond=cond, rtol=ecfg["rtol"], atol=ecfg["atol"])
+    for spec in specs:
+        options = {"grid": grid, "cond": cond, "rtol": ecfg["rtol"], "atol": ecfg["atol"]}
+        if report is not None and report is not False:
+            x1, nfe = sample_reporting(parts, x0, spec, f"evaluating {target.metric}", **options)
+        else:
+            x1, nfe = parts.sample(x0, spec, **options)
         value, std = score(target, x1, refs)
         if first is None and value == value:
             first = x1[:n].float().cpu()

@@ -47,6 +47,7 @@ class MeanFlowJumps(Sampler):
     """Average-velocity jumps z_t = z_r + (t - r) u(z_r, r, t) between grid times (Geng et al. 2025), 1 NFE each."""
 
     ode = False  # needs a network of two times: methods name it in their samplers
+    per_step = 1
 
     def __call__(self, model: Predictor, x0: Tensor, ts: Tensor, *, cond: Cond | None = None) -> tuple[Tensor, int]:
         x = x0

@@ -49,6 +49,7 @@ class ShortcutJumps(Sampler):
     """N jumps of the step-size-conditioned network, x += d s(x, t, d) with d the grid's step (1 NFE each)."""
 
     ode = False  # needs a network conditioned on d: methods name it in their samplers
+    per_step = 1
 
     def __call__(self, model: Predictor, x0: Tensor, ts: Tensor, *, cond: Cond | None = None) -> tuple[Tensor, int]:
         x = x0
