@@ -9,7 +9,9 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 TINY = ["trainer.enable_progress_bar=false", "eval.repeats=1", "eval.compare=[]", "model.width=64", "eval.n=200"]
 HUNG = -999  # the return code given to a command that outlived its time limit
@@ -44,3 +46,13 @@ def train_run(root: Path, *extra: str, steps: int = 20) -> Path:
     if proc.returncode:
         raise SystemExit(proc.stderr)
     return next(p for p in root.iterdir() if p.is_dir())
+
+
+def started(*args: str, cwd: Path, ready: Callable[[], bool], timeout: float = 120,
+            stdout: int | None = subprocess.PIPE, stderr: int | None = subprocess.PIPE) -> subprocess.Popen:
+    """``flowkit ARGS`` started in the background, returned once ``ready()`` holds (or after ``timeout`` s)."""
+    proc = subprocess.Popen(command(*args), cwd=cwd, stdout=stdout, stderr=stderr, text=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline and not ready():
+        time.sleep(0.02)
+    return proc

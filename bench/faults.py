@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from common import report
-from fault_tools import TINY, cli, command, one_line, train_run
+from fault_tools import TINY, cli, command, one_line, started, train_run
 from faults_surfaces import surfaces
 
 class Payload:
@@ -175,11 +175,8 @@ def kills(work: Path, trials: int, rng: random.Random) -> dict:
     ok = 0
     for trial in range(trials):
         root = work / f"killed-{trial}"
-        proc = subprocess.Popen(command("train", f"run_root={root}", *TINY, *KILL_RUN), cwd=work,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 120
-        while time.time() < deadline and not list(root.glob("*/last.ckpt")):
-            time.sleep(0.01)
+        proc = started("train", f"run_root={root}", *TINY, *KILL_RUN, cwd=work, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, ready=lambda: bool(list(root.glob("*/last.ckpt"))))
         time.sleep(rng.uniform(0, 3))  # anywhere after the first save: between saves or inside one
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -196,12 +193,8 @@ def signals(work: Path, trials: int) -> dict:
     for trial in range(trials):
         sig, code = [(signal.SIGINT, 130), (signal.SIGTERM, 143)][trial % 2]
         root = work / f"signal-{trial}"
-        proc = subprocess.Popen(command("train", f"run_root={root}", *TINY, "trainer.max_steps=100000",
-                                 "trainer.checkpoint_every=100000", "trainer.log_every_n_steps=5"), cwd=work,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 120
-        while time.time() < deadline and not list(root.glob("*/logs/metrics.csv")):
-            time.sleep(0.05)
+        proc = started("train", f"run_root={root}", *TINY, "trainer.max_steps=100000", "trainer.checkpoint_every=100000",
+                       "trainer.log_every_n_steps=5", cwd=work, ready=lambda: bool(list(root.glob("*/logs/metrics.csv"))))
         proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=120)
         run = next(root.iterdir())

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fault_tools import TINY, cli, command, one_line
+from fault_tools import TINY, cli, one_line, started
 
 IMAGES = ["recipe=digits_rectified", "model=unet", "model.channels=8"]
 
@@ -238,11 +238,8 @@ def interrupts(work: Path, trials: int, rng: random.Random) -> list[dict]:
     ok = 0
     for trial in range(trials):
         root = work / f"ctrl-c-{trial}"
-        proc = subprocess.Popen(command("train", f"run_root={root}", *TINY, "trainer.max_steps=100000"), cwd=work,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + rng.uniform(0.05, 3.0)
-        while time.time() < deadline and not list(root.glob("*/logs/metrics.csv")):
-            time.sleep(0.01)
+        proc = started("train", f"run_root={root}", *TINY, "trainer.max_steps=100000", cwd=work,
+                       timeout=rng.uniform(0.05, 3.0), ready=lambda: bool(list(root.glob("*/logs/metrics.csv"))))
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)
         ok += (proc.returncode == 130 and "Traceback" not in stderr and "interrupted" in stderr
@@ -252,12 +249,9 @@ def interrupts(work: Path, trials: int, rng: random.Random) -> list[dict]:
     ok = 0
     for trial in range(2):
         root = work / f"ctrl-c-eval-{trial}"
-        proc = subprocess.Popen(command("train", f"run_root={root}", *TINY[:-1], "trainer.max_steps=5", "eval.n=20000",
-                                        "eval.solver=dopri5", "eval.rtol=1e-9", "eval.atol=1e-9"), cwd=work,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 120
-        while time.time() < deadline and not list(root.glob("*/last.ckpt")):
-            time.sleep(0.05)
+        proc = started("train", f"run_root={root}", *TINY[:-1], "trainer.max_steps=5", "eval.n=20000",
+                       "eval.solver=dopri5", "eval.rtol=1e-9", "eval.atol=1e-9", cwd=work,
+                       ready=lambda: bool(list(root.glob("*/last.ckpt"))))
         time.sleep(0.3 + trial)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)
@@ -309,12 +303,9 @@ def lock_deleted(work: Path, trials: int) -> dict:
     ok = 0
     for trial in range(trials):
         root = work / f"lock-{trial}"
-        first = subprocess.Popen(command("train", f"run_root={root}", *TINY, "trainer.max_steps=100000",
-                                         "trainer.checkpoint_every=50", "trainer.log_every_n_steps=5"), cwd=work,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 120
-        while time.time() < deadline and not list(root.glob("*/last.ckpt")):
-            time.sleep(0.05)
+        first = started("train", f"run_root={root}", *TINY, "trainer.max_steps=100000", "trainer.checkpoint_every=50",
+                        "trainer.log_every_n_steps=5", cwd=work, stdout=subprocess.DEVNULL,
+                        ready=lambda: bool(list(root.glob("*/last.ckpt"))))
         run = next(root.iterdir())
         (run / ".lock").unlink(missing_ok=True)
         second = cli("train", f"resume={run}", "trainer.max_steps=200000", cwd=work, timeout=120)
