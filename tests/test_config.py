@@ -144,6 +144,8 @@ def test_every_recipe_trains_and_evaluates_with_its_own_samplers(name, teachers,
     if METHODS.get(cfg.method.name).classifier:  # not sampled: its accuracy along the path instead
         assert set(result.summary["classifier_accuracy"]) == {"acc@t=0.25", "acc@t=0.5", "acc@t=0.75", "acc@t=1"}
         return
-    solvers = [cfg.eval.solver, *cfg.eval.compare]
+    saved = OmegaConf.load(result.rounds[0].run_dir / "config.yaml").eval  # null keys chosen for the data
+    solvers = [saved.solver, *saved.compare]
+    assert saved.solver == (cfg.eval.solver or saved.solver) and None not in solvers
     assert [row["solver"] for row in result.rounds[0].summary["rows"]] == solvers
     assert all(row["nfe"] >= 1 for r in result.rounds for row in r.summary["rows"])

@@ -610,3 +610,30 @@ def test_resume_with_a_recipe_is_refused_not_ignored(tmp_path):
     first = first_run(tmp_path)
     proc = run_cli(["train", f"resume={first.run_dir}", "recipe=ot_cfm", "trainer.max_steps=30"], cwd=tmp_path)
     assert proc.returncode == 2 and "recipe=ot_cfm" in proc.stderr and "resume=" in proc.stderr
+
+
+def test_a_short_image_runs_evaluation_is_sized_to_its_training_and_says_so(tmp_path):
+    """An image run with no eval.* set evaluated with the 2-D defaults (dopri5 on 5 x 2,000 samples): 12 silent
+    minutes after 20 training steps. Now a fixed-step sampler on samples whose network evaluations (NFE x samples,
+    counted in advance) stay within the training's own (steps x batch x 3), shown as it runs."""
+    steps, batch = 40, 32
+    proc = run_cli(["train", "recipe=rectified", "data.target=digits", "model=unet", "model.channels=8",
+                    f"data.batch_size={batch}", f"trainer.max_steps={steps}", f"run_root={tmp_path / 'runs'}",
+                    "trainer.enable_progress_bar=false"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    e = yaml.safe_load((run_dir / "config.yaml").read_text())["eval"]
+    assert (e["solver"], e["compare"], e["repeats"]) == ("euler:32", [], 1)
+    assert 32 * e["n"] * e["repeats"] <= steps * batch * 3 and e["n"] == steps * batch * 3 // 32
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert any(note.startswith("evaluation chosen (for this data, n sized to the training's 3,840 network "
+                               "evaluations of a sample): solver=euler:32, compare=[], n=120, repeats=1")
+               for note in summary["notes"]), summary["notes"]
+    assert "evaluating FD with euler:32: 32/32 NFE (100%)" in proc.stderr
+    given = run_cli(["train", "recipe=rectified", "data.target=digits", "model=unet", "model.channels=8",
+                     "trainer.max_steps=2", f"run_root={tmp_path / 'given'}", "eval.n=50", "eval.solver=euler:2",
+                     "trainer.enable_progress_bar=false"], cwd=tmp_path)
+    assert given.returncode == 0, given.stderr
+    (given_dir,) = list((tmp_path / "given").iterdir())
+    e = yaml.safe_load((given_dir / "config.yaml").read_text())["eval"]
+    assert (e["solver"], e["n"], e["compare"], e["repeats"]) == ("euler:2", 50, [], 1)  # eval.* wins, the rest chosen

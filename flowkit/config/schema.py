@@ -79,14 +79,17 @@ class TrainerConfig:
 
 @dataclass
 class EvalConfig:
-    """The summary after training: W2 with ``solver`` (2-D data) and a table of ``compare`` samplers."""
+    """The summary after training: the data's metric with ``solver`` and a table of ``compare`` samplers. Keys left
+    null are chosen for the data (``Dataset.evaluation``: images and codes get a fixed-step sampler on samples sized
+    to the run's training) or else take the general defaults (dopri5, 5 draws of 2,000, four fixed-step samplers
+    compared): ``flowkit.training.evaluate.resolve_eval``; the summary says what was chosen."""
 
-    n: int = 2000
-    repeats: int = 5  # W2 and its floor are means over this many independent draws
-    solver: str = "dopri5"
+    n: Optional[int] = None  # general default 2000
+    repeats: Optional[int] = None  # W2 and its floor are means over this many independent draws (general: 5)
+    solver: Optional[str] = None  # general default dopri5
     rtol: float = 1e-5
     atol: float = 1e-5
-    compare: List[str] = field(default_factory=lambda: ["euler:1", "euler:4", "midpoint:4", "rk4:4"])
+    compare: Optional[List[str]] = None  # general default euler:1, euler:4, midpoint:4, rk4:4
     seed: int = 1234
 
 
@@ -326,8 +329,8 @@ _RANGES = {
     "trainer.logger": (lambda v: v in LOGGERS, f"one of: {', '.join(LOGGERS)}"),
     "cond.drop": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "data.resolution": (lambda v: v is None or 1 <= v <= 4096, "null or in [1, 4096]"),
-    "eval.n": (lambda v: v >= 2, ">= 2"),
-    "eval.repeats": (lambda v: v >= 1, ">= 1"),
+    "eval.n": (lambda v: v is None or v >= 2, ">= 2 (or null: chosen for the data)"),
+    "eval.repeats": (lambda v: v is None or v >= 1, ">= 1 (or null: chosen for the data)"),
     "eval.rtol": (lambda v: v > 0, "> 0"),
     "eval.atol": (lambda v: v > 0, "> 0"),
 }

@@ -31,6 +31,10 @@ and, for data at scale, hooks with defaults that a small dataset never needs:
                                   identity by default. Samples are decoded before they are scored or written.
     ``encoded_by``                the ``data.encoder`` spec whose codes it draws (None: the data itself); a
                                   run records it, so its samples decode without the data
+    ``evaluation``                the final evaluation's defaults for this data, for the ``eval.*`` keys a
+                                  recipe and the command line leave null (default: for images and codes, rows
+                                  of three dimensions, a fixed-step sampler on a few hundred samples sized to
+                                  the run's training, one draw, nothing compared; for other data, none)
 
 Register with ``@register_dataset("name")`` or the entry-point group ``flowkit.datasets``.
 """
@@ -45,6 +49,9 @@ from flowkit.metrics.distances import mmd2, w2
 from flowkit.registry import Registry
 
 
+IMAGE_EVALUATION = {"solver": "euler:32", "compare": [], "n": 500, "repeats": 1, "sized": True}
+
+
 class Dataset:
     """Base class of every dataset (module docstring)."""
 
@@ -57,6 +64,11 @@ class Dataset:
     pixels: bool = False
     features: str | None = None
     encoded_by: str | None = None
+
+    @property
+    def evaluation(self) -> dict:
+        """eval.* defaults for this data; ``sized``: n at most what the run's training budget allows."""
+        return dict(IMAGE_EVALUATION) if len(self.shape) == 3 else {}
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} defines no sampling")

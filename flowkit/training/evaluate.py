@@ -16,6 +16,35 @@ from flowkit.samplers import Predictor
 from flowkit.samplers.integrate import solve_trajectory
 
 
+GENERAL_EVALUATION = {"n": 2000, "repeats": 5, "solver": "dopri5", "compare": ["euler:1", "euler:4", "midpoint:4", "rk4:4"]}
+SIZED_MIN_N = 64  # a sized evaluation draws at least this many samples, however short the run
+
+
+def resolve_eval(ecfg: dict[str, Any], parts: Any, training_evaluations: int) -> tuple[dict[str, Any], str | None]:
+    """``eval.*`` with its null keys chosen: the data's own defaults (``Dataset.evaluation``), else the general
+    ones. Where the data asks for it (``sized``: images and codes) and ``eval.n`` was left null, n is cut so that
+    the planned network evaluations of one sample times the samples (NFE x n x repeats, over the fixed-step
+    samplers) stay within the run's own training, ``training_evaluations`` (steps x batch x 3: a forward and a
+    backward), and at least SIZED_MIN_N. Returns the resolved section and a note saying what was chosen for the data
+    (None where every key was given or the general defaults apply)."""
+    chosen = {key: value for key, value in ecfg.items() if key in GENERAL_EVALUATION and value is None}
+    if not chosen:
+        return ecfg, None
+    own = parts.target.evaluation
+    resolved = {**ecfg, **{key: own.get(key, GENERAL_EVALUATION[key]) for key in chosen}}
+    if not any(key in own for key in chosen):
+        return resolved, None  # the general defaults, as they always were: nothing to say
+    why = "for this data"
+    if own.get("sized") and "n" in chosen:
+        per_sample = sum(parts.planned_nfe(spec) or 0 for spec in [resolved["solver"], *resolved["compare"]])
+        if per_sample:
+            fits = training_evaluations // (per_sample * resolved["repeats"])
+            resolved["n"] = max(SIZED_MIN_N, min(resolved["n"], fits))
+            why += f", n sized to the training's {training_evaluations:,} network evaluations of a sample"
+    said = ", ".join(f"{key}={resolved[key]}" for key in ("solver", "compare", "n", "repeats") if key in chosen)
+    return resolved, f"evaluation chosen ({why}): {said}; set eval.* to choose"
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 

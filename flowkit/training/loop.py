@@ -29,7 +29,7 @@ from flowkit.config.schema import to_dict, validate
 from flowkit.couplings import COUPLINGS
 from flowkit.data.datamodule import PairDataModule
 from flowkit.errors import ConfigError, Interrupted, TrainingError
-from flowkit.training.evaluate import label_accuracy, sampler_table
+from flowkit.training.evaluate import label_accuracy, resolve_eval, sampler_table
 from flowkit.config.guidance import classifier_accuracy
 from flowkit.runtime.memory import (MODEL_SIZE, ReportOutOfMemory, check_draw_fits, check_training_fits,
                                     training_device)
@@ -96,6 +96,8 @@ def train_once(cfg: DictConfig, resume: Path | None = None) -> RunResult:
     parts = build_parts(config)  # every name and option is checked here, before anything is written
     if parts.target.encoded_by and not config["data"]["encoder"]:  # codes (shards of an encoder): decoded by it
         config["data"]["encoder"] = parts.target.encoded_by
+    config["eval"], eval_note = resolve_eval(config["eval"], parts, config["trainer"]["max_steps"]
+                                             * config["data"]["batch_size"] * 3)
     for spec in [] if parts.method.classifier else [config["eval"]["solver"], *config["eval"]["compare"]]:
         parts.check_stochastic(spec)  # refused now, not after training
     check_training_fits(parts.model, config["data"]["batch_size"], tuple(parts.target.shape),
@@ -130,7 +132,7 @@ def train_once(cfg: DictConfig, resume: Path | None = None) -> RunResult:
         seconds = fit(trainer, module, datamodule, resume, run_dir, workers)
     set_hint(f"the trained run is kept in {run_dir} (last.ckpt, step {trainer.global_step}); its summary was not "
              f"written: evaluate it with: flowkit eval ckpt={run_dir}")
-    notes = [note for note in [ema_of(trainer).short_run_note(config["trainer"]["max_steps"])] if note]
+    notes = [note for note in [ema_of(trainer).short_run_note(config["trainer"]["max_steps"]), eval_note] if note]
     result = RunResult(run_dir, trainer.global_step, seconds, skipped=module.skipped, notes=notes)
     if trainer.is_global_zero:
         result.summary = summarize(module, parts, config, run_dir, seconds, notes)
