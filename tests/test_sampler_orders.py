@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from flowkit.errors import ConfigError
-from flowkit.samplers.grids import register_grid
 from flowkit.methods import METHODS
 from flowkit.paths import PATHS
 from flowkit.samplers import SAMPLERS, invert_with, sample_with
@@ -17,18 +16,10 @@ from tests.gaussian_model import MU, S, GaussianVelocity, exact_inverse, exact_m
 PATH_NAMES = ["rectified", "cosine", "vp"]
 
 
-@register_grid("test_both_ends")
-def both_ends(path, steps):
-    """t = (1 - cos(pi u)) / 2: steps of O(h^2) at both ends, where samplers step first-order (lambda infinite)
-    and the VP path's sigma ~ sqrt(1 - t) is not smooth in t; smooth in u."""
-    u = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
-    return (1 - torch.cos(torch.pi * u)) / 2
-
-
 def setup(name):
     path = PATHS.build({"name": name})
     method = METHODS.build({"name": "cfm"}, path=path, time_sampler=TIME_SAMPLERS.build({"name": "uniform"}))
-    return path, method, GaussianVelocity(path), "test_both_ends"
+    return path, method, GaussianVelocity(path), "ends"  # both ends refined (flowkit.samplers.grids)
 
 
 def error(name, spec, x0):

@@ -34,8 +34,11 @@ there would cap the global order at 2, so 3M starts with one second-order single
 prediction at the log-SNR midpoint, 1 NFE more), whose two evaluations are the earlier ones of the next step.
 
 A step that touches an end of the path where lambda is infinite (alpha = 0 at the source of the rectified,
-CondOT and cosine paths, sigma = 0 at the data) is the first-order DDIM step: its log-SNR gap is infinite,
-and its local error is still second order in t, so the solvers keep their order (tests/test_sampler_orders.py).
+CondOT and cosine paths, sigma = 0 at the data) is the first-order DDIM step: its log-SNR gap is infinite.
+What holds, measured against the exact Gaussian flow from 64 to 512 steps (bench/sampler_orders.py): on a grid
+whose steps shrink as O(h^2) at both ends (``grid=ends``) these solvers reach their order on every built-in path
+(DPM-Solver++(3M) on VP: 2.6, not 3); on the ``uniform`` grid the first-order end steps, and VP's sigma ~
+sqrt(1 - t) at the data, cap them: DPM-Solver-2 1.7 (VP 1.3), 2M 1.6-2.0, 3M 1.5-2.0.
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ Built in:
     logsnr    uniform in lambda = log(alpha / sigma) (Lu et al. 2022, DPM-Solver's "logSNR" steps).
     karras    the noise-to-signal ratio sigma/alpha spaced by EDM's rho rule (Karras et al. 2022, eq. 5),
               sigma_k = (smax^(1/rho) + k/N (smin^(1/rho) - smax^(1/rho)))^rho, rho = 7.
+    ends      t = (1 - cos(pi u)) / 2, u uniform: both ends refined (steps of O(h^2) there), so that first-order
+              end steps and paths not smooth in t at an end (VP) keep a sampler's order.
     shift     SD3's timestep shift (Esser et al. 2024): the uniform grid with the noise level
               n = 1 - t mapped to s n / (1 + (s - 1) n), s = 3: more steps at high noise.
 
@@ -109,6 +111,14 @@ def karras(path: AffinePath, steps: int, rho: float = 7.0) -> Tensor:
     smax, smin = math.exp(-lo) ** (1 / rho), math.exp(-hi) ** (1 / rho)
     ratios = (smax + torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64) * (smin - smax)) ** rho
     return _on_log_snr(path, -torch.log(ratios))
+
+
+@register_grid("ends")
+def ends(path: AffinePath, steps: int) -> Tensor:
+    """t = (1 - cos(pi u)) / 2 for u uniform: steps of O(h^2) at both ends, where log-SNR is infinite (a sampler
+    in log-SNR steps first-order there) and a path such as VP is not smooth in t; smooth in u elsewhere."""
+    u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+    return (1 - torch.cos(torch.pi * u)) / 2
 
 
 @register_grid("shift")
