@@ -83,8 +83,10 @@ def plan(parts: Any, specs: list[str], samples: int, seconds_per_eval: float | N
         nfe = parts.planned_nfe(spec)
         parts_of.append(f"{spec} (adaptive: NFE not known in advance)" if nfe is None else f"{spec} (at most {nfe} NFE)")
         known += 0 if nfe is None else nfe * samples
+    if not known:
+        return f"{samples:,} samples each with {', '.join(parts_of)}: the cost is known as it runs"
     text = f"{samples:,} samples each with {', '.join(parts_of)}: {known:,} sample-evaluations (NFE x samples) planned"
-    if seconds_per_eval and known:
+    if seconds_per_eval:
         text += f", about {known * seconds_per_eval:.0f} s at the training's pace"
     return text
 
