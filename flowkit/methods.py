@@ -174,7 +174,7 @@ def check_capabilities(name: str, method: Any) -> None:
     if not values["ode"] and not samplers and not values["classifier"]:
         raise ContractError(f"method '{name}': ode=False and no samplers: it could never be sampled")
     cls = method if inspect.isclass(method) else type(method)
-    required = [p for p in list(inspect.signature(cls.networks).parameters.values())[1:]
+    required = [p for p in _network_parameters(cls)
                 if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     if len(required) > 1:
         raise ContractError(f"method '{name}': networks takes {', '.join(p.name for p in required)}; expected "
@@ -192,11 +192,16 @@ def method_networks(method: Method, model: nn.Module) -> dict[str, tuple[nn.Modu
     return method.networks(model) if _takes_model(type(method)) else method.networks()
 
 
-def _takes_model(cls: type) -> bool:
+def _network_parameters(cls: type) -> list[inspect.Parameter]:
+    """The parameters of ``cls.networks`` after ``self`` (none where the signature cannot be read)."""
     try:
-        parameters = list(inspect.signature(cls.networks).parameters.values())[1:]
+        return list(inspect.signature(cls.networks).parameters.values())[1:]
     except (TypeError, ValueError):
-        return False
+        return []
+
+
+def _takes_model(cls: type) -> bool:
+    parameters = _network_parameters(cls)
     return bool(parameters) and parameters[0].kind in (parameters[0].POSITIONAL_ONLY, parameters[0].POSITIONAL_OR_KEYWORD)
 
 

@@ -51,7 +51,7 @@ class Parts:
         """The network evaluations a draw with ``spec`` takes, where the sampler says it in advance (None:
         adaptive)."""
         sampler, steps = build_sampler(self.method, self.path, spec, method_name=self.method_name)
-        return None if sampler.adaptive else sampler.nfe(steps)
+        return sampler.nfe(steps)
 
     def invert(self, x1: Tensor, spec: str, *, grid: str = "uniform", cond: Cond | None = None, rtol: float = 1e-5,
                atol: float = 1e-5) -> tuple[Tensor, int]:

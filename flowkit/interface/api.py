@@ -265,8 +265,9 @@ def load(run: str | Path | Run, device: str | torch.device = "cpu") -> Flow:
 
 @_file_names
 def compare(runs: Iterable[str | Path | Run], samplers: Iterable[str], *, n: int = 2000, repeats: int = 5,
-            grid: str = "uniform", seed: int = 1234, label: int = -1, guidance: float | None = None, rtol: float = 1e-5, atol: float = 1e-5,
-            reference_tol: float = 1e-7, device: str = "cpu") -> list[dict[str, Any]]:
+            grid: str = "uniform", seed: int = 1234, label: int = -1, guidance: float | None = None,
+            rtol: float = 1e-5, atol: float = 1e-5, reference_tol: float = 1e-7,
+            device: str = "cpu") -> list[dict[str, Any]]:
     """The rows ``flowkit compare`` prints: every run with every sampler it supports, on the same noise (model,
     name, solver, nfe, metric, value and std over ``repeats`` draws of ``n``, error to a tight dopri5 solution,
     seconds); with the defaults the training summary's numbers. Unsupported pairs are skipped; where the first
@@ -278,8 +279,7 @@ def compare(runs: Iterable[str | Path | Run], samplers: Iterable[str], *, n: int
     if not ckpts or not specs:
         raise ConfigError("compare needs at least one run and one sampler")
     options = {"ckpt": ",".join(ckpts), "solvers": ",".join(specs), "n": n, "repeats": repeats, "grid": grid,
-               "seed": seed,
-               "label": label, "guidance": guidance, "rtol": rtol, "atol": atol, "reference_tol": reference_tol,
+               "seed": seed, "label": label, "guidance": guidance, "rtol": rtol, "atol": atol, "reference_tol": reference_tol,
                "device": str(device)}
     args, target = parse_args(CompareArgs, override_tokens(options))  # the CLI's checks, the CLI's messages
     return compare_runs(ckpts, specs, args, target)["rows"]

@@ -261,8 +261,8 @@ def evaluate(tokens: list[str]) -> dict[str, Any]:
     target, method = parts.target, parts.method
     generator = torch.Generator().manual_seed(args.seed)
     result: dict[str, Any] = {"ckpt": args.ckpt, "solver": args.solver}
-    x0 = parts.source.sample(args.n * args.repeats, generator).to(device)
-    cond, labels = for_sampling(parts, args, args.n * args.repeats, generator)
+    x0 = parts.source.sample(draws, generator).to(device)
+    cond, labels = for_sampling(parts, args, draws, generator)
     x1, result["nfe"] = sample_reporting(parts, x0, args.solver, f"sampling {draws:,} points", grid=args.grid,
                                          cond=cond, rtol=args.rtol, atol=args.atol)
     x1 = x1.cpu()

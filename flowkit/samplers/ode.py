@@ -58,8 +58,8 @@ class Adaptive(Sampler):
         return integrate(model, x0, ts, self.method, cond, rtol=self.rtol, atol=self.atol)[-1], model.nfe
 
 
-NAMES = {"heun2": "heun"}
-STAGES = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}  # network evaluations of a step  # sampler name of a torchdiffeq method, where they differ
+NAMES = {"heun2": "heun"}  # sampler name of a torchdiffeq method, where they differ
+STAGES = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}  # network evaluations of a step
 
 for _methods, _base in ((FIXED, FixedStep), (ADAPTIVE, Adaptive)):
     for _method in _methods:

@@ -26,9 +26,8 @@ from flowkit.samplers.base import Predictor, Sampler, register_sampler
 class Renoise(Sampler):
     """Predict the data, re-noise to the next grid time, predict again (Song et al. 2023, Alg. 1); 1 NFE a step."""
 
-    per_step = 1
-
     ode = False  # needs a data prediction at any time, not an ODE: methods name it in their samplers
+    per_step = 1
 
     def __init__(self, pair: str = "independent", block: int = 256) -> None:
         if block < 1:

@@ -4,6 +4,7 @@ against the metric's floor (real data against the reference); straightness; labe
 from __future__ import annotations
 
 import statistics
+import sys
 from typing import Any
 
 import torch
@@ -102,28 +103,26 @@ def sample_reporting(parts: Any, x0: Tensor, spec: str, what: str, **options: An
 
 @torch.no_grad()
 def sampler_table(parts: Any, ecfg: dict[str, Any], device: torch.device, cond: Cond | None = None,
-                  grid: str = "uniform", report: float | bool | None = None) -> tuple[dict[str, Any], Tensor | None, Tensor]:
+                  grid: str = "uniform", report: bool = False,
+                  pace: float | None = None) -> tuple[dict[str, Any], Tensor | None, Tensor]:
     """The target's metric for each sampler in ``[eval.solver] + eval.compare`` and its floor, each a mean
     over ``eval.repeats`` independent draws of ``eval.n`` points (README, Benchmarks: on 8gaussians a single draw's
     W2 swings by +-30% with the per-mode counts, so one pair of draws decides nothing).
 
-    ``report``: print the planned cost first and each sampler's progress (to stderr; a number is the seconds one
-    network evaluation of one sample took in training, for a time estimate).
+    ``report``: print the planned cost first and each sampler's progress (to stderr; ``pace``, the seconds one
+    network evaluation of one sample took in training, gives a time estimate).
 
     Returns the table, the main sampler's first sample set and the first reference draw (for the figure)."""
-    import sys
-
     n, k, target = ecfg["n"], ecfg["repeats"], parts.target
     specs = [ecfg["solver"], *ecfg["compare"]]
-    if report is not None and report is not False:
-        pace = None if report is True else float(report)
+    if report:
         print(f"final evaluation: {target.metric} over {k} draw{'s' if k > 1 else ''} of {n:,} against its floor; "
               f"{plan(parts, specs, n * k, pace)}", file=sys.stderr, flush=True)
     x0, refs, floor = evaluation_draws(parts, n, k, ecfg["seed"], device)
     rows, first = [], None
+    options = {"grid": grid, "cond": cond, "rtol": ecfg["rtol"], "atol": ecfg["atol"]}
     for spec in specs:
-        options = {"grid": grid, "cond": cond, "rtol": ecfg["rtol"], "atol": ecfg["atol"]}
-        if report is not None and report is not False:
+        if report:
             x1, nfe = sample_reporting(parts, x0, spec, f"evaluating {target.metric}", **options)
         else:
             x1, nfe = parts.sample(x0, spec, **options)

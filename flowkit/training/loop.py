@@ -232,9 +232,9 @@ def summarize(module: FlowModule, parts: Parts, config: dict[str, Any], run_dir:
     labels = labels_for(ecfg["n"] * ecfg["repeats"], parts.classes, -1,
                         torch.Generator().manual_seed(ecfg["seed"] + 2)) if parts.classes else None
     # the pace of one network evaluation of one sample in training (a step: forward and backward, about 3 of them)
-    pace = seconds / max(module.global_step, 1) / max(config["data"]["batch_size"], 1) / 3 if seconds else True
+    pace = seconds / max(module.global_step, 1) / max(config["data"]["batch_size"], 1) / 3 if seconds else None
     table, samples, reference = sampler_table(parts, ecfg, device, conditioning(parts.classes, labels, None),
-                                              report=pace)
+                                              report=True, pace=pace)
     summary.update(table)
     if labels is not None and samples is not None:
         summary["label_accuracy"] = label_accuracy(parts.target, samples, labels)

@@ -122,7 +122,6 @@ class DMD2(Method):
     def training_step(self, steps: Steps, batch: dict[str, Any]) -> None:
         """``fake_updates`` steps of the fake flow on the current generator, then one generator step."""
         fake = steps.networks["fake"]
-        self.fake = fake
         for _ in range(self.fake_updates):
             steps.step("fake", lambda: self.fake_loss(steps.model, fake, batch))
         steps.step("model", lambda: steps.loss(steps.model, batch))
