@@ -7,7 +7,9 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -39,6 +41,18 @@ def trained(root: Path, *args: str) -> tuple[Path, dict]:
     record.write_text(json.dumps(list(args)))
     run = next(p for p in root.iterdir() if p.is_dir())
     return run, json.loads((run / "summary.json").read_text())
+
+
+def over_teachers(teachers: dict[str, list[str]], work: Path | None,
+                  rows_of: Callable[[Path, str], list[dict]]) -> list[dict]:
+    """``rows_of(run, name)`` for each teacher ``name`` trained with its `flowkit train` arguments under ``work``
+    (re-used when given again; a temporary folder when None), all rows together."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = []
+        for name, args in teachers.items():
+            run, _ = trained((work or Path(tmp)) / name, *args)
+            rows += rows_of(run, name)
+        return rows
 
 
 def w2_of(summary: dict, solver: str) -> float:

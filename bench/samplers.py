@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
 import torch
 
-from common import report, trained
+from common import over_teachers, report
 from flowkit.config.build import load_run
 from flowkit.samplers.grids import grid_times
 from flowkit.samplers.ddim import interior
@@ -97,12 +96,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="folder for the teachers; given again, re-used")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        work = args.work or Path(tmp)
-        rows = []
-        for teacher in args.teachers:
-            run, _ = trained(work / teacher, *TEACHERS[teacher])
-            rows += rows_of(run, teacher, args.budgets, args.n)
+    chosen = {teacher: TEACHERS[teacher] for teacher in args.teachers}
+    rows = over_teachers(chosen, args.work, lambda run, teacher: rows_of(run, teacher, args.budgets, args.n))
     previous = args.out / "samplers.json"  # the teachers not re-run keep their rows
     if previous.is_file():
         old = json.loads(previous.read_text())

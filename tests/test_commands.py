@@ -162,10 +162,10 @@ def test_invert_maps_data_back_and_reports_the_round_trip(runs, tmp_path):
     proc = run_cli(["invert", f"ckpt={runs[0]}", f"in={tmp_path / 'x.npy'}", f"out={tmp_path / 'z.npy'}",
                     "solver=dpm++2m:20", "grid=logsnr"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "wrote 200 source points" in proc.stdout and "round trip" in proc.stdout
+    assert "wrote 200 source points" in proc.stdout and "grid logsnr" in proc.stdout and "round trip" in proc.stdout
     tight = commands.invert([f"ckpt={runs[0]}", f"in={tmp_path / 'x.npy'}", f"out={tmp_path / 'z.pt'}",
                              "solver=dopri5", "rtol=1e-7", "atol=1e-7"])
-    assert tight["round_trip_rms"] < 1e-3 * tight["data_rms"] and tight["nfe"] > 10
+    assert tight["round_trip_rms"] < 1e-3 * tight["data_rms"] and tight["nfe"] > 10 and tight["grid"] is None
     z_tight, z_dpm = torch.load(tmp_path / "z.pt"), torch.from_numpy(np.load(tmp_path / "z.npy"))
     assert (z_dpm - z_tight).norm(dim=1).mean() < 0.1 * z_tight.norm(dim=1).mean()  # the same map, to 20 steps
     for args, message in [(["solver=em:10"], "sampler 'em:10' cannot invert"),
@@ -187,11 +187,14 @@ def test_compare_runs_every_sampler_family_and_skips_stochastic_ones_on_coupled_
                                "n=200", "grid=karras", f"out={out}"])
     by = {(r["name"], r["solver"]): r for r in result["rows"]}
     assert by[("rectified", "dpm++2m:8")]["nfe"] == 8 and by[("rectified", "edm:3")]["nfe"] == 4
+    assert {r["grid"] for r in result["rows"]} == {"karras"}  # grid= names the grid of every fixed-step sampler
     assert math.isnan(by[("rectified", "em:20")]["error"]) and math.isfinite(by[("rectified", "ddim:4")]["error"])
     assert ("ot_cfm", "em:20") not in by and ("ot_cfm", "ddim:4") in by
     assert any("em:20: sampler 'em:20' is stochastic" in line and "coupling 'ot'" in line for line in result["skipped"])
     assert out.with_suffix(".png").stat().st_size > 0
-    commands.compare([f"ckpt={runs[0]}", "solvers=euler:2", "n=50"])  # no out=: beside the first run, not in the cwd
+    # no out=: beside the first run, not in the cwd; no grid=: each sampler on its own default grid
+    result = commands.compare([f"ckpt={runs[0]}", "solvers=euler:2,dpm2:4,dopri5", "n=50"])
+    assert [r["grid"] for r in result["rows"]] == ["uniform", "graded", None]
     assert (runs[0] / "compare.json").is_file() and (runs[0] / "compare.png").is_file()
 
 

@@ -10,7 +10,7 @@ from flowkit.errors import ConfigError, ContractError
 from flowkit.samplers.grids import GRIDS, grid_times, register_grid
 from flowkit.methods import METHODS
 from flowkit.paths import PATHS
-from flowkit.samplers import SAMPLERS, Predictor, Sampler, register_sampler, sample_with, supports, why_not
+from flowkit.samplers import SAMPLERS, Predictor, Sampler, grid_of, register_sampler, sample_with, supports, why_not
 from flowkit.samplers.ddim import DDIM
 from flowkit.timesteps import TIME_SAMPLERS
 
@@ -123,6 +123,37 @@ def test_registration_holds_samplers_and_grids_to_their_contracts():
     with pytest.raises(ContractError, match="declares 'stochastc'.*did you mean 'stochastic'"):
         register_sampler("test_typo")(Typo)
 
+    class NoGrid(Sampler):
+        default_grid = None  # would fail only at the first sampling call
+
+        def __call__(self, model, x0, ts, *, cond=None):
+            return x0, 0
+
+    with pytest.raises(ContractError, match="default_grid must name a grid .* not None"):
+        register_sampler("test_no_grid")(NoGrid)
+
+
+def test_a_call_that_names_no_grid_runs_on_the_samplers_default_grid():
+    seen = []
+
+    class Graded(Sampler):
+        default_grid = "shift:2"
+
+        def __call__(self, model, x0, ts, *, cond=None):
+            seen.append(ts.tolist())
+            return x0, model.nfe
+
+    register_sampler("test_graded_default")(Graded)
+    x0 = torch.randn(2, 2, dtype=torch.float64)
+    for grid in (None, "", "shift:2", "uniform"):
+        sample_with(cfm(), Counted(), RECTIFIED, x0, "test_graded_default:4", grid=grid)
+    shifted = grid_times("shift:2", RECTIFIED, 4).tolist()
+    assert seen == [shifted, shifted, shifted, [0.0, 0.25, 0.5, 0.75, 1.0]]
+    assert grid_of("test_graded_default:4", None) == "shift:2" and grid_of("euler:4", None) == "uniform"
+    assert grid_of("dpm2:4", "logsnr") == "logsnr" and grid_of("dopri5", None) is None  # adaptive: no grid
+    assert {name: SAMPLERS.get(name).default_grid for name in ("dpm2", "dpm++2m", "edm", "dpm++3m", "heun")} == {
+        "dpm2": "graded", "dpm++2m": "graded", "edm": "graded", "dpm++3m": "graded", "heun": "uniform"}
+
 
 def test_which_samplers_a_method_supports_and_why_not():
     ct = METHODS.build({"name": "ct"}, path=RECTIFIED, time_sampler=TIME_SAMPLERS.build({"name": "uniform"}),
@@ -179,6 +210,22 @@ def test_the_built_in_grids_follow_their_formulas():
     torch.testing.assert_close(1 - grid_times("shift", RECTIFIED, 4), 3 * noise / (1 + 2 * noise))
     torch.testing.assert_close(1 - grid_times("shift:6", vp, 4), 6 * noise / (1 + 5 * noise))
     torch.testing.assert_close(grid_times("shift:1", vp, 4), torch.linspace(0, 1, 5, dtype=torch.float64))
+    # graded: uniform steps but over the outer 10% of u at each end, where t grows as u^p, mirrored at t=1
+    uniform = torch.linspace(0, 1, 41, dtype=torch.float64)
+    torch.testing.assert_close(grid_times("graded:1", vp, 40), uniform)
+    for p in (2, 3):
+        ts = grid_times(f"graded:{p}", RECTIFIED, 40)  # u = k / 40: the first 4 steps are the graded share
+        torch.testing.assert_close(ts[1:5] / ts[1], torch.arange(1, 5, dtype=torch.float64) ** p)
+        gaps = ts[1:] - ts[:-1]
+        torch.testing.assert_close(gaps[4:36], gaps[4:5].expand(32))  # uniform inside
+        torch.testing.assert_close(1 - ts.flip(0), ts)  # symmetric
+        # the density in u is continuous at the share's edge: 1 inside, (u / e)^(p - 1) at the end, scaled alike
+        torch.testing.assert_close(float(gaps[3]), float(gaps[4]) * float((3.5 / 4) ** (p - 1)), rtol=0.05, atol=0)
+    torch.testing.assert_close(grid_times("graded", RECTIFIED, 40), grid_times("graded:2", RECTIFIED, 40))
+    # below 32 steps the share shrinks with the step count (16 steps: 5% of u, less than one step), nearly uniform
+    gaps = grid_times("graded", RECTIFIED, 16).diff()
+    torch.testing.assert_close(gaps[1:15], gaps[1:2].expand(14))
+    assert 0.5 * gaps[1] < gaps[0] < gaps[1] and torch.isclose(gaps[0], gaps[15])
 
 
 def test_grid_parameters_are_checked():
@@ -188,6 +235,8 @@ def test_grid_parameters_are_checked():
         grid_times("shift:x", RECTIFIED, 4)
     with pytest.raises(ConfigError, match="the shift must be > 0"):
         grid_times("shift:-1", RECTIFIED, 4)
+    with pytest.raises(ConfigError, match="grid graded:0.5: the grading power p must be >= 1"):
+        grid_times("graded:0.5", RECTIFIED, 4)
 
     @register_grid("test_power")
     def power(path, steps, p=2.0):

@@ -40,7 +40,7 @@ class Parts:
     coupling_name: str = "independent"
     source_name: str = "gaussian"
 
-    def sample(self, x0: Tensor, spec: str, *, grid: str = "uniform", cond: Cond | None = None, rtol: float = 1e-5,
+    def sample(self, x0: Tensor, spec: str, *, grid: str | None = None, cond: Cond | None = None, rtol: float = 1e-5,
                atol: float = 1e-5, progress: Callable[[int], None] | None = None) -> tuple[Tensor, int]:
         """(samples, NFE) of the model from the source batch ``x0`` with sampler ``spec`` (``sample_with``)."""
         self.check_stochastic(spec)
@@ -53,7 +53,7 @@ class Parts:
         sampler, steps = build_sampler(self.method, self.path, spec, method_name=self.method_name)
         return sampler.nfe(steps)
 
-    def invert(self, x1: Tensor, spec: str, *, grid: str = "uniform", cond: Cond | None = None, rtol: float = 1e-5,
+    def invert(self, x1: Tensor, spec: str, *, grid: str | None = None, cond: Cond | None = None, rtol: float = 1e-5,
                atol: float = 1e-5) -> tuple[Tensor, int]:
         """(source points, NFE): ``x1`` mapped back to t=0 by the deterministic sampler ``spec`` (``invert_with``)."""
         return invert_with(self.method, self.model, self.path, x1, spec, grid=grid, cond=cond, rtol=rtol, atol=atol,

@@ -154,11 +154,12 @@ class Flow:
         return conditioning(self.classes, None if labels is None else labels.to(self.device), guidance, classifier)
 
     @_file_names
-    def sample(self, n: int, sampler: str = "dopri5", *, grid: str = "uniform", label: int | Tensor | None = None,
+    def sample(self, n: int, sampler: str = "dopri5", *, grid: str | None = None, label: int | Tensor | None = None,
                guidance: float | None = None, classifier: str | Path | Run | None = None,
                classifier_scale: float = 1.0, generator: torch.Generator | None = None, rtol: float = 1e-5,
                atol: float = 1e-5, decode: bool = True) -> Tensor:
-        """``n`` samples (on the CPU) drawn from the source with ``generator`` (default: torch's global one).
+        """``n`` samples (on the CPU) drawn from the source with ``generator`` (default: torch's global one), by
+        ``sampler`` on ``grid`` (None: the sampler's own ``default_grid``; ``flowkit.samplers.grids``).
         ``label``: a class, a tensor of ``n`` classes, or None (random classes) for a class-conditional model, or
         with ``classifier`` (a classifier run of the same path: classifier guidance at ``classifier_scale``).
         A latent run's samples are decoded to data (``decode=False``: its codes, of shape ``data_shape``)."""
@@ -175,7 +176,7 @@ class Flow:
         x1, _ = self.parts.sample(x0, sampler, grid=grid, cond=cond, rtol=rtol, atol=atol)
         return self.parts.target.decode(x1.cpu()) if decode else x1.cpu()
 
-    def invert(self, x: Tensor, sampler: str = "dopri5", *, grid: str = "uniform", label: int | Tensor | None = None,
+    def invert(self, x: Tensor, sampler: str = "dopri5", *, grid: str | None = None, label: int | Tensor | None = None,
                guidance: float | None = None, rtol: float = 1e-5, atol: float = 1e-5) -> Tensor:
         """Data -> source: a deterministic sampler run backwards (sampling the result returns ``x``); a latent run
         inverts the codes of ``x`` (the posterior's mean)."""
@@ -265,11 +266,11 @@ def load(run: str | Path | Run, device: str | torch.device = "cpu") -> Flow:
 
 @_file_names
 def compare(runs: Iterable[str | Path | Run], samplers: Iterable[str], *, n: int = 2000, repeats: int = 5,
-            grid: str = "uniform", seed: int = 1234, label: int = -1, guidance: float | None = None,
+            grid: str | None = None, seed: int = 1234, label: int = -1, guidance: float | None = None,
             rtol: float = 1e-5, atol: float = 1e-5, reference_tol: float = 1e-7,
             device: str = "cpu") -> list[dict[str, Any]]:
     """The rows ``flowkit compare`` prints: every run with every sampler it supports, on the same noise (model,
-    name, solver, nfe, metric, value and std over ``repeats`` draws of ``n``, error to a tight dopri5 solution,
+    name, solver, grid (``grid``, or the sampler's default; None for adaptive ones), nfe, metric, value and std over ``repeats`` draws of ``n``, error to a tight dopri5 solution,
     seconds); with the defaults the training summary's numbers. Unsupported pairs are skipped; where the first
     run's data is gone, metric is "none" and value None (the rest needs no data)."""
     from flowkit.interface.commands import CompareArgs, compare_runs, parse_args

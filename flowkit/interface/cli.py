@@ -178,8 +178,9 @@ def invert(tokens: Optional[List[str]] = TOKENS) -> None:
     from flowkit.interface.commands import invert as run
 
     r = _run(run, tokens)
-    out.print(f"wrote {r['n']} source points to [bold]{escape(str(r['out']))}[/] ({escape(r['solver'])}, grid "
-              f"{escape(str(r['grid']))}, NFE {r['nfe']}, "
+    grid = "adaptive steps" if r["grid"] is None else f"grid {r['grid']}"
+    out.print(f"wrote {r['n']} source points to [bold]{escape(str(r['out']))}[/] ({escape(r['solver'])}, "
+              f"{escape(grid)}, NFE {r['nfe']}, "
               f"{r['seconds']:.2f} s); round trip (generated again, NFE {r['nfe_generate']}): RMS error "
               f"{r['round_trip_rms']:.3g}, max {r['round_trip_max']:.3g}, data RMS {r['data_rms']:.3g}")
 
@@ -193,12 +194,13 @@ def compare(tokens: Optional[List[str]] = TOKENS) -> None:
     floor = "" if r["floor"] is None else f"; floor {r['floor']:.4f} ± {r['floor_std']:.4f}"
     table = Table(title=f"mean ± std over {r['repeats']} draws of n={r['n']} on {escape(str(r['device']))}{floor}; "
                         f"error = RMS distance to dopri5 at tol {r['reference_tol']:g}")
-    for column in ("model", "solver", "NFE", r["rows"][0]["metric"] if r["rows"] else "quality", "error", "time (s)"):
-        table.add_column(escape(column), justify="left" if column in ("model", "solver") else "right")
+    for column in ("model", "solver", "grid", "NFE", r["rows"][0]["metric"] if r["rows"] else "quality", "error",
+                   "time (s)"):
+        table.add_column(escape(column), justify="left" if column in ("model", "solver", "grid") else "right")
     for row in r["rows"]:
         value = "-" if row["value"] is None else f"{row['value']:.4f} ± {row['std']:.4f}"
-        table.add_row(escape(row["name"]), escape(row["solver"]), str(row["nfe"]), value, f"{row['error']:.2e}",
-                      f"{row['seconds']:.3f}")
+        table.add_row(escape(row["name"]), escape(row["solver"]), escape(row["grid"] or "-"), str(row["nfe"]), value,
+                      f"{row['error']:.2e}", f"{row['seconds']:.3f}")
     out.print(table)
     if r.get("note"):
         out.print(f"[yellow]{escape(r['note'])}[/]", soft_wrap=True)

@@ -34,14 +34,14 @@ from flowkit.samplers.grids import parse_grid
 from flowkit.metrics.likelihood import bits_per_dim, log_likelihood
 from flowkit.runtime.memory import ReportOutOfMemory, check_draw_fits
 from flowkit.metrics.plots import plot_quality_vs_nfe, save_samples
-from flowkit.samplers import Predictor, parse_sampler, why_not
+from flowkit.samplers import Predictor, grid_of, parse_sampler, why_not
 
 
 @dataclass
 class SamplingArgs:
     """What every sampling verb takes: the time grid, and for class-conditional models the label and guidance."""
 
-    grid: str = "uniform"  # the time grid of fixed-step samplers (``flowkit list``: grids)
+    grid: Optional[str] = None  # fixed-step samplers' time grid (``flowkit list``: grids); None: each one's default
     label: int = -1  # class-conditional models: the class to sample, or -1 for uniformly random classes
     guidance: Optional[float] = None  # classifier-free guidance weight w (None: 1, the conditional model)
     classifier: str = ""  # classifier guidance: a classifier run (directory or .ckpt) trained on the model's path
@@ -162,7 +162,8 @@ def parse_args(schema: type, tokens: list[str]):
         raise ConfigError(f"out={args.out!r} is a folder; give a file name in it (e.g. out={out / 'result'})")
     if out is not None:
         check_name_length(str(out.with_suffix(".json")) if schema is CompareArgs else args.out)
-    parse_grid(args.grid)
+    if args.grid:  # None or "": each sampler's default_grid
+        parse_grid(args.grid)
     return args, parse_device(args.device)
 
 
@@ -332,7 +333,8 @@ def invert(tokens: list[str]) -> dict[str, Any]:
     check_finite_output(z, "source points", out)
     save_array(out, z.cpu())
     error = (back - x1).flatten(1).norm(dim=1)
-    return {"out": str(out), "n": data.shape[0], "solver": args.solver, "grid": args.grid, "nfe": nfe,
+    return {"out": str(out), "n": data.shape[0], "solver": args.solver, "grid": grid_of(args.solver, args.grid),
+            "nfe": nfe,
             "seconds": seconds, "nfe_generate": nfe_back, "round_trip_rms": float(error.pow(2).mean().sqrt()),
             "round_trip_max": float(error.max()), "data_rms": float(x1.flatten(1).norm(dim=1).pow(2).mean().sqrt())}
 
@@ -388,7 +390,7 @@ def compare_runs(ckpts: list[str], solvers: list[str], args: Any, device: torch.
             # a stochastic sampler draws other points of the same distribution: no distance to the ODE's map
             deterministic = exact is not None and not stochastic
             error = float((x1 - exact).flatten(1).pow(2).sum(1).mean().sqrt()) if deterministic else float("nan")
-            rows.append({"model": ckpt, "name": cfg["name"], "solver": spec, "nfe": nfe,
+            rows.append({"model": ckpt, "name": cfg["name"], "solver": spec, "grid": grid_of(spec, args.grid), "nfe": nfe,
                          "metric": "none" if refs is None else parts.target.metric,
                          "value": value, "std": std, "error": error, "seconds": seconds})
     return {"rows": rows, "skipped": skipped, "n": args.n, "repeats": args.repeats, "floor": floor,

@@ -5,9 +5,9 @@ Imports the ground floor (``flowkit.errors``, ``flowkit.registry``), ``flowkit.r
 ``models``, ``couplings``, ``timesteps``, ``conditioning``); never metrics, data, methods or anything above.
 """
 
-from flowkit.samplers.base import (SAMPLERS, Predictor, Sampler, build_sampler, invert_with,
+from flowkit.samplers.base import (SAMPLERS, Predictor, Sampler, build_sampler, grid_of, invert_with,
                                    parse_sampler, register_sampler, sample_with, sampler_spec, supports, why_not)
 from flowkit.samplers import ddim, dpm, edm, ode, renoise, sde  # noqa: F401  (registers the built-in samplers)
 
-__all__ = ["SAMPLERS", "Predictor", "Sampler", "build_sampler", "invert_with", "parse_sampler",
+__all__ = ["SAMPLERS", "Predictor", "Sampler", "build_sampler", "grid_of", "invert_with", "parse_sampler",
            "register_sampler", "sample_with", "sampler_spec", "supports", "why_not"]

@@ -10,6 +10,8 @@ with defaults:
     ``ode = True``          it solves the velocity ODE (or SDE), so any method whose network is a velocity
                             field may use it; ``False``: only methods that name it in their ``samplers``.
     ``adaptive = False``    it chooses its own steps: the spec takes no step count (``dopri5``, not ``euler:8``).
+    ``default_grid = "uniform"``  the time grid (``flowkit.grids``) a fixed-step spec runs on when the caller
+                            names none: the grid on which the sampler reaches its order.
     ``stochastic = False``  it draws noise and reads the score of p_t (reverse SDEs, DDIM with eta > 0,
                             EDM's churn). The path gives the score from the model's prediction (Tweedie) only
                             for an independent standard-normal source, so runs on other sources or couplings
@@ -115,6 +117,7 @@ class Sampler:
     adaptive: bool = False
     stochastic: bool = False
     per_step: int | None = None  # network evaluations a step takes at most (None: not said)
+    default_grid: str = "uniform"  # the grid of a call that names none (module docstring)
 
     def __call__(self, model: Predictor, x0: Tensor, ts: Tensor, *, cond: Cond | None = None) -> tuple[Tensor, int]:
         raise NotImplementedError(f"{type(self).__name__} defines no sampling")
@@ -140,6 +143,9 @@ def check_sampler(name: str, obj: object) -> None:
                             f"-> (x1, nfe)")
     if not all(isinstance(getattr(obj, flag), (bool, property)) for flag in DECLARATIONS):
         raise ContractError(f"sampler '{name}': ode, adaptive and stochastic must be True or False")
+    if not (isinstance(obj.default_grid, str) and obj.default_grid.strip()):
+        raise ContractError(f"sampler '{name}': default_grid must name a grid (e.g. 'uniform'), not "
+                            f"{obj.default_grid!r}")
     for klass in obj.__mro__[: obj.__mro__.index(Sampler)]:
         for attr in vars(klass):
             close = difflib.get_close_matches(attr, DECLARATIONS, n=1, cutoff=0.85)
@@ -189,6 +195,13 @@ def sampler_spec(spec: str) -> tuple[str, int | None, dict[str, Any]]:
     return name, None if steps is None else int(steps), options
 
 
+def grid_of(spec: str, grid: str | None) -> str | None:
+    """The grid a call of sampler ``spec`` on ``grid`` runs on: ``grid``, else the sampler's ``default_grid``; None
+    for an adaptive sampler, which picks its own times."""
+    factory = SAMPLERS.get(str(spec).strip().split(":")[0])  # the name: a spec's step count is not needed here
+    return None if factory.adaptive else grid or factory.default_grid
+
+
 def parse_sampler(spec: str) -> tuple[str, int | None]:
     """'euler:8' -> ('euler', 8); 'dopri5' -> ('dopri5', None); a bad name, step count or option is a ConfigError."""
     return sampler_spec(spec)[:2]
@@ -231,16 +244,23 @@ def build_sampler(method: Any, path: AffinePath, spec: str, *, rtol: float = 1e-
     return sampler, steps
 
 
+def times(sampler: Sampler, path: AffinePath, steps: int | None, grid: str | None) -> Tensor:
+    """The grid a draw runs on: [0, 1] for an adaptive sampler, else ``grid`` (None: its ``default_grid``)."""
+    if sampler.adaptive:
+        return torch.tensor([0.0, 1.0], dtype=torch.float64)
+    return grid_times(grid or sampler.default_grid, path, steps)
+
+
 @torch.no_grad()
-def sample_with(method: Any, net: nn.Module, path: AffinePath, x0: Tensor, spec: str, *, grid: str = "uniform",
+def sample_with(method: Any, net: nn.Module, path: AffinePath, x0: Tensor, spec: str, *, grid: str | None = None,
                 cond: Cond | None = None, rtol: float = 1e-5, atol: float = 1e-5,
                 method_name: str = "this", progress: Callable[[int], None] | None = None) -> tuple[Tensor, int]:
-    """Samples of ``net`` (trained by ``method`` on ``path``) from ``x0`` with sampler ``spec`` on ``grid``:
-    (x1, the NFE counted; ``progress(nfe)`` after every network call). A stochastic sampler assumes an independent
-    standard-normal source (see the module docstring; ``flowkit.config.build.Parts.sample`` checks it from the run's
-    config)."""
+    """Samples of ``net`` (trained by ``method`` on ``path``) from ``x0`` with sampler ``spec`` on ``grid`` (None:
+    the sampler's ``default_grid``): (x1, the NFE counted; ``progress(nfe)`` after every network call). A
+    stochastic sampler assumes an independent standard-normal source (see the module docstring;
+    ``flowkit.config.build.Parts.sample`` checks it from the run's config)."""
     sampler, steps = build_sampler(method, path, spec, rtol=rtol, atol=atol, method_name=method_name)
-    ts = torch.tensor([0.0, 1.0], dtype=torch.float64) if sampler.adaptive else grid_times(grid, path, steps)
+    ts = times(sampler, path, steps, grid)
     model = Predictor.of(method, net, path)
     model.on_call = progress
     x1, _ = sampler(model, x0, ts.to(x0.device, x0.dtype), cond=cond)
@@ -248,17 +268,17 @@ def sample_with(method: Any, net: nn.Module, path: AffinePath, x0: Tensor, spec:
 
 
 @torch.no_grad()
-def invert_with(method: Any, net: nn.Module, path: AffinePath, x1: Tensor, spec: str, *, grid: str = "uniform",
+def invert_with(method: Any, net: nn.Module, path: AffinePath, x1: Tensor, spec: str, *, grid: str | None = None,
                 cond: Cond | None = None, rtol: float = 1e-5, atol: float = 1e-5,
                 method_name: str = "this") -> tuple[Tensor, int]:
-    """Data -> source: the deterministic sampler ``spec`` run backwards on the reversed ``grid`` (from t=1 to
-    t=0), so that sampling the result with the same spec and grid returns ``x1`` up to the solver's error.
-    (x0, the NFE counted)."""
+    """Data -> source: the deterministic sampler ``spec`` run backwards on the reversed ``grid`` (None: its
+    ``default_grid``; from t=1 to t=0), so that sampling the result with the same spec and grid returns ``x1`` up
+    to the solver's error. (x0, the NFE counted)."""
     sampler, steps = build_sampler(method, path, spec, rtol=rtol, atol=atol, method_name=method_name)
     if sampler.stochastic or not type(sampler).ode:
         raise ConfigError(f"sampler '{spec}' cannot invert: inversion integrates the probability-flow ODE backwards, "
                           f"so it needs a deterministic ODE sampler ({deterministic(path)})")
-    ts = torch.tensor([0.0, 1.0], dtype=torch.float64) if sampler.adaptive else grid_times(grid, path, steps)
+    ts = times(sampler, path, steps, grid)
     model = Predictor.of(method, net, path)
     x0, _ = sampler(model, x1, ts.flip(0).to(x1.device, x1.dtype), cond=cond)
     return x0, model.nfe

@@ -14,6 +14,12 @@ the DDIM step. As in EDM the last step, onto the data (r = 0), is Euler; so is a
 (alpha = 0, r infinite: the rectified, CondOT and cosine paths at t=0). N steps cost 2N - 1 NFE (2N - 2 from
 pure source). With ``churn=0`` (the default) the sampler is deterministic and can invert. ``tmin``/``tmax``
 are in units of r, as EDM's S_tmin/S_tmax in sigma.
+
+Its default grid is ``graded`` (flowkit/samplers/grids.py): against the exact Gaussian flow from 64 to 512 steps
+(bench/sampler_orders.py) it converges at 1.99-2.03 on every built-in path there, while on ``uniform`` the Euler
+end steps and VP's sigma ~ sqrt(1 - t) at the data cap it (1.9 on the straight paths, 1.25 on VP). On trained 2-D
+networks (bench/grid_choice.py) ``graded`` is 1.2-1.5x worse than ``uniform`` at 8-16 steps and 2.3x at 64 on the
+rectified path, 1.6-4x better at 32-64 steps on VP.
 """
 
 from __future__ import annotations
@@ -30,9 +36,11 @@ from flowkit.samplers.ddim import at, coefficients, gaussian, interior, noise_ge
 
 @register_sampler("edm")
 class EDMHeun(Sampler):
-    """EDM's Heun sampler on sigma/alpha, with stochastic churn (S_churn etc.); 2 NFE a step, 1 at the ends."""
+    """EDM's Heun sampler on sigma/alpha, with stochastic churn (S_churn etc.); 2 NFE a step, 1 at the ends;
+    default grid ``graded``."""
 
     per_step = 2
+    default_grid = "graded"  # its order on every path (module docstring)
 
     def __init__(self, churn: float = 0.0, tmin: float = 0.0, tmax: float = math.inf, noise: float = 1.0,
                  seed: int = 0) -> None:

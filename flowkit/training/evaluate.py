@@ -103,7 +103,7 @@ def sample_reporting(parts: Any, x0: Tensor, spec: str, what: str, **options: An
 
 @torch.no_grad()
 def sampler_table(parts: Any, ecfg: dict[str, Any], device: torch.device, cond: Cond | None = None,
-                  grid: str = "uniform", report: bool = False,
+                  grid: str | None = None, report: bool = False,
                   pace: float | None = None) -> tuple[dict[str, Any], Tensor | None, Tensor]:
     """The target's metric for each sampler in ``[eval.solver] + eval.compare`` and its floor, each a mean
     over ``eval.repeats`` independent draws of ``eval.n`` points (README, Benchmarks: on 8gaussians a single draw's
