@@ -7,15 +7,17 @@ Every run is a `flowkit train` with the same MLP, batch and evaluation: the teac
 at dopri5 and Euler 1/2/4, MeanFlow trained from scratch for the teacher's step budget (its recipe's
 minibatch-OT pairs, and the paper's independent pairs: meanflow_indep), CD of that teacher, CT from
 scratch (independent pairs, and recipe ct_ot: OT pairs with OT-paired re-noising in multistep sampling),
-ADD of that teacher. W2 are means over 5 draws of 2,000 points on the same evaluation noise.
+ADD of that teacher. W2 are means over 5 draws of 2,000 points on the same evaluation noise; with several
+--seeds every run (teacher and students) is trained once per seed, each student against its own seed's teacher,
+and the table gives the mean over seeds ± their standard deviation (the ratio to the teacher taken per seed).
 Paired error E||G(z) - Phi(z)||^2 is each 1-step student against the teacher's dopri5 map on the same
 noise (with independent pairs all of them approximate that one map).
 
-    python bench/frontier.py [--work DIR] [--steps 10000] [--methods meanflow meanflow_indep cd ct ct_ot adversarial adversarial_w0 shortcut dmd2]
+    python bench/frontier.py [--work DIR] [--steps 10000] [--seeds 0 1 2] [--methods meanflow meanflow_indep cd ct ct_ot adversarial adversarial_w0 shortcut dmd2]
                              [--tasks gaussian:8gaussians 8gaussians:moons]
 
-Tasks and methods not named keep their rows from the previous results file at the same --steps (a kept
-task is marked so). Results are written after each task; `--work DIR` keeps the runs in DIR, and a run
+Tasks and methods not named keep their rows from the previous results file at the same --steps and --seeds (a
+kept task is marked so). Results are written after each task; `--work DIR` keeps the runs in DIR, and a run
 given the same DIR again re-uses the runs it finished there.
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -40,11 +43,32 @@ def paired(row: dict) -> str:
     return "" if row.get("paired_error") is None else f"{row['paired_error']:.4f}"
 
 
-def kept_from(file: Path, steps: int) -> dict[str, dict]:
-    """Results of an earlier run at the same step budget, per task (tasks and methods not re-run are kept)."""
-    if not file.exists() or json.loads(file.read_text())["steps"] != steps:
+def kept_from(file: Path, steps: int, seeds: list[int]) -> dict[str, dict]:
+    """Results of an earlier run at the same step budget and seeds, per task (tasks and methods not re-run are
+    kept)."""
+    old = json.loads(file.read_text()) if file.exists() else {}
+    if old.get("steps") != steps or old.get("seeds", [0]) != seeds:
         return {}
-    return {res["task"]: {**res, "kept": True} for res in json.loads(file.read_text())["results"]}
+    return {res["task"]: {**res, "kept": True} for res in old["results"]}
+
+
+def over_seeds(per_seed: list[list[dict]]) -> list[dict]:
+    """One row per (method, sampler): the mean over seeds of W2, its ratio to the seed's teacher, the paired error
+    and the training time, with the standard deviation over seeds (0 for one seed) and each seed's W2."""
+    rows = []
+    for first in per_seed[0]:
+        same = [next(r for r in rows_s if (r["method"], r["solver"]) == (first["method"], first["solver"]))
+                for rows_s in per_seed]
+        row = {"method": first["method"], "solver": first["solver"], "nfe": first["nfe"],
+               "w2_std": statistics.fmean(r["w2_std"] for r in same), "seeds_w2": [r["w2"] for r in same]}
+        for key in ("w2", "vs_teacher_dopri5", "train_s"):
+            row[key] = statistics.fmean(r[key] for r in same)
+        for key in ("w2", "vs_teacher_dopri5"):
+            row[f"{key}_seed_std"] = statistics.stdev(r[key] for r in same) if len(same) > 1 else 0.0
+        errors = [r["paired_error"] for r in same if r.get("paired_error") is not None]
+        row["paired_error"] = statistics.fmean(errors) if errors else None
+        rows.append(row)
+    return rows
 
 
 def main() -> None:
@@ -52,60 +76,76 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10_000, help="training steps of the teacher and every student")
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     parser.add_argument("--tasks", nargs="+", default=["gaussian:8gaussians", "8gaussians:moons"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of every run")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a temporary one); "
                         "given again after a stop, the runs finished there are re-used")
     args = parser.parse_args()
-    previous = kept_from(args.out / "frontier.json", args.steps)
+    previous = kept_from(args.out / "frontier.json", args.steps, args.seeds)
     results = dict(previous)
     with tempfile.TemporaryDirectory() as scratch:
         tmp = args.work or Path(scratch)
         for task in args.tasks:
-            source, target = task.split(":")
-            data = [f"data.source={source}", f"data.target={target}"]
-            teacher, t = trained(Path(tmp) / f"{task}-teacher", "recipe=rectified", *data,
-                                 "eval.compare=[euler:1,euler:2,euler:4]", f"trainer.max_steps={args.steps}")
-            rows = [{"method": "teacher (rectified)", "solver": r["solver"], "nfe": r["nfe"], "w2": r["value"],
-                     "w2_std": r["std"], "train_s": t["train_seconds"]} for r in t["rows"]]
-            students = {"meanflow": ["recipe=meanflow", f"trainer.max_steps={args.steps}"],
-                        "cd": ["recipe=cd", f"method.teacher={teacher}", f"trainer.max_steps={args.steps}"],
-                        "ct": ["recipe=ct", f"trainer.max_steps={args.steps}"],
-                        "meanflow_indep": ["recipe=meanflow", "coupling=independent", f"trainer.max_steps={args.steps}"],
-                        "ct_ot": ["recipe=ct_ot", f"trainer.max_steps={args.steps}"],
-                        "adversarial": ["recipe=adversarial", f"method.teacher={teacher}", f"trainer.max_steps={args.steps}"],
-                        "adversarial_w0": ["recipe=adversarial", f"method.teacher={teacher}", "method.adversarial_weight=0",
-                                           f"trainer.max_steps={args.steps}"],
-                        "shortcut": ["recipe=shortcut", f"trainer.max_steps={args.steps}"],
-                        "dmd2": ["recipe=dmd2", f"method.teacher={teacher}", f"method.fake_updates={DMD_FAKE_UPDATES}",
-                                 f"trainer.max_steps={args.steps // (1 + DMD_FAKE_UPDATES)}"]}
-            for name in args.methods:
-                one, more = f"{SAMPLER[name]}:1", [f"{SAMPLER[name]}:{k}" for k in (2, 4)]
-                run, s = trained(Path(tmp) / f"{task}-{name}", *students[name], *data, f"eval.solver={one}",
-                                 f"eval.compare=[{','.join(more)}]")
-                error = paired_error(run, teacher, one)
-                rows += [{"method": name, "solver": r["solver"], "nfe": r["nfe"], "w2": r["value"], "w2_std": r["std"],
-                          "train_s": s["train_seconds"], "paired_error": error if r["solver"] == one else None}
-                         for r in s["rows"]]
-            dopri5 = w2_of(t, "dopri5")
-            for row in rows:
-                row["vs_teacher_dopri5"] = row["w2"] / dopri5
-            rows = merged_rows(previous.get(task, {}).get("rows", []), rows, args.methods, METHODS)
-            results[task] = {"task": task, "floor": t["floor"], "teacher_dopri5": dopri5, "rows": rows}
+            per_seed = [task_rows(args, Path(tmp), task, seed) for seed in args.seeds]
+            rows = merged_rows(previous.get(task, {}).get("rows", []), over_seeds([r for r, _ in per_seed]),
+                               args.methods, METHODS)
+            floors, dopri5 = zip(*[(t["floor"], w2_of(t, "dopri5")) for _, t in per_seed])
+            results[task] = {"task": task, "floor": statistics.fmean(floors),
+                             "teacher_dopri5": statistics.fmean(dopri5), "rows": rows}
             write(args, list(results.values()))  # after each task: a stop keeps the tasks done
 
 
+def task_rows(args: argparse.Namespace, tmp: Path, task: str, seed: int) -> tuple[list[dict], dict]:
+    """The rows of one task at one training seed (teacher and the students named in --methods, each W2 also as a
+    ratio to this seed's teacher at dopri5) and the teacher's summary."""
+    source, target = task.split(":")
+    data = [f"data.source={source}", f"data.target={target}", f"seed={seed}"]
+    teacher, t = trained(tmp / f"{task}-seed{seed}-teacher", "recipe=rectified", *data,
+                         "eval.compare=[euler:1,euler:2,euler:4]", f"trainer.max_steps={args.steps}")
+    rows = [{"method": "teacher (rectified)", "solver": r["solver"], "nfe": r["nfe"], "w2": r["value"],
+             "w2_std": r["std"], "train_s": t["train_seconds"]} for r in t["rows"]]
+    students = {"meanflow": ["recipe=meanflow", f"trainer.max_steps={args.steps}"],
+                "cd": ["recipe=cd", f"method.teacher={teacher}", f"trainer.max_steps={args.steps}"],
+                "ct": ["recipe=ct", f"trainer.max_steps={args.steps}"],
+                "meanflow_indep": ["recipe=meanflow", "coupling=independent", f"trainer.max_steps={args.steps}"],
+                "ct_ot": ["recipe=ct_ot", f"trainer.max_steps={args.steps}"],
+                "adversarial": ["recipe=adversarial", f"method.teacher={teacher}", f"trainer.max_steps={args.steps}"],
+                "adversarial_w0": ["recipe=adversarial", f"method.teacher={teacher}", "method.adversarial_weight=0",
+                                   f"trainer.max_steps={args.steps}"],
+                "shortcut": ["recipe=shortcut", f"trainer.max_steps={args.steps}"],
+                "dmd2": ["recipe=dmd2", f"method.teacher={teacher}", f"method.fake_updates={DMD_FAKE_UPDATES}",
+                         f"trainer.max_steps={args.steps // (1 + DMD_FAKE_UPDATES)}"]}
+    for name in args.methods:
+        one, more = f"{SAMPLER[name]}:1", [f"{SAMPLER[name]}:{k}" for k in (2, 4)]
+        run, s = trained(tmp / f"{task}-seed{seed}-{name}", *students[name], *data, f"eval.solver={one}",
+                         f"eval.compare=[{','.join(more)}]")
+        error = paired_error(run, teacher, one)
+        rows += [{"method": name, "solver": r["solver"], "nfe": r["nfe"], "w2": r["value"], "w2_std": r["std"],
+                  "train_s": s["train_seconds"], "paired_error": error if r["solver"] == one else None}
+                 for r in s["rows"]]
+    dopri5 = w2_of(t, "dopri5")
+    for row in rows:
+        row["vs_teacher_dopri5"] = row["w2"] / dopri5
+    return rows, t
+
+
 def write(args: argparse.Namespace, results: list[dict]) -> None:
-    lines = [f"One-step frontier, CPU (2 cores): teacher and every student {args.steps} training steps", ""]
+    several = len(args.seeds) > 1
+    spread = f"mean ± std over seeds {', '.join(map(str, args.seeds))}" if several else "± std over the draws"
+    lines = [f"One-step frontier, CPU (2 cores): teacher and every student {args.steps} training steps; W2 {spread}",
+             ""]
     for res in results:
         kept = " — kept from an earlier run of this script, not re-run" if res.get("kept") else ""
         lines += [f"**{res['task'].replace(':', ' -> ')}** (W2 floor {res['floor']:.3f}){kept}", "",
                   "| method | sampler | NFE | W2 | W2 / teacher dopri5 | paired error | train (s) |",
                   "|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['method']} | {r['solver']} | {r['nfe']} | {r['w2']:.3f} ± {r['w2_std']:.3f} | "
-                  f"{r['vs_teacher_dopri5']:.2f} | {paired(r)} | "
-                  f"{r['train_s']:.0f} |" for r in res["rows"]]
+        for r in res["rows"]:
+            w2_spread = r.get("w2_seed_std", 0.0) if several else r["w2_std"]
+            ratio = f"{r['vs_teacher_dopri5']:.2f}" + (f" ± {r['vs_teacher_dopri5_seed_std']:.2f}" if several else "")
+            lines.append(f"| {r['method']} | {r['solver']} | {r['nfe']} | {r['w2']:.3f} ± {w2_spread:.3f} | {ratio} | "
+                         f"{paired(r)} | {r['train_s']:.0f} |")
         lines.append("")
-    report(args.out, "frontier", {"steps": args.steps, "results": results}, lines)
+    report(args.out, "frontier", {"steps": args.steps, "seeds": args.seeds, "results": results}, lines)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The order of every deterministic sampler on every registered path, on its default grid (or ``--grid``), against
 the exact flow of Gaussian data (the closed-form oracle of tests/gaussian_model.py: N(0, I) -> N(mu, s^2 I), so the
-error is the sampler's alone). Error: the largest distance to the exact map over 256 source points, at 64, 128, 256 and 512
-steps; order: the least-squares slope of log2(error) against log2(steps), next to the sampler's nominal order.
+error is the sampler's alone). Error: the largest distance to the exact map over 256 source points, at 64, 128, 256
+and 512 steps; order: the least-squares slope of log2(error) against log2(steps), next to the sampler's nominal
+order.
 
     python bench/sampler_orders.py [--grid graded] [--steps 64 128 256 512]
 """

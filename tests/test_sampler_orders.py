@@ -1,6 +1,6 @@
 """Every sampler against the exact flow of Gaussian data (tests/gaussian_model.py) on every built-in path, each on
-its default grid: deterministic samplers converge at their order, stochastic ones hit the data's mean and covariance, and
-inversion followed by generation returns the data."""
+its default grid: deterministic samplers converge at their order, stochastic ones hit the data's mean and
+covariance, and inversion followed by generation returns the data."""
 
 import pytest
 import torch

@@ -269,10 +269,11 @@ def compare(runs: Iterable[str | Path | Run], samplers: Iterable[str], *, n: int
             grid: str | None = None, seed: int = 1234, label: int = -1, guidance: float | None = None,
             rtol: float = 1e-5, atol: float = 1e-5, reference_tol: float = 1e-7,
             device: str = "cpu") -> list[dict[str, Any]]:
-    """The rows ``flowkit compare`` prints: every run with every sampler it supports, on the same noise (model,
-    name, solver, grid (``grid``, or the sampler's default; None for adaptive ones), nfe, metric, value and std over ``repeats`` draws of ``n``, error to a tight dopri5 solution,
-    seconds); with the defaults the training summary's numbers. Unsupported pairs are skipped; where the first
-    run's data is gone, metric is "none" and value None (the rest needs no data)."""
+    """The rows ``flowkit compare`` prints: every run with every sampler it supports, on the same noise (model, name,
+    solver, grid (``grid``, or the sampler's default; None for adaptive ones), nfe, metric, value and std over
+    ``repeats`` draws of ``n``, error to a tight dopri5 solution, seconds); with the defaults the training
+    summary's numbers. Unsupported pairs are skipped; where the first run's data is gone, metric is "none" and
+    value None (the rest needs no data)."""
     from flowkit.interface.commands import CompareArgs, compare_runs, parse_args
 
     ckpts = [str(r.dir if isinstance(r, Run) else r) for r in runs]

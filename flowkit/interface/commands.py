@@ -390,7 +390,8 @@ def compare_runs(ckpts: list[str], solvers: list[str], args: Any, device: torch.
             # a stochastic sampler draws other points of the same distribution: no distance to the ODE's map
             deterministic = exact is not None and not stochastic
             error = float((x1 - exact).flatten(1).pow(2).sum(1).mean().sqrt()) if deterministic else float("nan")
-            rows.append({"model": ckpt, "name": cfg["name"], "solver": spec, "grid": grid_of(spec, args.grid), "nfe": nfe,
+            rows.append({"model": ckpt, "name": cfg["name"], "solver": spec, "grid": grid_of(spec, args.grid),
+                         "nfe": nfe,
                          "metric": "none" if refs is None else parts.target.metric,
                          "value": value, "std": std, "error": error, "seconds": seconds})
     return {"rows": rows, "skipped": skipped, "n": args.n, "repeats": args.repeats, "floor": floor,

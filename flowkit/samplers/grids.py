@@ -16,13 +16,13 @@ Built in:
     graded    uniform but for an outer share of u at each end, where t grows as u^p (p = 2): steps of O(h^p)
               at the ends, O(h) elsewhere. The share is 10% from 32 steps up and shrinks in proportion below
               (5% at 16 steps, 2.5% at 8), so that few-step sampling, where a trained network's own error
-              dominates, stays close to uniform. The default grid of the second-order exponential-integrator and
-              EDM samplers (their ``default_grid``): what they reach on it, and what it costs at few steps, is in
-              flowkit/samplers/dpm.py and flowkit/samplers/edm.py.
+              dominates, stays close to uniform. The default grid of the exponential integrators (DPM-Solver-2,
+              ++(2M), ++(3M)) and EDM (their ``default_grid``): what they reach on it, and what it costs at few
+              steps, is in flowkit/samplers/dpm.py and flowkit/samplers/edm.py.
     shift     SD3's timestep shift (Esser et al. 2024): the uniform grid with the noise level
               n = 1 - t mapped to s n / (1 + (s - 1) n), s = 3: more steps at high noise.
 
-A sampler spec on no named grid takes its sampler's ``default_grid`` (``uniform`` unless the sampler says).
+A sampling call that names no grid runs on its sampler's ``default_grid`` (``uniform`` unless the sampler says).
 
 ``logsnr`` and ``karras`` span the ratio sigma/alpha in [SIGMA_MIN, SIGMA_MAX] (EDM's 0.002 and 80, or the
 path's own range where narrower); their first and last times are then the path's own ends, t=0 (pure
