@@ -54,7 +54,7 @@ def main() -> None:
             errors = [float((sample_with(method, net, path, x0, f"{sampler}:{n}", grid=args.grid)[0] - exact)
                             .norm(dim=1).max()) for n in args.steps]
             measured = order(args.steps, errors)
-            rows.append({"path": path_name, "sampler": sampler, "grid": grid_of(sampler, args.grid),
+            rows.append({"path": path_name, "sampler": sampler, "grid": grid_of(f"{sampler}:{args.steps[0]}", args.grid),
                          "nominal": nominal, "order": measured,
                          "errors": errors, "holds": measured >= nominal - 0.2})
             print(path_name, sampler, nominal, f"{measured:.2f}", flush=True)

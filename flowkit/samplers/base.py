@@ -198,8 +198,11 @@ def sampler_spec(spec: str) -> tuple[str, int | None, dict[str, Any]]:
 def grid_of(spec: str, grid: str | None) -> str | None:
     """The grid a call of sampler ``spec`` on ``grid`` runs on: ``grid``, else the sampler's ``default_grid``; None
     for an adaptive sampler, which picks its own times."""
-    factory = SAMPLERS.get(str(spec).strip().split(":")[0])  # the name: a spec's step count is not needed here
-    return None if factory.adaptive else grid or factory.default_grid
+    return _grid_name(SAMPLERS.get(sampler_spec(spec)[0]), grid)
+
+
+def _grid_name(sampler: Sampler | type[Sampler], grid: str | None) -> str | None:
+    return None if sampler.adaptive else grid or sampler.default_grid
 
 
 def parse_sampler(spec: str) -> tuple[str, int | None]:
@@ -246,9 +249,8 @@ def build_sampler(method: Any, path: AffinePath, spec: str, *, rtol: float = 1e-
 
 def times(sampler: Sampler, path: AffinePath, steps: int | None, grid: str | None) -> Tensor:
     """The grid a draw runs on: [0, 1] for an adaptive sampler, else ``grid`` (None: its ``default_grid``)."""
-    if sampler.adaptive:
-        return torch.tensor([0.0, 1.0], dtype=torch.float64)
-    return grid_times(grid or sampler.default_grid, path, steps)
+    name = _grid_name(sampler, grid)
+    return torch.tensor([0.0, 1.0], dtype=torch.float64) if name is None else grid_times(name, path, steps)
 
 
 @torch.no_grad()
