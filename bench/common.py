@@ -16,6 +16,22 @@ import torch
 from flowkit.config.build import load_run
 
 
+def torchcfm_layout(name: str) -> dict:
+    """A toy dataset as TorchCFM draws it: moons as torchdyn does (evenly spaced angles, ``moons(even=true)``;
+    flowkit's default draws each point independently), the others as they are. The benches that compare with
+    TorchCFM, or whose README numbers were measured on that layout, train on it."""
+    return {"name": name, **({"even": True} if name == "moons" else {})}
+
+
+def torchcfm_data(task: str) -> list[str]:
+    """The ``data.source`` / ``data.target`` overrides of a task ``SOURCE:TARGET`` on TorchCFM's layouts."""
+    args = []
+    for side, name in zip(("source", "target"), task.split(":")):
+        args += [f"data.{side}.{key}={str(value).lower()}" if key != "name" else f"data.{side}={value}"
+                 for key, value in torchcfm_layout(name).items()]
+    return args
+
+
 def flowkit(*args: str) -> subprocess.CompletedProcess:
     """Run `flowkit ARGS...` (the console script next to this interpreter); exit with its stderr on failure."""
     exe = Path(sys.executable).parent / "flowkit"

@@ -15,9 +15,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from common import flowkit
+from common import flowkit, torchcfm_data
 
-TASK = ["data.source=8gaussians", "data.target=moons"]
+TASK = torchcfm_data("8gaussians:moons")  # TorchCFM's moons layout, as its paper draws them
 MODELS = {"I-CFM": ["recipe=rectified"], "OT-CFM": ["recipe=ot_cfm"]}
 SOLVERS = "dopri5,euler:1,euler:4"
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from common import report, trained
+from common import report, torchcfm_data, torchcfm_layout, trained
 from flowkit.config.build import load_run
 from flowkit.data.pair import build_pair
 from flowkit.metrics.distances import w2
@@ -78,12 +78,12 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for task in args.tasks:
-            source_name, target_name = task.split(":")
-            source, target = build_pair(source_name, target_name, None)
+            data = torchcfm_data(task)  # TorchCFM's own toy layouts (moons evenly spaced) on both sides
+            source, target = build_pair(*map(torchcfm_layout, task.split(":")), None)
             for method, recipe in RECIPES.items():
                 for seed in args.seeds:
                     run, s = trained(Path(tmp) / f"{task}-{method}-{seed}", f"recipe={recipe}", f"seed={seed}",
-                                     f"data.source={source_name}", f"data.target={target_name}",
+                                     *data,
                                      f"trainer.max_steps={args.steps}", "eval.compare=[]", "eval.repeats=1")
                     ours = load_run(run)[1].model.eval()
                     theirs, seconds = torchcfm_run(method, source, target, args.steps, seed)

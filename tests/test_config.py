@@ -62,7 +62,7 @@ def test_a_dataset_takes_its_options_as_a_mapping_in_recipes_and_on_the_command_
     recipe.write_text("data: {target: {name: moons, noise: 0.0}, source: {name: 8gaussians, var: 0.01}}\n")
     cfg = load_recipe(str(recipe))
     assert build_pair(cfg.data.source, cfg.data.target, None)[0].std == pytest.approx(0.01 ** 0.25)
-    with pytest.raises(ConfigError, match="dataset 'moons' has no option 'arms'; valid: noise"):
+    with pytest.raises(ConfigError, match="dataset 'moons' has no option 'arms'; valid: even, noise"):
         build_pair("gaussian", apply_overrides(cfg, ["data.target.arms=5"]).data.target, None)
     with pytest.raises(ConfigError, match="expected a dataset name"):
         build_pair("gaussian", {"noise": 0.1}, None)

@@ -47,6 +47,34 @@ def test_moons_matches_torchdyn_generate_moons_then_affine():
     assert bool((on_circle(y, 0.0, 0.0) | on_circle(y, 1.0, 0.5)).all())
 
 
+def test_moons_draws_are_independent_and_even_is_torchdyns_layout():
+    """By default every point is an independent draw of the law (a fair coin for the arc, a uniform angle), so two
+    draws share no angles; ``even=true`` is torchdyn's layout: n // 2 evenly spaced angles on the outer arc and the
+    rest on the inner, the same in every draw of n."""
+    def angles(x, y):
+        u = (x.double() + 1) / 3  # torchdyn's coordinates, noise 0: outer arc at (0, 0), inner at (1, 0.5)
+        outer = torch.atan2(u[:, 1], u[:, 0])
+        inner = torch.atan2(0.5 - u[:, 1], 1 - u[:, 0])
+        return torch.where(y == 0, outer, inner)
+
+    def draw_labelled(seed, **options):
+        return DATASETS.build({"name": "moons", "noise": 0.0, **options}).sample_labelled(
+            4000, torch.Generator().manual_seed(seed))
+
+    a, b = angles(*draw_labelled(0)), angles(*draw_labelled(1))
+    assert torch.isin(a.round(decimals=5), b.round(decimals=5)).float().mean() < 0.05  # chance coincidences only
+    assert float(a.min()) >= -1e-6 and float(a.max()) <= math.pi + 1e-6
+    assert torch.histc(a, bins=8, min=0, max=math.pi).div(4000).tolist() == pytest.approx([1 / 8] * 8, abs=0.02)
+    inner_share = float(draw_labelled(0)[1].float().mean())
+    assert inner_share != 0.5 and inner_share == pytest.approx(0.5, abs=0.03)  # a coin per point, not a split
+    (xe, ye), (xf, yf) = draw_labelled(0, even=True), draw_labelled(1, even=True)
+    even = torch.linspace(0, math.pi, 2000, dtype=torch.float64)
+    for x, y in ((xe, ye), (xf, yf)):
+        assert int(y.sum()) == 2000
+        for arc in (0, 1):
+            assert torch.allclose(angles(x, y)[y == arc].sort().values, even, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["checkerboard", "2spirals", "gaussian"])
 def test_other_toys_are_2d_and_centred(name):
     x = draw(name)

@@ -1,10 +1,15 @@
-"""The 2-D toys, exactly as TorchCFM (Tong et al. 2024) draws them, so that numbers and figures compare.
+"""The 2-D toys of TorchCFM (Tong et al. 2024), so that numbers and figures compare.
 
 - ``gaussian``: N(0, I), in the shape of the other side of the pair.
 - ``8gaussians``: centres at radius 5 on the axes and diagonals, covariance sqrt(0.1) I
   (TorchCFM passes var=0.1 into ``sqrt(var) * eye``), i.e. std 0.1**0.25 = 0.562 per axis.
-- ``moons``: torchdyn's ``generate_moons(noise=0.2)``: evenly spaced points on two half circles,
-  one uniform draw in [0, 0.2) per point added to both coordinates; then ``x * 3 - 1``.
+- ``moons``: the law of torchdyn's ``generate_moons(noise=0.2)``: a point on one of two half circles (a fair coin
+  picks which, the angle uniform on [0, pi]), one uniform draw in [0, 0.2) added to both coordinates; then
+  ``x * 3 - 1``. Each point is drawn independently, as a model's samples are; ``moons(even=true)`` is torchdyn's
+  exact layout instead (n // 2 points evenly spaced on the outer arc, the rest on the inner), where every draw of
+  n repeats the same angles: a training batch then holds only batch / 2 angles per arc, and two draws agree far
+  better than any sampler of the law can agree with one (W2 0.076 between two draws of 2,000, 0.172 from an
+  independent draw of the law: the metric's floor would sit at 0.44x of what an exact model scores).
 - ``checkerboard``, ``2spirals``: FFJORD's toy data (Grathwohl et al. 2019), as TorchCFM's figures use.
 """
 
@@ -61,14 +66,16 @@ class EightGaussians(Dataset):
 @register_dataset("moons")
 class Moons(Dataset):
     """Two interleaved half circles (scikit-learn's make_moons layout, scaled by 3) with a uniform jitter of size
-    ``noise``; labelled by half circle."""
+    ``noise`` along the diagonal; labelled by half circle. Independent draws of that law, or with ``even`` torchdyn's
+    evenly spaced layout (the same angles in every draw of n; the module's docstring says what that does)."""
 
     shape = (2,)
 
-    def __init__(self, noise: float = 0.2) -> None:
+    def __init__(self, noise: float = 0.2, even: bool = False) -> None:
         if noise < 0:
             raise ValueError(f"noise={noise} is out of range; expected >= 0")
         self.noise = noise
+        self.even = even
 
     num_classes = 2  # 0: the outer half circle, 1: the inner one
 
@@ -76,15 +83,21 @@ class Moons(Dataset):
         return self.sample_labelled(n, generator)[0]
 
     def sample_labelled(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        n_out = n // 2
-        outer = torch.linspace(0, math.pi, n_out, dtype=torch.float64)
-        inner = torch.linspace(0, math.pi, n - n_out, dtype=torch.float64)
-        x = torch.cat([torch.stack([outer.cos(), outer.sin()], 1),
-                       torch.stack([1 - inner.cos(), 0.5 - inner.sin()], 1)])
+        if self.even:
+            n_out = n // 2
+            angle = torch.cat([torch.linspace(0, math.pi, n_out, dtype=torch.float64),
+                               torch.linspace(0, math.pi, n - n_out, dtype=torch.float64)])
+            inner = torch.arange(n) >= n_out
+        else:
+            angle = torch.rand(n, generator=generator, dtype=torch.float64) * math.pi
+            inner = torch.rand(n, generator=generator) < 0.5
+        outer_xy = torch.stack([angle.cos(), angle.sin()], 1)
+        x = torch.where(inner[:, None], torch.stack([1 - angle.cos(), 0.5 - angle.sin()], 1), outer_xy)
         x = x + torch.rand(n, 1, generator=generator, dtype=torch.float64) * self.noise
-        # generate_moons returns outer then inner; shuffle so any prefix is a fair sample.
-        order = torch.randperm(n, generator=generator)
-        return (x * 3 - 1)[order].float(), (torch.arange(n) >= n_out).long()[order]
+        if self.even:  # generate_moons returns outer then inner; shuffle so any prefix is a fair sample
+            order = torch.randperm(n, generator=generator)
+            x, inner = x[order], inner[order]
+        return (x * 3 - 1).float(), inner.long()
 
 
 @register_dataset("checkerboard")
