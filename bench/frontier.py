@@ -7,18 +7,20 @@ Every run is a `flowkit train` with the same MLP, batch and evaluation: the teac
 at dopri5 and Euler 1/2/4, MeanFlow trained from scratch for the teacher's step budget (its recipe's
 minibatch-OT pairs, and the paper's independent pairs: meanflow_indep), CD of that teacher, CT from
 scratch (independent pairs, and recipe ct_ot: OT pairs with OT-paired re-noising in multistep sampling),
-ADD of that teacher. W2 are means over 5 draws of 2,000 points on the same evaluation noise; with several
---seeds every run (teacher and students) is trained once per seed, each student against its own seed's teacher,
-and the table gives the mean over seeds ± their standard deviation (the ratio to the teacher taken per seed).
+ADD of that teacher. W2 are means over 5 draws of 2,000 points on the same evaluation noise. Every run (teacher
+and students) is trained once per seed in --seeds, each student against its own seed's teacher; each seed's rows
+are kept in the results file, so seeds can be added by later calls, and each row of the table is the mean over
+the seeds that have it ± their standard deviation (the ratio to the teacher taken per seed; with one seed, ± is
+over the evaluation draws).
 Paired error E||G(z) - Phi(z)||^2 is each 1-step student against the teacher's dopri5 map on the same
 noise (with independent pairs all of them approximate that one map).
 
     python bench/frontier.py [--work DIR] [--steps 10000] [--seeds 0 1 2] [--methods meanflow meanflow_indep cd ct ct_ot adversarial adversarial_w0 shortcut dmd2]
                              [--tasks gaussian:8gaussians 8gaussians:moons]
 
-Tasks and methods not named keep their rows from the previous results file at the same --steps and --seeds (a
-kept task is marked so). Results are written after each task; `--work DIR` keeps the runs in DIR, and a run
-given the same DIR again re-uses the runs it finished there.
+Tasks, seeds and methods not named keep their rows from the previous results file at the same --steps. Results
+are written after each seed of each task; `--work DIR` keeps the runs in DIR, and a call given the same DIR again
+re-uses the runs it finished there.
 """
 
 from __future__ import annotations
@@ -43,32 +45,40 @@ def paired(row: dict) -> str:
     return "" if row.get("paired_error") is None else f"{row['paired_error']:.4f}"
 
 
-def kept_from(file: Path, steps: int, seeds: list[int]) -> dict[str, dict]:
-    """Results of an earlier run at the same step budget and seeds, per task (tasks and methods not re-run are
-    kept)."""
+def stored_seeds(file: Path, steps: int) -> dict[str, dict[int, dict]]:
+    """Per task and seed, the rows (with the floor and the teacher's dopri5 W2) of earlier calls at the same step
+    budget; a file written before seeds were kept one by one holds one seed's rows."""
     old = json.loads(file.read_text()) if file.exists() else {}
-    if old.get("steps") != steps or old.get("seeds", [0]) != seeds:
+    if old.get("steps") != steps:
         return {}
-    return {res["task"]: {**res, "kept": True} for res in old["results"]}
+    stored = {}
+    for res in old.get("results", []):
+        if "per_seed" in res:
+            stored[res["task"]] = {int(seed): value for seed, value in res["per_seed"].items()}
+        elif len(old.get("seeds", [0])) == 1:
+            stored[res["task"]] = {old.get("seeds", [0])[0]: {key: res[key] for key in ("rows", "floor",
+                                                                                           "teacher_dopri5")}}
+    return stored
 
 
 def over_seeds(per_seed: list[list[dict]]) -> list[dict]:
-    """One row per (method, sampler): the mean over seeds of W2, its ratio to the seed's teacher, the paired error
-    and the training time, with the standard deviation over seeds (0 for one seed) and each seed's W2."""
-    rows = []
-    for first in per_seed[0]:
-        same = [next(r for r in rows_s if (r["method"], r["solver"]) == (first["method"], first["solver"]))
-                for rows_s in per_seed]
-        row = {"method": first["method"], "solver": first["solver"], "nfe": first["nfe"],
+    """One row per (method, sampler), in the order the seeds list them: the mean over the seeds that have it of W2,
+    its ratio to the seed's teacher, the paired error and the training time, with the standard deviation over
+    those seeds (0 for one), their count and each one's W2."""
+    keys = list(dict.fromkeys((r["method"], r["solver"]) for rows in per_seed for r in rows))
+    out = []
+    for key in keys:
+        same = [r for rows in per_seed for r in rows if (r["method"], r["solver"]) == key]
+        row = {"method": key[0], "solver": key[1], "nfe": statistics.fmean(r["nfe"] for r in same), "seeds": len(same),
                "w2_std": statistics.fmean(r["w2_std"] for r in same), "seeds_w2": [r["w2"] for r in same]}
-        for key in ("w2", "vs_teacher_dopri5", "train_s"):
-            row[key] = statistics.fmean(r[key] for r in same)
-        for key in ("w2", "vs_teacher_dopri5"):
-            row[f"{key}_seed_std"] = statistics.stdev(r[key] for r in same) if len(same) > 1 else 0.0
+        for name in ("w2", "vs_teacher_dopri5", "train_s"):
+            row[name] = statistics.fmean(r[name] for r in same)
+        for name in ("w2", "vs_teacher_dopri5"):
+            row[f"{name}_seed_std"] = statistics.stdev(r[name] for r in same) if len(same) > 1 else 0.0
         errors = [r["paired_error"] for r in same if r.get("paired_error") is not None]
         row["paired_error"] = statistics.fmean(errors) if errors else None
-        rows.append(row)
-    return rows
+        out.append(row)
+    return out
 
 
 def main() -> None:
@@ -81,18 +91,16 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a temporary one); "
                         "given again after a stop, the runs finished there are re-used")
     args = parser.parse_args()
-    previous = kept_from(args.out / "frontier.json", args.steps, args.seeds)
-    results = dict(previous)
+    stored = stored_seeds(args.out / "frontier.json", args.steps)
     with tempfile.TemporaryDirectory() as scratch:
         tmp = args.work or Path(scratch)
         for task in args.tasks:
-            per_seed = [task_rows(args, Path(tmp), task, seed) for seed in args.seeds]
-            rows = merged_rows(previous.get(task, {}).get("rows", []), over_seeds([r for r, _ in per_seed]),
-                               args.methods, METHODS)
-            floors, dopri5 = zip(*[(t["floor"], w2_of(t, "dopri5")) for _, t in per_seed])
-            results[task] = {"task": task, "floor": statistics.fmean(floors),
-                             "teacher_dopri5": statistics.fmean(dopri5), "rows": rows}
-            write(args, list(results.values()))  # after each task: a stop keeps the tasks done
+            for seed in args.seeds:
+                rows, teacher = task_rows(args, Path(tmp), task, seed)
+                before = stored.setdefault(task, {}).get(seed, {}).get("rows", [])
+                stored[task][seed] = {"rows": merged_rows(before, rows, args.methods, METHODS),
+                                      "floor": teacher["floor"], "teacher_dopri5": w2_of(teacher, "dopri5")}
+                write(args, stored)  # after each seed: a stop keeps what is done
 
 
 def task_rows(args: argparse.Namespace, tmp: Path, task: str, seed: int) -> tuple[list[dict], dict]:
@@ -129,23 +137,30 @@ def task_rows(args: argparse.Namespace, tmp: Path, task: str, seed: int) -> tupl
     return rows, t
 
 
-def write(args: argparse.Namespace, results: list[dict]) -> None:
-    several = len(args.seeds) > 1
-    spread = f"mean ± std over seeds {', '.join(map(str, args.seeds))}" if several else "± std over the draws"
-    lines = [f"One-step frontier, CPU (2 cores): teacher and every student {args.steps} training steps; W2 {spread}",
-             ""]
+def write(args: argparse.Namespace, stored: dict[str, dict[int, dict]]) -> None:
+    """The results file (each task's seeds one by one, and their aggregate) and the tables."""
+    results = []
+    for task, by_seed in stored.items():
+        seeds = sorted(by_seed)
+        results.append({"task": task, "seeds": seeds, "rows": over_seeds([by_seed[s]["rows"] for s in seeds]),
+                        "floor": statistics.fmean(by_seed[s]["floor"] for s in seeds),
+                        "teacher_dopri5": statistics.fmean(by_seed[s]["teacher_dopri5"] for s in seeds),
+                        "per_seed": {str(s): by_seed[s] for s in seeds}})
+    lines = [f"One-step frontier, CPU (2 cores): teacher and every student {args.steps} training steps; W2 mean ± std "
+             "over the seeds of each row (with one seed: ± over its 5 evaluation draws)", ""]
     for res in results:
-        kept = " — kept from an earlier run of this script, not re-run" if res.get("kept") else ""
-        lines += [f"**{res['task'].replace(':', ' -> ')}** (W2 floor {res['floor']:.3f}){kept}", "",
-                  "| method | sampler | NFE | W2 | W2 / teacher dopri5 | paired error | train (s) |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [f"**{res['task'].replace(':', ' -> ')}** (W2 floor {res['floor']:.3f}; seeds "
+                  f"{', '.join(map(str, res['seeds']))})", "",
+                  "| method | sampler | NFE | W2 | W2 / teacher dopri5 | paired error | train (s) | seeds |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in res["rows"]:
-            w2_spread = r.get("w2_seed_std", 0.0) if several else r["w2_std"]
+            several = r["seeds"] > 1
+            w2_spread = r["w2_seed_std"] if several else r["w2_std"]
             ratio = f"{r['vs_teacher_dopri5']:.2f}" + (f" ± {r['vs_teacher_dopri5_seed_std']:.2f}" if several else "")
-            lines.append(f"| {r['method']} | {r['solver']} | {r['nfe']} | {r['w2']:.3f} ± {w2_spread:.3f} | {ratio} | "
-                         f"{paired(r)} | {r['train_s']:.0f} |")
+            lines.append(f"| {r['method']} | {r['solver']} | {r['nfe']:.0f} | {r['w2']:.3f} ± {w2_spread:.3f} | {ratio} | "
+                         f"{paired(r)} | {r['train_s']:.0f} | {r['seeds']} |")
         lines.append("")
-    report(args.out, "frontier", {"steps": args.steps, "seeds": args.seeds, "results": results}, lines)
+    report(args.out, "frontier", {"steps": args.steps, "results": results}, lines)
 
 
 if __name__ == "__main__":
