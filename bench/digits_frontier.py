@@ -4,7 +4,9 @@ Trains `digits_rectified` (the teacher) and the requested students with `flowkit
 2,000 digits from each on the same noise and reports the Frechet distance to the held-out split in the
 fixed classifier's features: the teacher at dopri5 and Euler 1/2/4, each student at 1/2/4 steps.
 
-    python bench/digits_frontier.py [--steps 4000] [--methods meanflow meanflow_indep cd ct adversarial]
+    python bench/digits_frontier.py [--steps 4000] [--work DIR] [--methods meanflow meanflow_indep cd ct adversarial shortcut dmd2]
+
+DMD2 trains steps / 6 generator steps with 5 fake-flow steps each: the same number of network updates as the others.
 
 Methods not named keep their rows from the previous results file at the same --steps.
 """
@@ -22,11 +24,15 @@ from common import merged_rows, report, trained
 from flowkit.config.build import load_run
 
 TEACHER_SOLVERS = ["dopri5", "euler:1", "euler:2", "euler:4"]
-METHODS = ["meanflow", "meanflow_indep", "cd", "ct", "adversarial"]
-# each student's own few-step sampler: MeanFlow's average-velocity jumps, predict-and-re-noise for the others
-SAMPLER = {name: "meanflow" if name.startswith("meanflow") else "renoise" for name in METHODS}
+METHODS = ["meanflow", "meanflow_indep", "cd", "ct", "adversarial", "shortcut", "dmd2"]
+# each student's own few-step sampler: MeanFlow's average-velocity jumps, the shortcut model's step-size jumps,
+# predict-and-re-noise for the others
+SAMPLER = {name: "meanflow" if name.startswith("meanflow") else "shortcut" if name == "shortcut" else "renoise"
+           for name in METHODS}
 # name -> (recipe, extra overrides); meanflow_indep: the paper's independent pairs (the recipe uses OT pairs)
 RUNS = {"meanflow_indep": ("digits_meanflow", ["coupling=independent"])}
+DISTILLERS = ("cd", "adversarial", "dmd2")  # trained from the teacher run
+DMD_FAKE_UPDATES = 5
 
 
 @torch.no_grad()
@@ -47,16 +53,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4000, help="training steps of the teacher and each student")
     parser.add_argument("--methods", nargs="*", default=["meanflow"], choices=METHODS)
     parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a temporary one); "
+                        "given again after a stop, the runs finished there are re-used")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     steps = f"trainer.max_steps={args.steps}"
-    with tempfile.TemporaryDirectory() as tmp:
-        teacher, t = trained(Path(tmp) / "teacher", "recipe=digits_rectified", steps)
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.work or Path(scratch)
+        teacher, t = trained(tmp / "teacher", "recipe=digits_rectified", steps)
         rows = fd_rows(teacher, "teacher (rectified)", TEACHER_SOLVERS, args.n, t["train_seconds"])
         for name in args.methods:
             recipe, extra = RUNS.get(name, (f"digits_{name}", []))
-            extra += [f"method.teacher={teacher}"] if name in ("cd", "adversarial") else []
-            run, s = trained(Path(tmp) / name, f"recipe={recipe}", steps, *extra)
+            extra += [f"method.teacher={teacher}"] if name in DISTILLERS else []
+            budget = steps
+            if name == "dmd2":
+                budget = f"trainer.max_steps={args.steps // (1 + DMD_FAKE_UPDATES)}"
+                extra += [f"method.fake_updates={DMD_FAKE_UPDATES}"]
+            run, s = trained(tmp / name, f"recipe={recipe}", budget, *extra)
             rows += fd_rows(run, name, [f"{SAMPLER[name]}:{k}" for k in (1, 2, 4)], args.n, s["train_seconds"])
     previous = args.out / "digits_frontier.json"
     if previous.exists() and json.loads(previous.read_text())["steps"] == args.steps:
