@@ -4,10 +4,12 @@ adversarial weight 0: its distillation loss alone), Shortcut models and DMD2, ag
 task. DMD2 trains steps / 6 generator steps with 5 fake-flow steps each: the same number of network updates.
 
 Every run is a `flowkit train` with the same MLP, batch and evaluation: the teacher (recipe rectified)
-at dopri5 and Euler 1/2/4, MeanFlow trained from scratch for the teacher's step budget (its recipe's
+at dopri5 and Euler 1/2/4/8, MeanFlow trained from scratch for the teacher's step budget (its recipe's
 minibatch-OT pairs, and the paper's independent pairs: meanflow_indep), CD of that teacher, CT from
 scratch (independent pairs, and recipe ct_ot: OT pairs with OT-paired re-noising in multistep sampling),
-ADD of that teacher. W2 are means over 5 draws of 2,000 points on the same evaluation noise. Every run (teacher
+ADD of that teacher; every student with its own sampler at 1/2/4/8 steps (the 8-step point is evaluated after
+training with `flowkit.compare`, on the training summary's noise and draws, so runs trained before it was added
+are re-used). W2 are means over 5 draws of 2,000 points on the same evaluation noise. Every run (teacher
 and students) is trained once per seed in --seeds, each student against its own seed's teacher; each seed's rows
 are kept in the results file, so seeds can be added by later calls, and each row of the table is the mean over
 the seeds that have it ± their standard deviation (the ratio to the teacher taken per seed; with one seed, ± is
@@ -31,6 +33,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
+import flowkit
 from common import merged_rows, paired_error, report, trained, w2_of
 
 METHODS = ["meanflow", "meanflow_indep", "cd", "ct", "ct_ot", "adversarial", "adversarial_w0", "shortcut", "dmd2"]
@@ -39,6 +42,12 @@ METHODS = ["meanflow", "meanflow_indep", "cd", "ct", "ct_ot", "adversarial", "ad
 SAMPLER = {name: "meanflow" if name.startswith("meanflow") else "shortcut" if name == "shortcut" else "renoise"
            for name in METHODS}
 DMD_FAKE_UPDATES = 5  # dmd2 takes steps / (1 + 5) generator steps: the same number of network updates as the others
+
+
+def at_steps(run: Path, spec: str) -> dict:
+    """One more point of a trained run: ``spec``'s W2 (mean and std over the summary's 5 draws, on its noise)."""
+    row = flowkit.compare([run], [spec], reference_tol=1e-3)[0]  # its error column is not used: a loose reference
+    return {"solver": row["solver"], "nfe": row["nfe"], "value": row["value"], "std": row["std"]}
 
 
 def paired(row: dict) -> str:
@@ -111,7 +120,7 @@ def task_rows(args: argparse.Namespace, tmp: Path, task: str, seed: int) -> tupl
     teacher, t = trained(tmp / f"{task}-seed{seed}-teacher", "recipe=rectified", *data,
                          "eval.compare=[euler:1,euler:2,euler:4]", f"trainer.max_steps={args.steps}")
     rows = [{"method": "teacher (rectified)", "solver": r["solver"], "nfe": r["nfe"], "w2": r["value"],
-             "w2_std": r["std"], "train_s": t["train_seconds"]} for r in t["rows"]]
+             "w2_std": r["std"], "train_s": t["train_seconds"]} for r in [*t["rows"], at_steps(teacher, "euler:8")]]
     students = {"meanflow": ["recipe=meanflow", f"trainer.max_steps={args.steps}"],
                 "cd": ["recipe=cd", f"method.teacher={teacher}", f"trainer.max_steps={args.steps}"],
                 "ct": ["recipe=ct", f"trainer.max_steps={args.steps}"],
@@ -130,7 +139,7 @@ def task_rows(args: argparse.Namespace, tmp: Path, task: str, seed: int) -> tupl
         error = paired_error(run, teacher, one)
         rows += [{"method": name, "solver": r["solver"], "nfe": r["nfe"], "w2": r["value"], "w2_std": r["std"],
                   "train_s": s["train_seconds"], "paired_error": error if r["solver"] == one else None}
-                 for r in s["rows"]]
+                 for r in [*s["rows"], at_steps(run, f"{SAMPLER[name]}:8")]]
     dopri5 = w2_of(t, "dopri5")
     for row in rows:
         row["vs_teacher_dopri5"] = row["w2"] / dopri5
