@@ -1,13 +1,13 @@
 """The distillation frontier (README, Benchmarks) for the one-step methods: MeanFlow, consistency
-distillation (CD), consistency training (CT), adversarial distillation (ADD, and the same recipe at
+distillation (CD), consistency training (CT), their continuous-time forms (sCT, sCD), adversarial distillation (ADD, and the same recipe at
 adversarial weight 0: its distillation loss alone), Shortcut models and DMD2, against a rectified teacher, per 2-D
 task. DMD2 trains steps / 6 generator steps with 5 fake-flow steps each: the same number of network updates.
 
 Every run is a `flowkit train` with the same MLP, batch and evaluation: the teacher (recipe rectified)
 at dopri5 and Euler 1/2/4/8, MeanFlow trained from scratch for the teacher's step budget (its recipe's
 minibatch-OT pairs, and the paper's independent pairs: meanflow_indep), CD of that teacher, CT from
-scratch (independent pairs, and recipe ct_ot: OT pairs with OT-paired re-noising in multistep sampling),
-ADD of that teacher; every student with its own sampler at 1/2/4/8 steps (the 8-step point is evaluated after
+scratch (independent pairs, and recipe ct_ot: OT pairs with OT-paired re-noising in multistep sampling), sCT
+from scratch and sCD of that teacher (recipes sct, scd), ADD of that teacher; every student with its own sampler at 1/2/4/8 steps (the 8-step point is evaluated after
 training with `flowkit.compare`, on the training summary's noise and draws, so runs trained before it was added
 are re-used). W2 are means over 5 draws of 2,000 points on the same evaluation noise. Every run (teacher
 and students) is trained once per seed in --seeds, each student against its own seed's teacher; each seed's rows
@@ -17,7 +17,7 @@ over the evaluation draws).
 Paired error E||G(z) - Phi(z)||^2 is each 1-step student against the teacher's dopri5 map on the same
 noise (with independent pairs all of them approximate that one map).
 
-    python bench/frontier.py [--work DIR] [--steps 10000] [--seeds 0 1 2] [--methods meanflow meanflow_indep cd ct ct_ot adversarial adversarial_w0 shortcut dmd2]
+    python bench/frontier.py [--work DIR] [--steps 10000] [--seeds 0 1 2] [--methods meanflow meanflow_indep cd ct ct_ot sct scd adversarial adversarial_w0 shortcut dmd2]
                              [--tasks gaussian:8gaussians 8gaussians:moons]
 
 Tasks, seeds and methods not named keep their rows from the previous results file at the same --steps. Results
@@ -36,7 +36,8 @@ from pathlib import Path
 import flowkit
 from common import merged_rows, paired_error, report, trained, w2_of
 
-METHODS = ["meanflow", "meanflow_indep", "cd", "ct", "ct_ot", "adversarial", "adversarial_w0", "shortcut", "dmd2"]
+METHODS = ["meanflow", "meanflow_indep", "cd", "ct", "ct_ot", "sct", "scd", "adversarial", "adversarial_w0", "shortcut",
+           "dmd2"]
 # each student's own few-step sampler: MeanFlow's average-velocity jumps, the shortcut model's step-size jumps,
 # predict-and-re-noise for the others
 SAMPLER = {name: "meanflow" if name.startswith("meanflow") else "shortcut" if name == "shortcut" else "renoise"
@@ -126,6 +127,8 @@ def task_rows(args: argparse.Namespace, tmp: Path, task: str, seed: int) -> tupl
                 "ct": ["recipe=ct", f"trainer.max_steps={args.steps}"],
                 "meanflow_indep": ["recipe=meanflow", "coupling=independent", f"trainer.max_steps={args.steps}"],
                 "ct_ot": ["recipe=ct_ot", f"trainer.max_steps={args.steps}"],
+                "sct": ["recipe=sct", f"trainer.max_steps={args.steps}"],
+                "scd": ["recipe=scd", f"method.teacher={teacher}", f"trainer.max_steps={args.steps}"],
                 "adversarial": ["recipe=adversarial", f"method.teacher={teacher}", f"trainer.max_steps={args.steps}"],
                 "adversarial_w0": ["recipe=adversarial", f"method.teacher={teacher}", "method.adversarial_weight=0",
                                    f"trainer.max_steps={args.steps}"],

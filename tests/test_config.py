@@ -25,7 +25,8 @@ def test_every_recipe_loads_validates_and_builds(name):
 def test_required_recipes_exist():
     assert {"rectified", "ot_cfm", "vp", "cosine", "digits_rectified", "reflow", "reflow_distill", "progressive",
             "meanflow", "digits_meanflow", "cd", "ct", "digits_cd", "digits_ct", "adversarial",
-            "digits_adversarial", "shortcut", "digits_shortcut", "dmd2", "digits_dmd2"} <= set(recipe_names())
+            "digits_adversarial", "shortcut", "digits_shortcut", "dmd2", "digits_dmd2", "sct", "digits_sct", "scd",
+            "digits_scd"} <= set(recipe_names())
 
 
 def test_overrides_set_values_and_replace_components():

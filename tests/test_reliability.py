@@ -27,6 +27,8 @@ KILL_ADV = ["recipe=adversarial", "method.critic_width=32", "optim.warmup_steps=
 # DMD2 trains a fake flow (a copy of the model) five steps per generator step; Shortcut draws its step sizes.
 KILL_DMD = ["recipe=dmd2", "method.fake_updates=2", "optim.warmup_steps=20", *KILL_RUN[:2]]
 KILL_SHORTCUT = ["recipe=shortcut", *KILL_RUN]
+# sCT steps its network, then the adaptive weighting's lambda(t) on that step's errors: two optimisers.
+KILL_SCT = ["recipe=sct", "method.tangent_warmup=50", *KILL_RUN[:2]]
 
 
 def weights(run_dir):
@@ -41,8 +43,8 @@ def weights(run_dir):
                                  **{f"target.{k}": v for k, v in target.items()}, **moments, **schedules}
 
 
-@pytest.mark.parametrize("run", [KILL_RUN, KILL_CT, KILL_ADV, KILL_DMD, KILL_SHORTCUT],
-                         ids=["cfm-ot", "ct-with-target-ema", "adversarial", "dmd2", "shortcut"])
+@pytest.mark.parametrize("run", [KILL_RUN, KILL_CT, KILL_ADV, KILL_DMD, KILL_SHORTCUT, KILL_SCT],
+                         ids=["cfm-ot", "ct-with-target-ema", "adversarial", "dmd2", "shortcut", "sct"])
 def test_kill_9_mid_run_then_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path, run):
     if run is KILL_ADV or run is KILL_DMD:
         teacher = train(apply_overrides(load_recipe("rectified"), tiny(tmp_path / "teacher", steps=30))).run_dir
@@ -66,8 +68,9 @@ def test_kill_9_mid_run_then_resume_ends_bit_identical_to_an_uninterrupted_run(t
     assert any(k.startswith("target.") for k in a) == (run is KILL_CT)
     assert any(k.startswith("raw.networks.critic.") for k in a) == (run[0] == KILL_ADV[0])
     assert any(k.startswith("raw.networks.fake.") for k in a) == (run[0] == KILL_DMD[0])
+    assert any(k.startswith("raw.networks.weight.") for k in a) == (run[0] == KILL_SCT[0])
     assert {k.split(".")[0] for k in a if k.startswith(("opt", "sched"))} == (
-        {"opt0", "opt1", "sched0", "sched1"} if run[0] in (KILL_ADV[0], KILL_DMD[0]) else {"opt0", "sched0"})
+        {"opt0", "opt1", "sched0", "sched1"} if run[0] in (KILL_ADV[0], KILL_DMD[0], KILL_SCT[0]) else {"opt0", "sched0"})
 
 
 def test_an_interrupted_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
