@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -93,6 +94,29 @@ def merged_rows(old: list[dict], new: list[dict], rerun: list[str], order: list[
     kept = [r for r in old if r["method"] in order and r["method"] not in rerun]
     rank = {name: i for i, name in enumerate(order)}
     return sorted(new + kept, key=lambda r: rank.get(r["method"], -1))  # the teacher first, then in order
+
+
+def over_seeds(per_seed: list[list[dict]], metric: str) -> list[dict]:
+    """One row per (method, sampler), in the order the seeds list them: the mean over the seeds that have it of
+    ``metric`` (W2, FD), its ratio to the seed's teacher and the training time, and of the paired error and the
+    metric's spread over evaluation draws where the rows have them, with the standard deviation over those seeds
+    (0 for one), their count and each one's ``metric``."""
+    keys = list(dict.fromkeys((r["method"], r["solver"]) for rows in per_seed for r in rows))
+    out = []
+    for key in keys:
+        same = [r for rows in per_seed for r in rows if (r["method"], r["solver"]) == key]
+        row = {"method": key[0], "solver": key[1], "nfe": statistics.fmean(r["nfe"] for r in same), "seeds": len(same),
+               f"seeds_{metric}": [r[metric] for r in same]}
+        for name in (metric, "vs_teacher_dopri5", "train_s"):
+            row[name] = statistics.fmean(r[name] for r in same)
+        for name in (metric, "vs_teacher_dopri5"):
+            row[f"{name}_seed_std"] = statistics.stdev(r[name] for r in same) if len(same) > 1 else 0.0
+        for name in (f"{metric}_std", "paired_error"):
+            values = [r[name] for r in same if r.get(name) is not None]
+            if any(name in r for r in same):
+                row[name] = statistics.fmean(values) if values else None
+        out.append(row)
+    return out
 
 
 def report(out: Path, name: str, payload: dict, lines: list[str]) -> None:

@@ -4,11 +4,15 @@ Trains `digits_rectified` (the teacher) and the requested students with `flowkit
 2,000 digits from each on the same noise and reports the Frechet distance to the held-out split in the
 fixed classifier's features: the teacher at dopri5 and Euler 1/2/4/8, each student with its own sampler at 1/2/4/8 steps.
 
-    python bench/digits_frontier.py [--steps 4000] [--work DIR] [--methods meanflow meanflow_indep cd ct adversarial shortcut dmd2]
+    python bench/digits_frontier.py [--steps 4000] [--work DIR] [--seeds 0 1 2]
+                                    [--methods meanflow meanflow_indep cd ct sct scd adversarial shortcut dmd2]
 
 DMD2 trains steps / 6 generator steps with 5 fake-flow steps each: the same number of network updates as the others.
 
-Methods not named keep their rows from the previous results file at the same --steps.
+Every run is trained once per seed in --seeds (default 0), each student against its own seed's teacher; each seed's
+rows are kept in the results file, so seeds can be added by later calls, and each row of the table is the mean over
+the seeds that have it ± their standard deviation (the ratio to the teacher taken per seed). Seeds and methods not
+named keep their rows from the previous results file at the same --steps.
 """
 
 from __future__ import annotations
@@ -20,18 +24,18 @@ from pathlib import Path
 
 import torch
 
-from common import merged_rows, report, trained
+from common import merged_rows, over_seeds, report, trained
 from flowkit.config.build import load_run
 
 TEACHER_SOLVERS = ["dopri5", "euler:1", "euler:2", "euler:4", "euler:8"]
-METHODS = ["meanflow", "meanflow_indep", "cd", "ct", "adversarial", "shortcut", "dmd2"]
+METHODS = ["meanflow", "meanflow_indep", "cd", "ct", "sct", "scd", "adversarial", "shortcut", "dmd2"]
 # each student's own few-step sampler: MeanFlow's average-velocity jumps, the shortcut model's step-size jumps,
 # predict-and-re-noise for the others
 SAMPLER = {name: "meanflow" if name.startswith("meanflow") else "shortcut" if name == "shortcut" else "renoise"
            for name in METHODS}
 # name -> (recipe, extra overrides); meanflow_indep: the paper's independent pairs (the recipe uses OT pairs)
 RUNS = {"meanflow_indep": ("digits_meanflow", ["coupling=independent"])}
-DISTILLERS = ("cd", "adversarial", "dmd2")  # trained from the teacher run
+DISTILLERS = ("cd", "scd", "adversarial", "dmd2")  # trained from the teacher run
 DMD_FAKE_UPDATES = 5
 
 
@@ -52,37 +56,61 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=4000, help="training steps of the teacher and each student")
     parser.add_argument("--methods", nargs="*", default=["meanflow"], choices=METHODS)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds of every run")
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a temporary one); "
                         "given again after a stop, the runs finished there are re-used")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
-    steps = f"trainer.max_steps={args.steps}"
+    stored = stored_seeds(args.out / "digits_frontier.json", args.steps)
     with tempfile.TemporaryDirectory() as scratch:
-        tmp = args.work or Path(scratch)
-        teacher, t = trained(tmp / "teacher", "recipe=digits_rectified", steps)
-        rows = fd_rows(teacher, "teacher (rectified)", TEACHER_SOLVERS, args.n, t["train_seconds"])
-        for name in args.methods:
-            recipe, extra = RUNS.get(name, (f"digits_{name}", []))
-            extra += [f"method.teacher={teacher}"] if name in DISTILLERS else []
-            budget = steps
-            if name == "dmd2":
-                budget = f"trainer.max_steps={args.steps // (1 + DMD_FAKE_UPDATES)}"
-                extra += [f"method.fake_updates={DMD_FAKE_UPDATES}"]
-            run, s = trained(tmp / name, f"recipe={recipe}", budget, *extra)
-            rows += fd_rows(run, name, [f"{SAMPLER[name]}:{k}" for k in (1, 2, 4, 8)], args.n, s["train_seconds"])
-    previous = args.out / "digits_frontier.json"
-    if previous.exists() and json.loads(previous.read_text())["steps"] == args.steps:
-        rows = merged_rows(json.loads(previous.read_text())["rows"], rows, args.methods, METHODS)
-    dopri5 = rows[0]["fd"]
+        for seed in args.seeds:
+            rows = seed_rows(args, Path(args.work or scratch), seed)
+            stored[seed] = merged_rows(stored.get(seed, []), rows, args.methods, METHODS)
+            write(args, stored)  # after each seed: a stop keeps what is done
+
+
+def seed_rows(args: argparse.Namespace, tmp: Path, seed: int) -> list[dict]:
+    """The teacher's rows and those of the students in --methods at one training seed, each FD also as a ratio to
+    this seed's teacher at dopri5."""
+    steps, at = f"trainer.max_steps={args.steps}", f"seed={seed}"
+    teacher, t = trained(tmp / f"seed{seed}-teacher", "recipe=digits_rectified", steps, at)
+    rows = fd_rows(teacher, "teacher (rectified)", TEACHER_SOLVERS, args.n, t["train_seconds"])
+    for name in args.methods:
+        recipe, extra = RUNS.get(name, (f"digits_{name}", []))
+        extra = extra + ([f"method.teacher={teacher}"] if name in DISTILLERS else [])
+        budget = steps
+        if name == "dmd2":
+            budget = f"trainer.max_steps={args.steps // (1 + DMD_FAKE_UPDATES)}"
+            extra += [f"method.fake_updates={DMD_FAKE_UPDATES}"]
+        run, s = trained(tmp / f"seed{seed}-{name}", f"recipe={recipe}", budget, at, *extra)
+        rows += fd_rows(run, name, [f"{SAMPLER[name]}:{k}" for k in (1, 2, 4, 8)], args.n, s["train_seconds"])
     for row in rows:
-        row["vs_teacher_dopri5"] = row["fd"] / dopri5
+        row["vs_teacher_dopri5"] = row["fd"] / rows[0]["fd"]
+    return rows
+
+
+def stored_seeds(file: Path, steps: int) -> dict[int, list[dict]]:
+    """Per seed, the rows of earlier calls at the same step budget (a file written before seeds were kept holds
+    seed 0's rows)."""
+    old = json.loads(file.read_text()) if file.exists() else {}
+    if old.get("steps") != steps:
+        return {}
+    return {int(seed): rows for seed, rows in old.get("per_seed", {"0": old.get("rows", [])}).items()}
+
+
+def write(args: argparse.Namespace, stored: dict[int, list[dict]]) -> None:
+    """The results file (each seed's rows, and their aggregate) and the table."""
+    seeds = sorted(stored)
+    rows = over_seeds([stored[s] for s in seeds], "fd")
     lines = [f"Digits (8x8), CPU (2 cores), {args.steps} training steps each; FD to the held-out split, "
-             f"{args.n} samples", "", "| method | sampler | NFE | FD | FD / teacher dopri5 | train (s) |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {r['method']} | {r['solver']} | {r['nfe']} | {r['fd']:.2f} | {r['vs_teacher_dopri5']:.2f} | "
-              f"{r['train_s']:.0f} |" for r in rows]
-    report(args.out, "digits_frontier", {"steps": args.steps, "rows": rows}, lines)
+             f"{args.n} samples; mean ± std over the seeds of each row (seeds {', '.join(map(str, seeds))})", "",
+             "| method | sampler | NFE | FD | FD / teacher dopri5 | train (s) | seeds |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['method']} | {r['solver']} | {r['nfe']:.0f} | {r['fd']:.2f} ± {r['fd_seed_std']:.2f} | "
+              f"{r['vs_teacher_dopri5']:.2f} ± {r['vs_teacher_dopri5_seed_std']:.2f} | {r['train_s']:.0f} | "
+              f"{r['seeds']} |" for r in rows]
+    report(args.out, "digits_frontier", {"steps": args.steps, "seeds": seeds, "rows": rows,
+                                         "per_seed": {str(s): stored[s] for s in seeds}}, lines)
 
 
 if __name__ == "__main__":

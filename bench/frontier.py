@@ -34,7 +34,7 @@ import tempfile
 from pathlib import Path
 
 import flowkit
-from common import merged_rows, paired_error, report, trained, w2_of
+from common import merged_rows, over_seeds, paired_error, report, trained, w2_of
 
 METHODS = ["meanflow", "meanflow_indep", "cd", "ct", "ct_ot", "sct", "scd", "adversarial", "adversarial_w0", "shortcut",
            "dmd2"]
@@ -69,26 +69,6 @@ def stored_seeds(file: Path, steps: int) -> dict[str, dict[int, dict]]:
             stored[res["task"]] = {old.get("seeds", [0])[0]: {key: res[key] for key in ("rows", "floor",
                                                                                            "teacher_dopri5")}}
     return stored
-
-
-def over_seeds(per_seed: list[list[dict]]) -> list[dict]:
-    """One row per (method, sampler), in the order the seeds list them: the mean over the seeds that have it of W2,
-    its ratio to the seed's teacher, the paired error and the training time, with the standard deviation over
-    those seeds (0 for one), their count and each one's W2."""
-    keys = list(dict.fromkeys((r["method"], r["solver"]) for rows in per_seed for r in rows))
-    out = []
-    for key in keys:
-        same = [r for rows in per_seed for r in rows if (r["method"], r["solver"]) == key]
-        row = {"method": key[0], "solver": key[1], "nfe": statistics.fmean(r["nfe"] for r in same), "seeds": len(same),
-               "w2_std": statistics.fmean(r["w2_std"] for r in same), "seeds_w2": [r["w2"] for r in same]}
-        for name in ("w2", "vs_teacher_dopri5", "train_s"):
-            row[name] = statistics.fmean(r[name] for r in same)
-        for name in ("w2", "vs_teacher_dopri5"):
-            row[f"{name}_seed_std"] = statistics.stdev(r[name] for r in same) if len(same) > 1 else 0.0
-        errors = [r["paired_error"] for r in same if r.get("paired_error") is not None]
-        row["paired_error"] = statistics.fmean(errors) if errors else None
-        out.append(row)
-    return out
 
 
 def main() -> None:
@@ -154,7 +134,7 @@ def write(args: argparse.Namespace, stored: dict[str, dict[int, dict]]) -> None:
     results = []
     for task, by_seed in stored.items():
         seeds = sorted(by_seed)
-        results.append({"task": task, "seeds": seeds, "rows": over_seeds([by_seed[s]["rows"] for s in seeds]),
+        results.append({"task": task, "seeds": seeds, "rows": over_seeds([by_seed[s]["rows"] for s in seeds], "w2"),
                         "floor": statistics.fmean(by_seed[s]["floor"] for s in seeds),
                         "teacher_dopri5": statistics.fmean(by_seed[s]["teacher_dopri5"] for s in seeds),
                         "per_seed": {str(s): by_seed[s] for s in seeds}})
