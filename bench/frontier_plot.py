@@ -1,6 +1,6 @@
 """The one-step frontier as a figure: W2 against NFE for every method on each task, from the results of
 `bench/frontier.py` (no training here). Each student with its own sampler, the teacher with Euler, at every NFE
-the results hold (1, 2, 4); the teacher's dopri5 W2 and the W2 floor as horizontal lines; error bars are the
+the results hold (1, 2, 4, 8); the teacher's dopri5 W2 and the W2 floor as horizontal lines; error bars are the
 spread over the seeds of each row where it has several, over the evaluation draws otherwise.
 
     python bench/frontier_plot.py [--results bench/results/frontier.json] [--out bench/results/frontier.png]
@@ -41,10 +41,16 @@ def main() -> None:
     data = json.loads(args.results.read_text())
     results = data["results"]
     fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 5), squeeze=False)
+    palette = plt.get_cmap("tab20").colors  # 20 distinct colours: dark shades first, then the light ones
+    palette = palette[0::2] + palette[1::2]
     for ax, res in zip(axes[0], results):
+        students = 0
         for name, points in curves(res["rows"]).items():
             nfe, w2, spread = zip(*points)
-            style = {"color": "black", "linestyle": ":"} if name.startswith("teacher") else {}
+            if name.startswith("teacher"):
+                style = {"color": "black", "linestyle": ":"}
+            else:
+                style, students = {"color": palette[students % len(palette)]}, students + 1
             ax.errorbar(nfe, w2, yerr=spread, marker="o", capsize=3, label=name, **style)
         ax.axhline(res["teacher_dopri5"], color="black", linewidth=1, label="teacher dopri5")
         ax.axhline(res["floor"], color="grey", linestyle="--", linewidth=1, label="W2 floor")
