@@ -119,6 +119,35 @@ def over_seeds(per_seed: list[list[dict]], metric: str) -> list[dict]:
     return out
 
 
+def by_nfe_table(rows: list[dict], metric: str, places: int) -> list[str]:
+    """``over_seeds``'s fixed-step rows as a table of one line per method: ``metric`` at each NFE (mean ± the
+    standard deviation over the seeds; with one seed, over its evaluation draws where the rows have that), the
+    1-NFE ratio to the teacher's dopri5, the 1-NFE paired error where the rows have one, the training time and
+    the seed count. Adaptive rows (the teacher's dopri5) are left to the caller's heading."""
+    fixed = [r for r in rows if r["solver"] != "dopri5"]
+    nfes = sorted({round(r["nfe"]) for r in fixed})
+    paired = any("paired_error" in r for r in fixed)
+
+    def cell(r: dict | None) -> str:
+        if r is None:
+            return ""
+        spread = r[f"{metric}_seed_std"] if r["seeds"] > 1 else r.get(f"{metric}_std")
+        return f"{r[metric]:.{places}f}" + ("" if spread is None else f" ± {spread:.{places}f}")
+
+    head = ["method", "sampler", *(f"{n} NFE" for n in nfes), "1 NFE / teacher dopri5",
+            *(["paired error (1 NFE)"] if paired else []), "train (s)", "seeds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method in dict.fromkeys(r["method"] for r in fixed):
+        mine = {round(r["nfe"]): r for r in fixed if r["method"] == method}
+        one = mine.get(1) or next(iter(mine.values()))
+        ratio = f"{one['vs_teacher_dopri5']:.2f}" + (f" ± {one['vs_teacher_dopri5_seed_std']:.2f}"
+                                                     if one["seeds"] > 1 else "")
+        error = [] if not paired else ["" if one.get("paired_error") is None else f"{one['paired_error']:.4f}"]
+        lines.append("| " + " | ".join([method, one["solver"].split(":")[0], *(cell(mine.get(n)) for n in nfes),
+                                        ratio, *error, f"{one['train_s']:.0f}", str(one["seeds"])]) + " |")
+    return lines
+
+
 def report(out: Path, name: str, payload: dict, lines: list[str]) -> None:
     """Write ``out/name.json`` (the numbers) and ``out/name.md`` (the table), and print the table."""
     out.mkdir(parents=True, exist_ok=True)
