@@ -9,7 +9,8 @@ e.g. what stops a one-step student from reaching its teacher.
 A variant of several overrides joins them with commas: "coupling=ot,method.levels=5"; its overrides come last, so
 a variant can change the step budget too ("trainer.max_steps=30000"). A distiller's ablation names its teacher's
 recipe (--teacher): one teacher is trained per seed on the task (the frontier's: --teacher-steps, its seed) and
-every variant of that seed distils it; the table then gives each row's W2 over that seed's teacher at dopri5 too.
+every variant of that seed distils it; the table then gives each row's W2 over that seed's teacher at dopri5 too,
+and the results file's name ends in _of_RECIPE.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def main() -> None:
             overrides = [] if variant == "default" else variant.split(",")
             per_seed = []
             for seed in args.seeds:
-                name = f"{args.recipe}-{args.task}-{variant}-seed{seed}".replace("/", "_")
+                of = f"-of-{args.teacher}" if args.teacher else ""
+                name = f"{args.recipe}{of}-{args.task}-{variant}-seed{seed}".replace("/", "_")
                 teacher = [f"method.teacher={teachers[seed][0]}"] if args.teacher else []
                 _, summary = trained(work / name, f"recipe={args.recipe}", *data, *teacher, f"seed={seed}",
                                      f"trainer.max_steps={args.steps}", *overrides)
@@ -71,7 +73,8 @@ def main() -> None:
               f"{r['w2'] / r['floor']:.2f} | "
               f"{'' if r['vs_teacher_dopri5'] is None else format(r['vs_teacher_dopri5'], '.2f')} | "
               f"{r['train_s']:.0f} |" for r in rows]
-    report(args.out, f"ablation_{args.recipe}_{args.task.replace(':', '_')}",
+    of = f"_of_{args.teacher}" if args.teacher else ""
+    report(args.out, f"ablation_{args.recipe}_{args.task.replace(':', '_')}{of}",
            {"recipe": args.recipe, "task": args.task, "steps": args.steps, "seeds": args.seeds,
             "teacher": args.teacher, "teacher_steps": args.teacher_steps if args.teacher else None, "rows": rows}, lines)
 

@@ -55,7 +55,7 @@ def fd_rows(run: Path, name: str, solvers: list[str], n: int, seconds: float) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=4000, help="training steps of the teacher and each student")
-    parser.add_argument("--methods", nargs="*", default=["meanflow"], choices=METHODS)
+    parser.add_argument("--methods", nargs="*", default=METHODS, choices=METHODS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds of every run")
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a temporary one); "
