@@ -40,6 +40,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or Path(scratch)
+        of = f"_of_{args.teacher}" if args.teacher else ""  # the teacher's recipe in run and results names
         teachers = {seed: trained(work / f"teacher-{args.teacher}-{args.task}-seed{seed}", f"recipe={args.teacher}",
                                   *data, f"seed={seed}", f"trainer.max_steps={args.teacher_steps}")
                     for seed in args.seeds} if args.teacher else {}
@@ -47,7 +48,6 @@ def main() -> None:
             overrides = [] if variant == "default" else variant.split(",")
             per_seed = []
             for seed in args.seeds:
-                of = f"-of-{args.teacher}" if args.teacher else ""
                 name = f"{args.recipe}{of}-{args.task}-{variant}-seed{seed}".replace("/", "_")
                 teacher = [f"method.teacher={teachers[seed][0]}"] if args.teacher else []
                 _, summary = trained(work / name, f"recipe={args.recipe}", *data, *teacher, f"seed={seed}",
@@ -73,7 +73,6 @@ def main() -> None:
               f"{r['w2'] / r['floor']:.2f} | "
               f"{'' if r['vs_teacher_dopri5'] is None else format(r['vs_teacher_dopri5'], '.2f')} | "
               f"{r['train_s']:.0f} |" for r in rows]
-    of = f"_of_{args.teacher}" if args.teacher else ""
     report(args.out, f"ablation_{args.recipe}_{args.task.replace(':', '_')}{of}",
            {"recipe": args.recipe, "task": args.task, "steps": args.steps, "seeds": args.seeds,
             "teacher": args.teacher, "teacher_steps": args.teacher_steps if args.teacher else None, "rows": rows}, lines)

@@ -119,6 +119,13 @@ def over_seeds(per_seed: list[list[dict]], metric: str) -> list[dict]:
     return out
 
 
+def mean_spread(row: dict, metric: str, places: int) -> str:
+    """An ``over_seeds`` row's ``metric`` as "mean ± spread": the standard deviation over its seeds, with one seed
+    over its evaluation draws where the row has that (else the mean alone)."""
+    spread = row[f"{metric}_seed_std"] if row["seeds"] > 1 else row.get(f"{metric}_std")
+    return f"{row[metric]:.{places}f}" + ("" if spread is None else f" ± {spread:.{places}f}")
+
+
 def by_nfe_table(rows: list[dict], metric: str, places: int) -> list[str]:
     """``over_seeds``'s fixed-step rows as a table of one line per method: ``metric`` at each NFE (mean ± the
     standard deviation over the seeds; with one seed, over its evaluation draws where the rows have that), the
@@ -127,13 +134,6 @@ def by_nfe_table(rows: list[dict], metric: str, places: int) -> list[str]:
     fixed = [r for r in rows if r["solver"] != "dopri5"]
     nfes = sorted({round(r["nfe"]) for r in fixed})
     paired = any("paired_error" in r for r in fixed)
-
-    def cell(r: dict | None) -> str:
-        if r is None:
-            return ""
-        spread = r[f"{metric}_seed_std"] if r["seeds"] > 1 else r.get(f"{metric}_std")
-        return f"{r[metric]:.{places}f}" + ("" if spread is None else f" ± {spread:.{places}f}")
-
     head = ["method", "sampler", *(f"{n} NFE" for n in nfes), "1 NFE / teacher dopri5",
             *(["paired error (1 NFE)"] if paired else []), "train (s)", "seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -143,7 +143,8 @@ def by_nfe_table(rows: list[dict], metric: str, places: int) -> list[str]:
         ratio = f"{one['vs_teacher_dopri5']:.2f}" + (f" ± {one['vs_teacher_dopri5_seed_std']:.2f}"
                                                      if one["seeds"] > 1 else "")
         error = [] if not paired else ["" if one.get("paired_error") is None else f"{one['paired_error']:.4f}"]
-        lines.append("| " + " | ".join([method, one["solver"].split(":")[0], *(cell(mine.get(n)) for n in nfes),
+        cells = ("" if n not in mine else mean_spread(mine[n], metric, places) for n in nfes)
+        lines.append("| " + " | ".join([method, one["solver"].split(":")[0], *cells,
                                         ratio, *error, f"{one['train_s']:.0f}", str(one["seeds"])]) + " |")
     return lines
 

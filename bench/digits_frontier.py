@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from common import by_nfe_table, merged_rows, over_seeds, report, trained
+from common import by_nfe_table, mean_spread, merged_rows, over_seeds, report, trained
 from flowkit.config.build import load_run
 
 TEACHER_SOLVERS = ["dopri5", "euler:1", "euler:2", "euler:4", "euler:8"]
@@ -104,9 +104,8 @@ def write(args: argparse.Namespace, stored: dict[int, list[dict]]) -> None:
     seeds = sorted(stored)
     rows = over_seeds([stored[s] for s in seeds], "fd")
     dopri5 = next(r for r in rows if r["solver"] == "dopri5")
-    spread = f" ± {dopri5['fd_seed_std']:.2f}" if dopri5["seeds"] > 1 else ""
     lines = [f"Digits (8x8), CPU (2 cores), {args.steps} training steps each; FD to the held-out split, {args.n} "
-             f"samples on the same noise; teacher dopri5 FD {dopri5['fd']:.2f}{spread} at {dopri5['nfe']:.0f} NFE; "
+             f"samples on the same noise; teacher dopri5 FD {mean_spread(dopri5, 'fd', 2)} at {dopri5['nfe']:.0f} NFE; "
              f"each cell the mean ± std over the seeds (seeds {', '.join(map(str, seeds))})",
              "", *by_nfe_table(rows, "fd", 2)]
     report(args.out, "digits_frontier", {"steps": args.steps, "seeds": seeds, "rows": rows,

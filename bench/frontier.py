@@ -34,7 +34,7 @@ import tempfile
 from pathlib import Path
 
 import flowkit
-from common import by_nfe_table, merged_rows, over_seeds, paired_error, report, trained, w2_of
+from common import by_nfe_table, mean_spread, merged_rows, over_seeds, paired_error, report, trained, w2_of
 
 METHODS = ["meanflow", "meanflow_indep", "cd", "ct", "ct_ot", "sct", "scd", "adversarial", "adversarial_w0", "shortcut",
            "dmd2"]
@@ -140,8 +140,7 @@ def write(args: argparse.Namespace, stored: dict[str, dict[int, dict]]) -> None:
     for res in results:
         dopri5 = next(r for r in res["rows"] if r["solver"] == "dopri5")
         lines += [f"**{res['task'].replace(':', ' -> ')}** (W2 floor {res['floor']:.3f}; teacher dopri5 "
-                  f"{dopri5['w2']:.3f} ± {dopri5['w2_seed_std'] if dopri5['seeds'] > 1 else dopri5['w2_std']:.3f} "
-                  f"at {dopri5['nfe']:.0f} NFE; seeds {', '.join(map(str, res['seeds']))})", "",
+                  f"{mean_spread(dopri5, 'w2', 3)} at {dopri5['nfe']:.0f} NFE; seeds {', '.join(map(str, res['seeds']))})", "",
                   *by_nfe_table(res["rows"], "w2", 3), ""]
     report(args.out, "frontier", {"steps": args.steps, "results": results}, lines)
 
