@@ -6,13 +6,19 @@ fixed classifier's features: the teacher at dopri5 and Euler 1/2/4/8, each stude
 
     python bench/digits_frontier.py [--steps 4000] [--work DIR] [--seeds 0 1 2]
                                     [--methods meanflow meanflow_indep cd ct sct scd adversarial shortcut dmd2]
+                                    [--variants meanflow:optim.ema_warmup=false ...]
 
 DMD2 trains steps / 6 generator steps with 5 fake-flow steps each: the same number of network updates as the others.
 
 Every run is trained once per seed in --seeds (default 0), each student against its own seed's teacher; each seed's
 rows are kept in the results file, so seeds can be added by later calls, and each row of the table is the mean over
 the seeds that have it ± their standard deviation (the ratio to the teacher taken per seed). Seeds and methods not
-named keep their rows from the previous results file at the same --steps.
+named keep their rows from the results file at the same --steps, read again before each write, so calls for different
+seeds can run side by side.
+
+A variant (--variants METHOD:OVERRIDE[,OVERRIDE...]) is a method trained with more `flowkit train` overrides, against
+the same seed's teacher, sampled as the method is; its row, named "METHOD (OVERRIDES)", follows the methods' rows and
+is kept as they are: the digits ablations of what holds a student above its teacher.
 """
 
 from __future__ import annotations
@@ -56,17 +62,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=4000, help="training steps of the teacher and each student")
     parser.add_argument("--methods", nargs="*", default=METHODS, choices=METHODS)
+    parser.add_argument("--variants", nargs="*", default=[], type=variant, help="METHOD:OVERRIDE[,OVERRIDE...]")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds of every run")
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a temporary one); "
                         "given again after a stop, the runs finished there are re-used")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
-    stored = stored_seeds(args.out / "digits_frontier.json", args.steps)
     with tempfile.TemporaryDirectory() as scratch:
         for seed in args.seeds:
             rows = seed_rows(args, Path(args.work or scratch), seed)
-            stored[seed] = merged_rows(stored.get(seed, []), rows, args.methods, METHODS)
+            # the file is read again at each write: calls at other seeds running beside this one keep their rows
+            stored = stored_seeds(args.out / "digits_frontier.json", args.steps)
+            old = stored.get(seed, [])
+            named = [*args.methods, *(name for name, _, _ in args.variants)]
+            stored[seed] = merged_rows(old, rows, named, METHODS + variant_names(old, rows))
             write(args, stored)  # after each seed: a stop keeps what is done
 
 
@@ -76,18 +86,35 @@ def seed_rows(args: argparse.Namespace, tmp: Path, seed: int) -> list[dict]:
     steps, at = f"trainer.max_steps={args.steps}", f"seed={seed}"
     teacher, t = trained(tmp / f"seed{seed}-teacher", "recipe=digits_rectified", steps, at)
     rows = fd_rows(teacher, "teacher (rectified)", TEACHER_SOLVERS, args.n, t["train_seconds"])
-    for name in args.methods:
-        recipe, extra = RUNS.get(name, (f"digits_{name}", []))
-        extra = extra + ([f"method.teacher={teacher}"] if name in DISTILLERS else [])
+    runs = [(name, name, []) for name in args.methods] + args.variants
+    for name, method, overrides in runs:
+        recipe, extra = RUNS.get(method, (f"digits_{method}", []))
+        extra = extra + ([f"method.teacher={teacher}"] if method in DISTILLERS else [])
         budget = steps
-        if name == "dmd2":
+        if method == "dmd2":
             budget = f"trainer.max_steps={args.steps // (1 + DMD_FAKE_UPDATES)}"
             extra += [f"method.fake_updates={DMD_FAKE_UPDATES}"]
-        run, s = trained(tmp / f"seed{seed}-{name}", f"recipe={recipe}", budget, at, *extra)
-        rows += fd_rows(run, name, [f"{SAMPLER[name]}:{k}" for k in (1, 2, 4, 8)], args.n, s["train_seconds"])
+        folder = "-".join([method, *overrides]).replace("/", "_")
+        run, s = trained(tmp / f"seed{seed}-{folder}", f"recipe={recipe}", budget, at, *extra, *overrides)
+        rows += fd_rows(run, name, [f"{SAMPLER[method]}:{k}" for k in (1, 2, 4, 8)], args.n, s["train_seconds"])
     for row in rows:
         row["vs_teacher_dopri5"] = row["fd"] / rows[0]["fd"]
     return rows
+
+
+def variant(text: str) -> tuple[str, str, list[str]]:
+    """--variants' METHOD:OVERRIDE[,OVERRIDE...] as (row name, method, overrides)."""
+    method, _, overrides = text.partition(":")
+    if method not in METHODS or "=" not in overrides:
+        raise argparse.ArgumentTypeError(f"variant {text!r}: expected METHOD:KEY=VALUE[,KEY=VALUE...] with METHOD one "
+                                         f"of {', '.join(METHODS)}")
+    return f"{method} ({overrides})", method, overrides.split(",")
+
+
+def variant_names(*tables: list[dict]) -> list[str]:
+    """The variants' row names in ``tables``, in order: every row that is neither a method nor the teacher."""
+    return list(dict.fromkeys(r["method"] for rows in tables for r in rows
+                              if r["method"] not in METHODS and not r["method"].startswith("teacher")))
 
 
 def stored_seeds(file: Path, steps: int) -> dict[int, list[dict]]:
