@@ -117,9 +117,35 @@ def test_backward_simulation_feeds_the_generator_its_own_chain():
     assert set(last.tolist()) == {0.0, 0.25, 0.5, 0.75}
 
 
+def test_ot_renoising_pairs_the_generators_samples_with_the_cheapest_noise():
+    """renoise=ot: z is the order of the source draws that minimises the squared distance to G's samples (brute
+    force over every order of 6), x_t is on the path between them, and renoise:N is told to pair the same way;
+    the default keeps the paper's independent draw (a random order of the batch)."""
+    import itertools
+
+    method, path = dmd(renoise="ot")
+    torch.manual_seed(0)
+    x0, x1 = torch.randn(6, 2, dtype=torch.float64), torch.randn(6, 2, dtype=torch.float64) + 3.0
+    t = torch.full((6,), 0.3, dtype=torch.float64)
+    z, x_t = method.noised(x1, x0, t)
+    cost = lambda order: float(((x0[list(order)] - x1) ** 2).sum())  # noqa: E731
+    best = min(cost(order) for order in itertools.permutations(range(6)))
+    assert sorted(z[:, 0].tolist()) == sorted(x0[:, 0].tolist())  # a re-ordering of the draws
+    assert float(((z - x1) ** 2).sum()) == pytest.approx(best)
+    torch.testing.assert_close(x_t, path.sample(z, x1, t))
+    assert method.sampler_options("renoise") == {"pair": "ot", "block": 256}
+    independent, _ = dmd()
+    torch.manual_seed(1)
+    z, _ = independent.noised(x1, x0, t)
+    torch.manual_seed(1)
+    assert torch.equal(z, x0[torch.randperm(6)])
+
+
 @pytest.mark.parametrize("options, message", [({"fake_updates": 0}, "fake_updates=0"),
                                                ({"t_min": 0.9, "t_max": 0.1}, "t_min=0.9"),
-                                               ({"fake_lr": 0.0}, "fake_lr=0.0")])
+                                               ({"fake_lr": 0.0}, "fake_lr=0.0"),
+                                               ({"renoise": "bogus"}, "renoise='bogus'.*independent"),
+                                               ({"renoise_block": 0}, "renoise_block=0")])
 def test_options_are_checked(options, message):
     with pytest.raises(ConfigError, match=message):
         dmd(**options)
