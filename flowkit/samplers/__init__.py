@@ -8,6 +8,7 @@ Imports the ground floor (``flowkit.errors``, ``flowkit.registry``), ``flowkit.r
 from flowkit.samplers.base import (SAMPLERS, Predictor, Sampler, build_sampler, grid_of, invert_with,
                                    parse_sampler, register_sampler, sample_with, sampler_spec, supports, why_not)
 from flowkit.samplers import ddim, dpm, edm, ode, renoise, sde  # noqa: F401  (registers the built-in samplers)
+from flowkit.samplers.renoise import renoising
 
 __all__ = ["SAMPLERS", "Predictor", "Sampler", "build_sampler", "grid_of", "invert_with", "parse_sampler",
-           "register_sampler", "sample_with", "sampler_spec", "supports", "why_not"]
+           "register_sampler", "renoising", "sample_with", "sampler_spec", "supports", "why_not"]

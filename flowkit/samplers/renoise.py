@@ -19,7 +19,8 @@ from torch import Tensor
 
 from flowkit.conditioning import Cond
 from flowkit.couplings import COUPLINGS, pair_in_blocks
-from flowkit.samplers.base import Predictor, Sampler, register_sampler
+from flowkit.errors import ConfigError
+from flowkit.samplers.base import SAMPLERS, Predictor, Sampler, register_sampler
 
 
 @register_sampler("renoise")
@@ -39,6 +40,7 @@ class Renoise(Sampler):
                              f"need only the data: {', '.join(data_only)}")
         self.coupling = None if coupling.independent else coupling
         self.block = block
+        self.options = {"pair": pair, "block": block}  # what a method passes to renoise:N to get this sampler
 
     @torch.no_grad()
     def __call__(self, model: Predictor, x0: Tensor, ts: Tensor, *, cond: Cond | None = None) -> tuple[Tensor, int]:
@@ -51,3 +53,14 @@ class Renoise(Sampler):
                 noise = pair_in_blocks(self.coupling, x, noise, self.block)
             x = model.predict("x1", model.path.sample(noise, x, t), t, cond)
         return x, model.nfe
+
+
+def renoising(owner: str, pair: str, block: int) -> Renoise:
+    """The ``renoise`` sampler that a few-step method's options ``renoise`` / ``renoise_block`` name, built when the
+    method is, so that a bad value is one ConfigError naming ``owner`` before training. The method passes its
+    ``options`` to ``renoise:N`` (``Method.sampler_options``); one that re-noises in training pairs with its
+    ``coupling`` (None: independent draws) too."""
+    try:
+        return SAMPLERS.build({"name": "renoise", "pair": pair, "block": block})
+    except ConfigError as exc:
+        raise ConfigError(f"{owner}: renoise='{pair}', renoise_block={block}: {exc}") from None

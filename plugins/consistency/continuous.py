@@ -47,7 +47,7 @@ from flowkit.errors import ConfigError
 from flowkit.methods import Method, Steps, per_sample_mse
 from flowkit.models.attention import jvp_safe_attention
 from flowkit.paths import AffinePath, expand_like
-from flowkit.samplers import SAMPLERS
+from flowkit.samplers import renoising
 from flowkit.teacher import Teacher
 from flowkit.plugins.consistency.method import consistency_function
 
@@ -85,14 +85,10 @@ class _ContinuousConsistency(Method):
         if tangent_warmup < 0 or tangent_c <= 0 or weight_lr <= 0:
             raise ConfigError(f"method '{name}': tangent_warmup={tangent_warmup}, tangent_c={tangent_c}, "
                               f"weight_lr={weight_lr}; expected tangent_warmup >= 0, tangent_c > 0 and weight_lr > 0")
-        try:  # how renoise:N will pair fresh noise with the samples, checked now
-            SAMPLERS.build({"name": "renoise", "pair": renoise, "block": renoise_block})
-        except ConfigError as exc:
-            raise ConfigError(f"method '{name}': renoise='{renoise}', renoise_block={renoise_block}: {exc}") from None
+        self.renoise = renoising(f"method '{name}'", renoise, renoise_block)  # how renoise:N pairs fresh noise
         self.path, self.time_sampler = path, time_sampler
         self.tangent_warmup, self.tangent_c, self.normalise = tangent_warmup, tangent_c, normalise
         self.weighting, self.weight_lr = weighting, weight_lr
-        self.renoise = {"pair": renoise, "block": renoise_block}
         self.weight: LogWeight | None = None
 
     def networks(self) -> dict[str, tuple[nn.Module, dict[str, Any]]]:
@@ -155,7 +151,7 @@ class _ContinuousConsistency(Method):
         return (lambda x, t, **inputs: consistency_function(net, x, t, **inputs)), "x1"
 
     def sampler_options(self, sampler: str) -> dict[str, Any]:
-        return self.renoise if sampler == "renoise" else {}
+        return self.renoise.options if sampler == "renoise" else {}
 
 
 class ContinuousConsistencyTraining(_ContinuousConsistency):

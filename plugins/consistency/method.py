@@ -43,7 +43,7 @@ from flowkit.conditioning import cond_of
 from flowkit.errors import ConfigError
 from flowkit.methods import Method, per_sample_mse
 from flowkit.paths import AffinePath, expand_like
-from flowkit.samplers import SAMPLERS
+from flowkit.samplers import renoising
 from flowkit.teacher import Teacher
 from flowkit.plugins.consistency.schedule import SCHEDULES, discretisation, target_decay
 
@@ -81,17 +81,13 @@ class _Consistency(Method):
             raise ConfigError(f"method '{name}': schedule='{schedule}' is not one of: {', '.join(SCHEDULES)}")
         if distance not in DISTANCES:
             raise ConfigError(f"method '{name}': distance='{distance}' is not one of: {', '.join(DISTANCES)}")
-        try:  # how renoise:N will pair fresh noise with the samples, checked now
-            SAMPLERS.build({"name": "renoise", "pair": renoise, "block": renoise_block})
-        except ConfigError as exc:
-            raise ConfigError(f"method '{name}': renoise='{renoise}', renoise_block={renoise_block}: {exc}") from None
+        self.renoise = renoising(f"method '{name}'", renoise, renoise_block)  # how renoise:N pairs fresh noise
         if not 1 <= s0 <= s1 or not 0.0 <= mu0 < 1.0 or huber_c < 0:
             raise ConfigError(f"method '{name}': s0={s0}, s1={s1}, mu0={mu0}, huber_c={huber_c}; expected "
                               "1 <= s0 <= s1, 0 <= mu0 < 1 and huber_c >= 0")
         self.path, self.time_sampler, self.total_steps = path, time_sampler, total_steps
         self.schedule, self.s0, self.s1, self.mu0 = schedule, s0, s1, mu0
         self.distance, self.huber_c = distance, huber_c
-        self.renoise = {"pair": renoise, "block": renoise_block}  # how ``renoise:N`` pairs fresh noise with samples
         self._target: nn.Module | None = None
         self._pending: dict[str, Tensor] | None = None
 
@@ -163,7 +159,7 @@ class _Consistency(Method):
         return (lambda x, t, **inputs: consistency_function(net, x, t, **inputs)), "x1"
 
     def sampler_options(self, sampler: str) -> dict[str, Any]:
-        return self.renoise if sampler == "renoise" else {}
+        return self.renoise.options if sampler == "renoise" else {}
 
 
 class ConsistencyTraining(_Consistency):

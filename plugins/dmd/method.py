@@ -45,10 +45,10 @@ from torch import Tensor, nn
 
 from flowkit.conditioning import cond_of
 from flowkit.errors import ConfigError
-from flowkit.methods import Method, Steps, per_sample_mse
 from flowkit.couplings import pair_in_blocks
+from flowkit.methods import Method, Steps, per_sample_mse
 from flowkit.paths import AffinePath
-from flowkit.samplers import SAMPLERS
+from flowkit.samplers import renoising
 from flowkit.teacher import Teacher
 
 
@@ -76,11 +76,7 @@ class DMD2(Method):
         if fake_lr <= 0 or not (0 <= fake_beta1 < 1 and 0 <= fake_beta2 < 1):
             raise ConfigError(f"method 'dmd2': fake_lr={fake_lr}, fake_beta1={fake_beta1}, fake_beta2={fake_beta2}; "
                               "expected lr > 0 and betas in [0, 1)")
-        try:  # how every re-noising pairs fresh noise with G's samples (module docstring)
-            self.pairing = SAMPLERS.build({"name": "renoise", "pair": renoise, "block": renoise_block})
-        except ConfigError as exc:
-            raise ConfigError(f"method 'dmd2': renoise='{renoise}', renoise_block={renoise_block}: {exc}") from None
-        self.renoise = {"pair": renoise, "block": renoise_block}
+        self.renoise = renoising("method 'dmd2'", renoise, renoise_block)  # every re-noising's pairs (docstring)
         self.path, self.time_sampler, self.teacher = path, time_sampler, teacher
         self.student_steps, self.fake_updates, self.t_min, self.t_max = student_steps, fake_updates, t_min, t_max
         self.fake_optim = {"lr": fake_lr, "betas": (fake_beta1, fake_beta2), "weight_decay": 0.0}
@@ -113,12 +109,12 @@ class DMD2(Method):
     def noised(self, x1: Tensor, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """(z, x_t): z a fresh order of the source draws ``x0``, paired with ``x1`` as ``renoise`` says."""
         z = x0[torch.randperm(x0.shape[0], device=x0.device)]
-        if self.pairing.coupling is not None:
-            z = pair_in_blocks(self.pairing.coupling, x1, z, x1.shape[0])
+        if self.renoise.coupling is not None:
+            z = pair_in_blocks(self.renoise.coupling, x1, z, x1.shape[0])
         return z, self.path.sample(z, x1, t)
 
     def sampler_options(self, sampler: str) -> dict[str, Any]:
-        return self.renoise if sampler == "renoise" else {}
+        return self.renoise.options if sampler == "renoise" else {}
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
         x0, cond = batch["x0"], cond_of(batch)
