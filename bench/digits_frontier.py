@@ -33,6 +33,7 @@ import torch
 from common import by_nfe_table, mean_spread, merged_rows, over_seeds, report, trained
 from flowkit.config.build import load_run
 
+TEACHER = "teacher (rectified)"  # the teacher's rows' method name
 TEACHER_SOLVERS = ["dopri5", "euler:1", "euler:2", "euler:4", "euler:8"]
 METHODS = ["meanflow", "meanflow_indep", "cd", "ct", "sct", "scd", "adversarial", "shortcut", "dmd2"]
 # each student's own few-step sampler: MeanFlow's average-velocity jumps, the shortcut model's step-size jumps,
@@ -85,7 +86,7 @@ def seed_rows(args: argparse.Namespace, tmp: Path, seed: int) -> list[dict]:
     this seed's teacher at dopri5."""
     steps, at = f"trainer.max_steps={args.steps}", f"seed={seed}"
     teacher, t = trained(tmp / f"seed{seed}-teacher", "recipe=digits_rectified", steps, at)
-    rows = fd_rows(teacher, "teacher (rectified)", TEACHER_SOLVERS, args.n, t["train_seconds"])
+    rows = fd_rows(teacher, TEACHER, TEACHER_SOLVERS, args.n, t["train_seconds"])
     runs = [(name, name, []) for name in args.methods] + args.variants
     for name, method, overrides in runs:
         recipe, extra = RUNS.get(method, (f"digits_{method}", []))
@@ -114,7 +115,7 @@ def variant(text: str) -> tuple[str, str, list[str]]:
 def variant_names(*tables: list[dict]) -> list[str]:
     """The variants' row names in ``tables``, in order: every row that is neither a method nor the teacher."""
     return list(dict.fromkeys(r["method"] for rows in tables for r in rows
-                              if r["method"] not in METHODS and not r["method"].startswith("teacher")))
+                              if r["method"] not in (*METHODS, TEACHER)))
 
 
 def stored_seeds(file: Path, steps: int) -> dict[int, list[dict]]:
