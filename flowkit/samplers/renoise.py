@@ -14,12 +14,14 @@ distribution. Default: independent z, the published algorithm.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import Tensor
 
 from flowkit.conditioning import Cond
 from flowkit.couplings import COUPLINGS, pair_in_blocks
-from flowkit.errors import ConfigError
+from flowkit.errors import ConfigError, choices_hint
 from flowkit.samplers.base import SAMPLERS, Predictor, Sampler, register_sampler
 
 
@@ -33,9 +35,15 @@ class Renoise(Sampler):
     def __init__(self, pair: str = "independent", block: int = 256) -> None:
         if block < 1:
             raise ValueError(f"block={block} is out of range; expected >= 1")
-        coupling = COUPLINGS.build(COUPLINGS.parse(pair, "pair"))
-        if not coupling.data_only:
-            data_only = [name for name, c in COUPLINGS.items() if c.data_only]
+        # the valid choices: the couplings that need only the data (a class says so before it is built, so that
+        # one needing a teacher is refused as such, not for the teacher it lacks; a factory's coupling once built)
+        data_only = [name for name, c in COUPLINGS.items() if getattr(c, "data_only", False)]
+        name = pair.partition(":")[0]
+        if name not in COUPLINGS:
+            raise ValueError(f"unknown coupling '{name}'; {choices_hint(name, data_only)}")
+        factory = COUPLINGS.get(name)
+        if (inspect.isclass(factory) and not factory.data_only
+                or not (coupling := COUPLINGS.build(COUPLINGS.parse(pair, "pair"))).data_only):
             raise ValueError(f"pair='{pair}' needs more than the data (a network or a teacher); couplings that "
                              f"need only the data: {', '.join(data_only)}")
         self.coupling = None if coupling.independent else coupling

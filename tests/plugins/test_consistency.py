@@ -178,8 +178,11 @@ def test_ot_renoising_keeps_an_ot_trained_consistency_function_on_its_training_d
 
 
 def test_bad_renoise_options_name_the_choices():
-    with pytest.raises(ConfigError, match="renoise='exact'.*unknown coupling 'exact'; valid: independent, ot"):
+    # the valid choices are the couplings that need only the data: `reflow` (it needs a teacher) is not one
+    with pytest.raises(ConfigError, match=r"renoise='exact'.*unknown coupling 'exact'; valid: independent, ot, sinkhorn$"):
         build("ct", renoise="exact")
+    with pytest.raises(ConfigError, match=r"renoise='reflow'.*needs more than the data.*: independent, ot, sinkhorn$"):
+        build("ct", renoise="reflow")
     with pytest.raises(ConfigError, match="renoise_block=0.*block=0 is out of range"):
         build("ct", renoise_block=0)
 
