@@ -13,14 +13,15 @@ cloud point's. Two counterfactuals each repair one thing:
 
 - *snapped*: every sample off the support moved to the support's nearest point, the rest kept: on 8gaussians the
   support is the discs of 4 std around the modes, on moons the points within 5% of the target's RMS radius of the
-  cloud (the table gives the margin, and the share of fresh target points beyond it). A student whose gap is mass between the modes or arcs loses it here.
+  cloud (the table gives the margin, and the share of fresh target points beyond it). A student whose gap is mass
+  between the modes or arcs loses it here.
 - *the student's class weights, exact shapes*: every sample replaced by a fresh target point of its class. What
   is left above the floor is the mass per class (its own draw of noise: about ±0.01 on 8gaussians and ±0.03 on
   moons from one draw to the next).
 
 Also: the total variation between the student's class weights and the target's, the share of samples off the
-support, and the in-class spread: the RMS distance of a class's samples to
-their mean over the target's, averaged over the classes (1.0 for an exact sampler; under 1, narrower).
+support, and the in-class spread: the RMS distance of a class's samples to their mean over the target's, averaged
+over the classes (1.0 for an exact sampler; under 1, narrower).
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    parser.add_argument("--name", default="w2_anatomy", help="the results files' name (OUT/NAME.md, .json)")
+    parser.add_argument("--name", default="w2_anatomy", help="the results files' name in --out (.md and .json)")
     args = parser.parse_args()
     found: dict[str, dict[str, list[dict]]] = {task: {} for task in args.tasks}
     for work in args.work:
