@@ -42,8 +42,9 @@ class Renoise(Sampler):
         if name not in COUPLINGS:
             raise ValueError(f"unknown coupling '{name}'; {choices_hint(name, data_only)}")
         factory = COUPLINGS.get(name)
-        if (inspect.isclass(factory) and not factory.data_only
-                or not (coupling := COUPLINGS.build(COUPLINGS.parse(pair, "pair"))).data_only):
+        needs_more = inspect.isclass(factory) and not factory.data_only
+        coupling = None if needs_more else COUPLINGS.build(COUPLINGS.parse(pair, "pair"))
+        if coupling is None or not coupling.data_only:
             raise ValueError(f"pair='{pair}' needs more than the data (a network or a teacher); couplings that "
                              f"need only the data: {', '.join(data_only)}")
         self.coupling = None if coupling.independent else coupling
