@@ -53,17 +53,19 @@ def nearest(x: torch.Tensor, cloud: torch.Tensor, chunk: int = 500) -> tuple[tor
     return torch.cat([d for d, _ in found]), torch.cat([i for _, i in found])
 
 
-def onto_support(data: Any, x: torch.Tensor, cloud: torch.Tensor) -> tuple[torch.Tensor, float]:
+def onto_support(data: Any, x: torch.Tensor, cloud: torch.Tensor,
+                 near: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, float]:
     """Each row moved to the nearest point of the support (unmoved inside it), and the support's margin: for a
     Gaussian mixture with ``centers`` and ``std`` (8gaussians) the discs of MODE_STDS std around the modes, else
-    the points within RADIUS x the RMS radius of the cloud (moons: a band of compact support)."""
+    the points within RADIUS x the RMS radius of the cloud (moons: a band of compact support; ``near``: the rows'
+    ``nearest`` cloud points where the caller has them)."""
     if hasattr(data, "centers"):
         margin = MODE_STDS * data.std
         offset = x - data.centers[torch.cdist(x, data.centers).argmin(1)]
         norm = offset.norm(dim=1, keepdim=True)
         return x - offset * (1 - margin / norm).clamp(min=0), margin
     margin = RADIUS * float((cloud - cloud.mean(0)).pow(2).sum(1).mean().sqrt())
-    distance, index = nearest(x, cloud)
+    distance, index = near if near is not None else nearest(x, cloud)
     return torch.where((distance > margin)[:, None], cloud[index], x), margin
 
 
@@ -73,18 +75,18 @@ def spread(x: torch.Tensor, label: torch.Tensor, classes: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def anatomy(run: Path, spec: str, n: int, repeats: int, seed: int) -> dict[str, float]:
-    """The run's W2 as is and under each counterfactual (means over the reference draws; the counterfactuals'
+def anatomy(parts: Any, spec: str, n: int, repeats: int, seed: int) -> dict[str, float]:
+    """A loaded run's W2 as is and under each counterfactual (means over the reference draws; the counterfactuals'
     own draws from ``seed``), and its class and support statistics."""
-    _, parts = load_run(run)
     data = parts.target.dataset  # the built toy: labelled draws
     gen = torch.Generator().manual_seed(seed)
     cloud, cloud_label = data.sample_labelled(CLOUD, gen)
     fresh, fresh_label = data.sample_labelled(4 * n * repeats, gen)
     x0, refs, (floor, _) = evaluation_draws(parts, n, repeats, SEED, torch.device("cpu"))
     x1, _ = parts.sample(x0, spec)
-    label = cloud_label[nearest(x1, cloud)[1]]
-    snapped, margin = onto_support(data, x1, cloud)
+    near = nearest(x1, cloud)
+    label = cloud_label[near[1]]
+    snapped, margin = onto_support(data, x1, cloud, near)
     off = (snapped != x1).any(1)
     exact_shapes = torch.empty_like(x1)
     classes = data.num_classes
@@ -122,14 +124,14 @@ def main() -> None:
         for summary in sorted(work.glob("*/*/summary.json")):
             folder = summary.parent.parent.name
             seed = re.search(r"seed(\d+)", folder)
-            cfg, _ = load_run(summary.parent)
+            cfg, parts = load_run(summary.parent)
             task = f"{cfg['data']['source']}:{cfg['data']['target']}"
             if task not in found or not seed or int(seed[1]) not in args.seeds:
                 continue
             name = re.sub(r"-+", "-", folder.replace(task, "").replace(seed[0], "")).strip("-")
             spec = cfg["eval"]["solver"]  # the run's own: dopri5 for a teacher, a student's 1-step sampler
             found[task].setdefault(name, []).append(
-                {"sampler": spec, **anatomy(summary.parent, spec, args.n, args.repeats, int(seed[1]))})
+                {"sampler": spec, **anatomy(parts, spec, args.n, args.repeats, int(seed[1]))})
             print(task, folder, found[task][name][-1], flush=True)
     results, lines = [], [f"Anatomy of the 1-NFE W2 (the training summary's {args.repeats} draws of {args.n}; mean "
                           "over the seeds found; each run named by its folder, less the task and the seed)", ""]
