@@ -149,6 +149,20 @@ def by_nfe_table(rows: list[dict], metric: str, places: int) -> list[str]:
     return lines
 
 
+def nearest(x: torch.Tensor, cloud: torch.Tensor, chunk: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    """Euclidean distance to, and index of, each row's nearest row of ``cloud``."""
+    found = [torch.cdist(part, cloud).min(1) for part in x.split(chunk)]
+    return torch.cat([d for d, _ in found]), torch.cat([i for _, i in found])
+
+
+def seed_means(by_name: dict[str, list[dict]], first: str = "teacher") -> list[dict]:
+    """Per run name, its seeds' records ({"sampler": ..., numbers...}) as one row: the numbers' means over the
+    seeds, the sampler and the seed count; the runs named ``first...`` first, the rest in the order found."""
+    return [{"run": name, "sampler": seeds[0]["sampler"], "seeds": len(seeds),
+             **{key: statistics.fmean(s[key] for s in seeds) for key in seeds[0] if key != "sampler"}}
+            for name, seeds in sorted(by_name.items(), key=lambda kv: not kv[0].startswith(first))]
+
+
 def report(out: Path, name: str, payload: dict, lines: list[str]) -> None:
     """Write ``out/name.json`` (the numbers) and ``out/name.md`` (the table), and print the table."""
     out.mkdir(parents=True, exist_ok=True)

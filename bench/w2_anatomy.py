@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from common import report
+from common import nearest, report, seed_means
 from flowkit.config.build import load_run
 from flowkit.training.evaluate import evaluation_draws
 
@@ -45,12 +45,6 @@ SEED = 1234  # the training summary's evaluation seed (flowkit.compare's default
 CLOUD = 100_000
 RADIUS = 0.05  # off a cloud's support: further from every cloud point than this share of the target's RMS radius
 MODE_STDS = 4.0  # off a mixture's support: further from every mode centre than this many standard deviations
-
-
-def nearest(x: torch.Tensor, cloud: torch.Tensor, chunk: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distance to, and index of, each row's nearest cloud point."""
-    found = [torch.cdist(part, cloud).min(1) for part in x.split(chunk)]
-    return torch.cat([d for d, _ in found]), torch.cat([i for _, i in found])
 
 
 def onto_support(data: Any, x: torch.Tensor, cloud: torch.Tensor,
@@ -136,9 +130,7 @@ def main() -> None:
     results, lines = [], [f"Anatomy of the 1-NFE W2 (the training summary's {args.repeats} draws of {args.n}; mean "
                           "over the seeds found; each run named by its folder, less the task and the seed)", ""]
     for task, by_name in found.items():
-        rows = [{"run": name, "sampler": seeds[0]["sampler"], "seeds": len(seeds),
-                 **{key: statistics.fmean(s[key] for s in seeds) for key in seeds[0] if key != "sampler"}}
-                for name, seeds in sorted(by_name.items(), key=lambda kv: not kv[0].startswith("teacher"))]
+        rows = seed_means(by_name)
         if not rows:
             continue
         results.append({"task": task, "rows": rows})
