@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -101,6 +102,20 @@ def seed_rows(args: argparse.Namespace, tmp: Path, seed: int) -> list[dict]:
     for row in rows:
         row["vs_teacher_dopri5"] = row["fd"] / rows[0]["fd"]
     return rows
+
+
+def finished_runs(works: list[Path], seeds: list[int] | None = None) -> Iterator[tuple[int, str, Path]]:
+    """(seed, name, run) of every finished run in these work folders (``DIR/seed<S>-<name>/<run>``, name the method
+    or a variant's "METHOD-OVERRIDES"), in path order, at ``seeds`` (all when None); a seed's run found in several
+    folders (a teacher copied beside other calls' runs) counts once: the first."""
+    seen = set()
+    for folder in sorted(f for work in works for f in work.glob("seed*-*")):
+        seed, _, name = folder.name.partition("-")
+        seed = int(seed.removeprefix("seed"))
+        runs = sorted(p.parent for p in folder.glob("*/summary.json"))
+        if runs and (seeds is None or seed in seeds) and (seed, name) not in seen:
+            seen.add((seed, name))
+            yield seed, name, runs[0]
 
 
 def variant(text: str) -> tuple[str, str, list[str]]:

@@ -13,14 +13,13 @@ A student far better with its EMA than without is one that a longer average (or 
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 from pathlib import Path
 
 import torch
 
 from common import report
-from digits_frontier import METHODS, SAMPLER
+from digits_frontier import METHODS, SAMPLER, finished_runs
 from flowkit.config.build import load_run
 
 WEIGHTS = {"EMA": "state_dict", "raw": "current_model_state"}
@@ -48,16 +47,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     found: dict[str, list[dict[str, float]]] = {}
-    seen = set()
-    for folder in sorted(f for work in args.work for f in work.glob("seed*-*")):
-        name = re.sub(r"^seed\d+-", "", folder.name)
+    for _, name, run in finished_runs(args.work):
         method = name.split("-")[0]
-        runs = [p.parent for p in folder.glob("*/summary.json")]
-        if not runs or (method != "teacher" and method not in METHODS) or folder.name in seen:
+        if method != "teacher" and method not in METHODS:
             continue
-        seen.add(folder.name)
         spec = "euler:8" if method == "teacher" else f"{SAMPLER[method]}:1"
-        found.setdefault(name, []).append({"spec": spec, **fds(runs[0], spec, args.n)})
+        found.setdefault(name, []).append({"spec": spec, **fds(run, spec, args.n)})
     order = ["teacher", *METHODS]
     rows = [{"run": name, "sampler": seeds[0]["spec"], "seeds": len(seeds),
              **{w: statistics.fmean(s[w] for s in seeds) for w in WEIGHTS}}

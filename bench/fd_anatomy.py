@@ -28,13 +28,13 @@ mean absolute difference of neighbouring pixels) over the training images' (unde
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from common import nearest, report, seed_means
+from digits_frontier import METHODS, SAMPLER, finished_runs
 from flowkit.config.build import load_run
 from flowkit.data.digits import digit_images
 from flowkit.metrics.digits_features import at_8x8, digits_classifier
@@ -130,18 +130,15 @@ def main() -> None:
     parser.add_argument("--name", default="fd_anatomy", help="the results files' name in --out (.md and .json)")
     args = parser.parse_args()
     data = Data(args.n)
-    found: dict[str, dict[int, dict]] = {}
-    for work in args.work:
-        for summary in sorted(work.glob("seed*-*/*/summary.json")):
-            seed, _, name = summary.parent.parent.name.partition("-")
-            seed = int(seed.removeprefix("seed"))
-            if seed not in args.seeds or seed in found.get(name, {}):  # a seed's teacher may be in several folders
-                continue
-            cfg, parts = load_run(summary.parent)
-            spec = "dopri5" if name == "teacher" else cfg["eval"]["solver"]  # as the frontier samples it
-            found.setdefault(name, {})[seed] = {"sampler": spec, **anatomy(parts, spec, args.n, data)}
-            print(summary.parent.parent.name, found[name][seed], flush=True)
-    rows = seed_means({name: list(seeds.values()) for name, seeds in found.items()})
+    found: dict[str, list[dict]] = {}
+    for seed, name, run in finished_runs(args.work, args.seeds):
+        method = name.split("-")[0]
+        if method != "teacher" and method not in METHODS:
+            continue
+        spec = "dopri5" if method == "teacher" else f"{SAMPLER[method]}:1"  # as the frontier samples it
+        found.setdefault(name, []).append({"sampler": spec, **anatomy(load_run(run)[1], spec, args.n, data)})
+        print(f"seed {seed}", name, found[name][-1], flush=True)
+    rows = seed_means(found)
     lines = [f"Anatomy of the digits FD (the frontier's {args.n} samples on the same noise, FD to the held-out split; "
              f"the mean over the seeds found). Off the data: further from every training image's features than "
              f"{OFF:.0%} of the held-out images are ({data.margin:.3f}). Exact shapes at the data's own class weights: "
