@@ -90,10 +90,21 @@ def paired_error(student: Path, flow: Path, sampler: str, n: int = 2000) -> floa
 def merged_rows(old: list[dict], new: list[dict], rerun: list[str], order: list[str]) -> list[dict]:
     """``new`` rows (the teacher's and the re-run methods') with the other methods' rows kept from ``old``,
     in ``order`` of method. Valid because a run is a function of its seed: the re-trained teacher is the
-    one the kept students were measured against (same seed, same steps)."""
+    one the kept students were measured against (same seed, same steps). A method in ``new`` that was not asked
+    for (the teacher, re-trained for the students) keeps its ``old`` rows where the re-trained run measures exactly
+    the same: its training time stays that of its first measurement, not that of a re-run beside other jobs."""
     kept = [r for r in old if r["method"] in order and r["method"] not in rerun]
+    for method in dict.fromkeys(r["method"] for r in new if r["method"] not in rerun):
+        before, now = ([r for r in rows if r["method"] == method] for rows in (old, new))
+        if before and [untimed(r) for r in before] == [untimed(r) for r in now]:
+            new, kept = [r for r in new if r["method"] != method], kept + before
     rank = {name: i for i, name in enumerate(order)}
     return sorted(new + kept, key=lambda r: rank.get(r["method"], -1))  # the teacher first, then in order
+
+
+def untimed(row: dict) -> dict:
+    """A result row without its training time: what a re-run of the same seed reproduces."""
+    return {key: value for key, value in row.items() if key != "train_s"}
 
 
 def over_seeds(per_seed: list[list[dict]], metric: str) -> list[dict]:
