@@ -1,9 +1,9 @@
 """The one-step frontier as a figure: W2 (2-D tasks, from `bench/frontier.py`) or FD (digits, from
 `bench/digits_frontier.py`) against NFE for every method on each task (no training here). Each student with its own
-sampler, the teacher with Euler, at every NFE the results hold (1, 2, 4, 8); the teacher's dopri5 value (and on the
-2-D tasks the W2 floor) as horizontal lines; error bars are the spread over the seeds of each row where it has
-several, over the evaluation draws otherwise. The digits ablations' variant rows are left out: the figure is the
-methods' frontier; digits get a second panel, the same axes near the teacher, where the students crowd.
+sampler, the teacher with Euler, at every NFE the results hold (1, 2, 4, 8); the teacher's dopri5 value and the floor
+(real data against the same reference) as horizontal lines; error bars are the spread over the seeds of each row
+where it has several, over the evaluation draws otherwise. The digits ablations' variant rows are left out: the
+figure is the methods' frontier; digits get a second panel, the same axes near the teacher, where the students crowd.
 
     python bench/frontier_plot.py [--results bench/results/frontier.json] [--out bench/results/frontier.png]
     python bench/frontier_plot.py --results bench/results/digits_frontier.json   # -> digits_frontier.png
@@ -42,18 +42,20 @@ def curves(rows: list[dict], key: str) -> dict[str, list[tuple[int, float, float
 def panels(data: dict) -> list[dict]:
     """One panel per task: its title, rows, metric and reference lines ((value, label, style) each)."""
     teacher_line = {"color": "black", "linewidth": 1}
+    floor_line = {"color": "grey", "linestyle": "--", "linewidth": 1}
     if "results" in data:  # bench/frontier.py: the 2-D tasks, W2
         return [{"title": f"{res['task'].replace(':', ' -> ')} ({data['steps']:,} training steps)",
                  "rows": res["rows"], "key": "w2", "label": "W2",
                  "lines": [(res["teacher_dopri5"], "teacher dopri5", teacher_line),
-                           (res["floor"], "W2 floor", {"color": "grey", "linestyle": "--", "linewidth": 1})]}
+                           (res["floor"], "W2 floor", floor_line)]}
                 for res in data["results"]]
     rows = [r for r in data["rows"] if r["method"] in (*METHODS, TEACHER)]  # bench/digits_frontier.py: FD
     dopri5 = next(r for r in rows if r["solver"] == "dopri5")["fd"]
     full = {"title": f"digits 8x8 ({data['steps']:,} training steps)", "rows": rows, "key": "fd", "label": "FD",
-            "lines": [(dopri5, "teacher dopri5", teacher_line)]}
+            "lines": [(dopri5, "teacher dopri5", teacher_line)]
+            + ([(data["floor"], "FD floor", floor_line)] if "floor" in data else [])}
     # the students crowd within 2x of the teacher: the same axes again, near it
-    low = min(r["fd"] - r.get("fd_seed_std", 0.0) for r in rows)
+    low = min([r["fd"] - r.get("fd_seed_std", 0.0) for r in rows] + [data.get("floor", dopri5)])
     return [full, {**full, "title": f"{full['title']}, near the teacher", "ylim": (0.9 * low, 2 * dopri5)}]
 
 
