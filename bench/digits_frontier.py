@@ -52,7 +52,7 @@ DMD_FAKE_UPDATES = 5
 def fd_rows(run: Path, name: str, solvers: list[str], n: int, seconds: float) -> list[dict]:
     cfg, parts = load_run(run)
     x0 = parts.source.sample(n, torch.Generator().manual_seed(0))
-    reference = parts.target.reference(n, torch.Generator().manual_seed(1))
+    reference = held_out(parts.target, n)
     rows = []
     for spec in solvers:
         x1, nfe = parts.sample(x0, spec)
@@ -72,6 +72,7 @@ def main() -> None:
                         "given again after a stop, the runs finished there are re-used")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
+    floor = fd_floor(args.n)
     with tempfile.TemporaryDirectory() as scratch:
         for seed in args.seeds:
             rows = seed_rows(args, Path(args.work or scratch), seed)
@@ -80,7 +81,7 @@ def main() -> None:
             old = stored.get(seed, [])
             named = [*args.methods, *(name for name, _, _ in args.variants)]
             stored[seed] = merged_rows(old, rows, named, METHODS + variant_names(old, rows))
-            write(args, stored)  # after each seed: a stop keeps what is done
+            write(args, stored, floor)  # after each seed: a stop keeps what is done
 
 
 def seed_rows(args: argparse.Namespace, tmp: Path, seed: int) -> list[dict]:
@@ -119,13 +120,17 @@ def finished_runs(works: list[Path], seeds: list[int] | None = None) -> Iterator
             yield seed, name, runs[0]
 
 
+def held_out(target: Digits, n: int) -> torch.Tensor:
+    """The reference every row is scored against: the target's held-out draw of ``n``."""
+    return target.reference(n, torch.Generator().manual_seed(1))
+
+
 @torch.no_grad()
 def fd_floor(n: int) -> float:
-    """The FD floor: n training digits, drawn as the target draws them, against the reference every row is scored
-    on (held-out, as ``fd_rows`` draws it): what an exact sampler scores."""
+    """The FD floor: n training digits, drawn as the target draws them, against the same held-out reference: what
+    an exact sampler scores."""
     target = Digits()
-    reference = target.reference(n, torch.Generator().manual_seed(1))
-    return target.quality(target.sample(n, torch.Generator().manual_seed(2)), reference)
+    return target.quality(target.sample(n, torch.Generator().manual_seed(2)), held_out(target, n))
 
 
 def variant(text: str) -> tuple[str, str, list[str]]:
@@ -152,12 +157,11 @@ def stored_seeds(file: Path, steps: int) -> dict[int, list[dict]]:
     return {int(seed): rows for seed, rows in old.get("per_seed", {"0": old.get("rows", [])}).items()}
 
 
-def write(args: argparse.Namespace, stored: dict[int, list[dict]]) -> None:
-    """The results file (each seed's rows, and their aggregate) and the table."""
+def write(args: argparse.Namespace, stored: dict[int, list[dict]], floor: float) -> None:
+    """The results file (each seed's rows, their aggregate and the FD floor) and the table."""
     seeds = sorted(stored)
     rows = over_seeds([stored[s] for s in seeds], "fd")
     dopri5 = next(r for r in rows if r["solver"] == "dopri5")
-    floor = fd_floor(args.n)
     lines = [f"Digits (8x8), CPU (2 cores), {args.steps} training steps each; FD to the held-out split, {args.n} "
              f"samples on the same noise; FD floor {floor:.2f} ({args.n} training digits); teacher dopri5 FD "
              f"{mean_spread(dopri5, 'fd', 2)} at {dopri5['nfe']:.0f} NFE; each cell the mean ± std over the seeds "
